@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set everything up and run the checks: ruff, mypy, and the test suite on SQLite and on a real
+# PostgreSQL server started on loopback for the run. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh sklearn,torch,postgres,dev
+if [ -z "${FAIRTRIAL_TEST_POSTGRES:-}" ]; then
+  pgdir="$(mktemp -d /tmp/fairtrial-pg.XXXXXX)"
+  trap 'scripts/postgres.sh stop "$pgdir"' EXIT
+  if url="$(scripts/postgres.sh start "$pgdir")"; then
+    export FAIRTRIAL_TEST_POSTGRES="$url"
+    echo "PostgreSQL test server: $url"
+  else
+    echo "no PostgreSQL server could be started: its tests will skip (and fail under CI=true)"
+  fi
+fi
+echo "== ruff"; .venv/bin/ruff check src tests bench && .venv/bin/ruff format --check src tests bench
+echo "== mypy"; .venv/bin/mypy
+echo "== pytest"; .venv/bin/python -m pytest "$@"

@@ -1,0 +1,180 @@
+"""The backend seam: run trials, report what happened through a :class:`Sink`.
+
+A backend only decides *where* a trial runs (this process, a worker process, a cluster);
+:func:`execute_trial` is what runs it, the same code everywhere, so every backend gives the
+same result for the same trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+Status = Literal["finished", "failed", "diverged", "interrupted"]
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """Everything a worker needs to run one attempt of one trial (picklable)."""
+
+    trial_id: str
+    experiment_id: str
+    arm: str
+    seed: int
+    attempt: int
+    config: dict[str, Any]
+    root_seed: int
+    task: str
+    task_checksum: str
+    metric: str
+    recipe: str | None = None
+    command: str | None = None
+    base_dir: str | None = None
+    workdir: str | None = None
+    data_cache: str | None = None
+    time_limit: float | None = None
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    status: Status
+    result: float | None = None
+    error: str | None = None
+    error_detail: str | None = None
+    wall_time: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+class Sink(Protocol):
+    """Receives what backends report; the runner's sink writes it to the ledger."""
+
+    def started(self, job: TrialJob) -> None: ...
+
+    def event(self, job: TrialJob, kind: str, payload: Any) -> None: ...
+
+    def finished(self, job: TrialJob, outcome: TrialOutcome) -> None: ...
+
+
+class Backend(ABC):
+    """Where trials run. ``run`` pulls jobs lazily (each pull claims a trial in the ledger)."""
+
+    name: str = "backend"
+    #: how many trials run at once; the runner records it in provenance
+    workers: int = 1
+    threads: int | None = None
+
+    @abstractmethod
+    def run(self, jobs: Iterator[TrialJob], sink: Sink, total: int) -> None:
+        """Run every job from ``jobs``; report each through ``sink``; KeyboardInterrupt stops."""
+
+
+class InlineBackend(Backend):
+    """Runs trials one after another in this process: no isolation, no time limit.
+
+    For tests and debugging (breakpoints work); a crash of the trial is a crash of the run.
+    """
+
+    name = "inline"
+
+    def run(self, jobs: Iterator[TrialJob], sink: Sink, total: int) -> None:
+        for job in jobs:
+            sink.started(job)
+
+            def emit(kind: str, payload: Any, job: TrialJob = job) -> None:
+                sink.event(job, kind, payload)
+
+            sink.finished(job, execute_trial(job, emit))
+
+
+_RECIPES: dict[tuple[str, str | None], Callable[..., Any]] = {}
+
+
+def _resolve_recipe(ref: str, base_dir: str | None) -> Callable[..., Any]:
+    key = (ref, base_dir)
+    if key not in _RECIPES:
+        from fairtrial.tasks import import_object
+
+        fn = import_object(ref, Path(base_dir) if base_dir else None, "recipe")
+        if not callable(fn):
+            raise TypeError(f"recipe '{ref}' is not callable")
+        _RECIPES[key] = fn
+    return _RECIPES[key]
+
+
+def execute_trial(job: TrialJob, emit: Callable[[str, Any], None]) -> TrialOutcome:
+    """Run one trial in this process and return its outcome; never raises for trial errors."""
+    from fairtrial.context import TrialContext
+    from fairtrial.errors import TrialDiverged
+    from fairtrial.seeding import seed_globals
+    from fairtrial.tasks import get_task
+
+    t0 = time.perf_counter()
+    ctx: TrialContext | None = None
+
+    def outcome(status: Status, **kw: Any) -> TrialOutcome:
+        phases = dict(ctx.phases) if ctx is not None else {}
+        return TrialOutcome(status, wall_time=time.perf_counter() - t0, phases=phases, **kw)
+
+    try:
+        base = Path(job.base_dir) if job.base_dir else None
+        task = get_task(job.task, base)
+        if task.checksum != job.task_checksum:
+            return outcome(
+                "failed",
+                error=f"task '{job.task}' data changed: checksum {task.checksum[:12]} in this "
+                f"worker, {job.task_checksum[:12]} when the run started",
+            )
+        fn = _resolve_recipe(job.recipe, job.base_dir) if job.recipe else None
+        _set_threads(job.threads)
+        seed_globals(job.root_seed, job.seed)
+        workdir = Path(job.workdir) if job.workdir else None
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+        ctx = TrialContext(
+            config=job.config,
+            seed=job.seed,
+            root_seed=job.root_seed,
+            task=task,
+            emit=emit,
+            arm=job.arm,
+            trial_id=job.trial_id,
+            workdir=workdir,
+            metric=job.metric,
+        )
+        if fn is not None:
+            fn(job.config, ctx)
+        else:
+            from fairtrial.backends.command import run_command
+
+            run_command(job, ctx, task)
+        ctx.flush()
+        if ctx.test_score is None:
+            return outcome(
+                "failed",
+                error="the recipe never called ctx.evaluate_test(predict): "
+                "a trial's result is its score on the sealed test split",
+            )
+        return outcome("finished", result=ctx.test_score)
+    except TrialDiverged as exc:
+        return outcome("diverged", error=f"diverged: {exc}")
+    except Exception as exc:
+        if ctx is not None:
+            # keep what can be kept; the first error is the one to report
+            with contextlib.suppress(Exception):
+                ctx.flush()
+        detail = "".join(traceback.format_exception(exc))
+        return outcome("failed", error=f"{type(exc).__name__}: {exc}", error_detail=detail[-20000:])
+
+
+def _set_threads(threads: int | None) -> None:
+    torch: Any = sys.modules.get("torch")
+    if threads and torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

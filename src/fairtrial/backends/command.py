@@ -1,0 +1,208 @@
+"""Command recipes: a training program in any language, run as a subprocess.
+
+The protocol (also in the README):
+
+* placeholders in ``command`` (``{lr}``, ``{optimizer.lr}``, ``{seed}``, ``{data_dir}``, ...)
+  are filled per trial; the command is split like a shell would (no shell runs it);
+* environment: ``FAIRTRIAL_SEED`` (seed index), ``FAIRTRIAL_SEED_INIT`` / ``_DATA`` /
+  ``_AUGMENT`` / ``_DROPOUT`` (derived stream seeds), ``FAIRTRIAL_CONFIG`` (the arm's config as
+  JSON), ``FAIRTRIAL_DATA_DIR``, ``FAIRTRIAL_PREDICTIONS``, ``FAIRTRIAL_WORKDIR``,
+  ``FAIRTRIAL_ARM``, ``FAIRTRIAL_TRIAL_ID``, ``FAIRTRIAL_TASK``;
+* ``$FAIRTRIAL_DATA_DIR`` holds ``x_train``, ``y_train``, ``x_val``, ``y_val``, ``x_test`` as
+  ``.npy`` and ``.csv`` (no test labels) and ``meta.json``;
+* every stdout line that is a JSON object is a metric point (``{"step": 3, "val_accuracy":
+  0.91}``); other lines are kept as the trial's output;
+* test predictions go to ``$FAIRTRIAL_PREDICTIONS``, one per line (or one JSON array), in the
+  order of ``x_test``; fairtrial scores them;
+* a non-zero exit status fails the trial, with the last lines of stderr as its reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import shlex
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fairtrial.backends.base import TrialJob
+from fairtrial.context import TrialContext
+from fairtrial.errors import RecipeError
+from fairtrial.seeding import STREAMS
+from fairtrial.spec import flatten
+from fairtrial.tasks import Task
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def _cache_root(job: TrialJob) -> Path:
+    if job.data_cache:
+        return Path(job.data_cache)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fairtrial" / "data"
+
+
+def materialize(task: Task, root: Path) -> Path:
+    """Write the task's visible splits once per checksum; returns the folder."""
+    folder = root / task.checksum[:24]
+    if (folder / "meta.json").exists():
+        return folder
+    tmp = root / f".{task.checksum[:24]}.{os.getpid()}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    d = task.data()
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test"):
+        arr = getattr(d, name)
+        np.save(tmp / f"{name}.npy", arr)
+        flat = arr.reshape(len(arr), -1) if arr.ndim > 1 else arr.reshape(-1, 1)
+        fmt = "%d" if np.issubdtype(arr.dtype, np.integer) else "%.9g"
+        np.savetxt(tmp / f"{name}.csv", flat, delimiter=",", fmt=fmt)
+    meta = {
+        "task": task.name,
+        "checksum": task.checksum,
+        "metric": task.metric,
+        "n_classes": task.n_classes,
+        "sizes": task.sizes,
+        "meta": dict(task.meta),
+        "shapes": {n: list(getattr(d, n).shape) for n in ("x_train", "x_val", "x_test")},
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    try:
+        tmp.rename(folder)
+    except OSError:  # another worker won the race; its copy is identical
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def build_argv(command: str, values: dict[str, Any]) -> list[str]:
+    """Split ``command`` like a shell and fill ``{placeholders}`` in each word."""
+
+    def fill(word: str) -> str:
+        word = word.replace("{{", "\0").replace("}}", "\1")
+        word = _PLACEHOLDER.sub(lambda m: _fmt(values[m.group(1)]), word)
+        return word.replace("\0", "{").replace("\1", "}")
+
+    return [fill(w) for w in shlex.split(command)]
+
+
+def _die_with_parent() -> None:
+    # Linux: the command dies with its worker (a worker killed for its time limit must not
+    # leave the training program running).
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
+
+
+def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
+    """Run the command of a command recipe for one trial, feeding ``ctx``."""
+    assert job.command is not None
+    data_dir = materialize(task, _cache_root(job))
+    workdir = ctx.workdir or Path.cwd()
+    predictions = workdir / "predictions.txt"
+    predictions.unlink(missing_ok=True)
+    seeds = {f"seed_{n}": ctx.seed_for(n) for n in STREAMS}
+    values: dict[str, Any] = {
+        **flatten(job.config),
+        **seeds,
+        "seed": job.seed,
+        "data_dir": str(data_dir),
+        "predictions": str(predictions),
+        "workdir": str(workdir),
+        "arm": job.arm,
+        "trial_id": job.trial_id,
+        "task": task.name,
+    }
+    env = dict(os.environ)
+    env.update(
+        {
+            "FAIRTRIAL_SEED": str(job.seed),
+            **{f"FAIRTRIAL_{k.upper()}": str(v) for k, v in seeds.items()},
+            "FAIRTRIAL_CONFIG": json.dumps(job.config),
+            "FAIRTRIAL_DATA_DIR": str(data_dir),
+            "FAIRTRIAL_PREDICTIONS": str(predictions),
+            "FAIRTRIAL_WORKDIR": str(workdir),
+            "FAIRTRIAL_ARM": job.arm,
+            "FAIRTRIAL_TRIAL_ID": job.trial_id,
+            "FAIRTRIAL_TASK": task.name,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if job.threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[var] = str(job.threads)
+    argv = build_argv(job.command, values)
+    cwd = job.base_dir or str(Path.cwd())
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            preexec_fn=_die_with_parent if os.name == "posix" else None,
+        )
+    except OSError as exc:
+        raise RecipeError(f"cannot start command {argv[0]!r}: {exc.strerror}") from None
+    stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+    reader = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr or ()), daemon=True)
+    reader.start()
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        text = line.strip()
+        if text.startswith("{"):
+            try:
+                point = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(point, dict):
+                step = point.pop("step", None)
+                numbers = {k: v for k, v in point.items() if isinstance(v, (int, float))}
+                if numbers:
+                    ctx.log(step=step if isinstance(step, int) else None, **numbers)
+    code = proc.wait()
+    reader.join(timeout=5)
+    if code != 0:
+        tail = "".join(stderr_tail).strip().splitlines()[-1:] or ["(no stderr)"]
+        raise RecipeError(f"command exited with status {code}: {tail[0][:500]}")
+    if not predictions.exists():
+        raise RecipeError(
+            "command wrote no predictions: write one per line to $FAIRTRIAL_PREDICTIONS"
+        )
+    ctx.evaluate_test(read_predictions(predictions))
+
+
+def read_predictions(path: Path) -> np.ndarray[Any, Any]:
+    text = path.read_text().strip()
+    if text.startswith("["):
+        return np.asarray(json.loads(text))
+    values: list[Any] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            number = float(line)
+            values.append(int(number) if number.is_integer() else number)
+        except ValueError:
+            values.append(line)
+    return np.asarray(values)

@@ -1,0 +1,395 @@
+"""The ``fairtrial`` command: a thin layer over the library.
+
+User mistakes (a bad spec, an unknown experiment, a missing extra) print one line and exit 2;
+Ctrl-C exits 130 after recording what was running as interrupted (a later run resumes it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from fairtrial.errors import ExperimentNotFound, FairtrialError
+
+# Piped output (CI logs, `| less`) gets a fixed width instead of rich's 80-column fallback.
+_out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 150)
+_err = Console(
+    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 150
+)
+
+store_option = click.option(
+    "--store",
+    envvar="FAIRTRIAL_STORE",
+    default=None,
+    help="Ledger: a SQLAlchemy URL (sqlite:///..., postgresql://...) or a file path. "
+    "Default ./.fairtrial/ledger.db (env FAIRTRIAL_STORE).",
+)
+
+
+def _ledger(store: str | None) -> Any:
+    from fairtrial.ledger import Ledger
+
+    return Ledger(store)
+
+
+def _find(ledger: Any, ref: str) -> Any:
+    """EXPERIMENT is an id, a name, or a spec path."""
+    path = Path(ref)
+    if ref.endswith(".toml") or path.is_file():
+        from fairtrial.spec import load_spec
+
+        spec = load_spec(path)
+        try:
+            return ledger.experiment(spec.experiment_id)
+        except ExperimentNotFound:
+            raise ExperimentNotFound(
+                f"spec '{ref}' (experiment {spec.experiment_id}) has not been run in "
+                f"this store: fairtrial run {ref}"
+            ) from None
+    return ledger.find_experiment(ref)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fairtrial")
+def cli() -> None:
+    """fairtrial: a fair trial for every ML idea (paired seeds, honest verdicts, replicable)."""
+
+
+def _backend(name: str, workers: int | None, threads: int | None) -> Any:
+    from fairtrial.backends import make_backend
+
+    return make_backend(name, workers=workers, threads=threads)
+
+
+@cli.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "inline"]),
+    default="local",
+    show_default=True,
+    help="local: persistent worker processes; inline: this process, one trial at a time.",
+)
+@click.option("--workers", type=click.IntRange(min=1), help="Trials at once (default: cores).")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads per worker.")
+@store_option
+@click.option("--resume", is_flag=True, help="Only continue an experiment already in the store.")
+@click.option("--retry-failed", is_flag=True, help="Also re-run failed and diverged trials.")
+@click.option(
+    "--report/--no-report", "show_report", default=True, help="Print the report at the end."
+)
+def run(
+    spec_path: Path,
+    backend: str,
+    workers: int | None,
+    threads: int | None,
+    store: str | None,
+    resume: bool,
+    retry_failed: bool,
+    show_report: bool,
+) -> None:
+    """Run every trial of SPEC not yet in the store (an interrupted run resumes)."""
+    from fairtrial.spec import load_spec
+
+    spec = load_spec(spec_path)
+    ledger = _ledger(store)
+    if resume:
+        try:
+            ledger.experiment(spec.experiment_id)
+        except ExperimentNotFound:
+            raise FairtrialError(
+                f"--resume: experiment '{spec.name}' ({spec.experiment_id}) was never started "
+                "in this store; drop --resume to start it"
+            ) from None
+    _run_and_report(spec, ledger, _backend(backend, workers, threads), retry_failed, show_report)
+
+
+def _run_and_report(
+    spec: Any, ledger: Any, backend: Any, retry_failed: bool, show_report: bool
+) -> None:
+    from fairtrial.runner import run_experiment
+
+    _err.print(
+        f"[bold]{escape(spec.name)}[/] ({spec.experiment_id}): {len(spec.arms)} arms × {spec.seeds} "
+        f"seeds on '{spec.task}', backend {backend.name} ({backend.workers} workers × "
+        f"{backend.threads or 1} threads), store {ledger.dialect}"
+    )
+    try:
+        summary = run_experiment(spec, ledger, backend, retry_failed=retry_failed, console=_err)
+    except KeyboardInterrupt:
+        _err.print(
+            "[yellow]interrupted[/]: finished trials are kept; run the same command to resume"
+        )
+        sys.exit(130)
+    done = summary.already_done
+    _err.print(
+        f"ran {summary.ran} trials in {summary.seconds:.1f} s ({summary.finished} finished, "
+        f"{summary.failed} failed, {summary.diverged} diverged)"
+        + (f"; {done} were already in the store" if done else "")
+    )
+    if show_report:
+        _print_report(ledger, ledger.experiment(spec.experiment_id), "text", None)
+
+
+def _print_report(ledger: Any, exp: Any, fmt: str, output: Path | None) -> None:
+    from fairtrial.analysis import analyze
+    from fairtrial.report import render_json, render_md, render_text
+
+    doc = analyze(ledger, exp)
+    if fmt == "text":
+        if output is not None:
+            with output.open("w") as fh:
+                Console(file=fh, width=140).print(render_text(doc))
+        else:
+            _out.print(render_text(doc))
+        return
+    text = render_json(doc) if fmt == "json" else render_md(doc)
+    if output is not None:
+        output.write_text(text)
+    else:
+        click.echo(text)
+
+
+@cli.command()
+@click.argument("experiment")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "md", "json"]),
+    default="text",
+    show_default=True,
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
+@store_option
+def report(experiment: str, fmt: str, output: Path | None, store: str | None) -> None:
+    """Per-arm results and paired comparisons of EXPERIMENT (name, id or spec path)."""
+    ledger = _ledger(store)
+    _print_report(ledger, _find(ledger, experiment), fmt, output)
+
+
+@cli.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
+@store_option
+def plan(spec_path: Path, store: str | None) -> None:
+    """Dry run: validate SPEC and show its arms, trials and derived seeds."""
+    from fairtrial.plan import plan_trials
+    from fairtrial.spec import load_spec
+    from fairtrial.tasks import get_task
+
+    spec = load_spec(spec_path)
+    task = get_task(spec.task, spec.base_dir)
+    trials = plan_trials(spec)
+    _out.print(
+        f"[bold]{escape(spec.name)}[/] ({spec.experiment_id}) · task {spec.task} "
+        f"(train/val/test {task.sizes['train']}/{task.sizes['val']}/{task.sizes['test']}, "
+        f"checksum {task.checksum[:12]}) · metric {spec.metric} ({spec.direction})"
+    )
+    _out.print(f"recipe: {spec.recipe or 'command: ' + str(spec.command)}")
+    t = Table(title=f"{len(spec.arms)} arms × {spec.seeds} seeds = {len(trials)} trials")
+    for col in ("arm", "kind", "components (changes from baseline)"):
+        t.add_column(col)
+    for a in spec.arms.values():
+        comps = ", ".join(f"{k}={json.dumps(v)}" for k, v in a.components.items()) or "—"
+        kind = a.kind + (f" of {a.parent} without {a.removed}" if a.kind == "ablation" else "")
+        t.add_row(escape(a.name), escape(kind), escape(comps))
+    _out.print(t)
+    _out.print(
+        f"seeds: root {spec.root_seed}; seed 0 streams "
+        + ", ".join(f"{k}={v}" for k, v in trials[0].seeds.items())
+        + " (identical for every arm)"
+    )
+    ledger = _ledger(store)
+    walls = [
+        r.wall_time
+        for e in ledger.experiments()
+        if e.task == spec.task
+        for r in ledger.trials(e.id)
+        if r.status == "finished" and r.wall_time
+    ]
+    from fairtrial.backends.local import split_cores
+
+    workers, _ = split_cores(None, None)
+    if walls:
+        est = sum(walls) / len(walls) * len(trials) / workers
+        _out.print(
+            f"estimated time: ~{est:.0f} s on {workers} workers "
+            f"(mean of {len(walls)} earlier trials on '{spec.task}' in this store)"
+        )
+    else:
+        _out.print("estimated time: unknown (no earlier trials on this task in this store)")
+    try:
+        exp = ledger.experiment(spec.experiment_id)
+        done = sum(r.status in ("finished", "failed", "diverged") for r in ledger.trials(exp.id))
+        _out.print(f"in the store: {done}/{len(trials)} trials done; `fairtrial run` resumes")
+    except ExperimentNotFound:
+        pass
+
+
+@cli.command()
+@click.argument("experiment", required=False)
+@store_option
+def status(experiment: str | None, store: str | None) -> None:
+    """Progress of every experiment in the store, or the trials of EXPERIMENT."""
+    ledger = _ledger(store)
+    if experiment is None:
+        exps = ledger.experiments()
+        if not exps:
+            _out.print("the store is empty: fairtrial run SPEC (or fairtrial demo)")
+            return
+        t = Table(title=f"Experiments in {ledger.dialect} store")
+        for col in ("id", "name", "task", "done", "finished", "failed", "running", "pending"):
+            t.add_column(col)
+        for e in exps:
+            rows = ledger.trials(e.id)
+
+            def count(*st: str, rows: list[Any] = rows) -> int:
+                return sum(r.status in st for r in rows)
+
+            t.add_row(
+                e.id,
+                escape(e.name),
+                e.task,
+                f"{count('finished', 'failed', 'diverged')}/{len(rows)}",
+                str(count("finished")),
+                str(count("failed", "diverged")),
+                str(count("running")),
+                str(count("pending", "interrupted")),
+            )
+        _out.print(t)
+        return
+    exp = _find(ledger, experiment)
+    t = Table(title=f"{exp.name} ({exp.id})")
+    for col in ("arm", "seed", "status", "attempt", "result", "wall s", "reason"):
+        t.add_column(col)
+    for r in ledger.trials(exp.id):
+        t.add_row(
+            escape(r.arm),
+            str(r.seed),
+            r.status,
+            str(r.attempt),
+            "—" if r.result is None else f"{r.result:.4f}",
+            "—" if r.wall_time is None else f"{r.wall_time:.2f}",
+            escape((r.error or "")[:100]),
+        )
+    _out.print(t)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def tasks(as_json: bool) -> None:
+    """The built-in tasks with their sizes, metrics and checksums."""
+    from fairtrial.tasks import builtin_tasks, get_task
+
+    rows: list[dict[str, Any]] = []
+    for name in builtin_tasks():
+        try:
+            task = get_task(name)
+        except FairtrialError as exc:
+            rows.append({"name": name, "error": str(exc)})
+            continue
+        rows.append(
+            {
+                "name": name,
+                "kind": task.kind,
+                "metric": task.metric,
+                "direction": task.direction,
+                "classes": task.n_classes,
+                "sizes": task.sizes,
+                "features": list(task.x.shape[1:]),
+                "checksum": task.checksum,
+                "source": task.source,
+                "description": task.description,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    t = Table(title='Built-in tasks (add your own: task = "module:function")')
+    for col in ("name", "metric", "classes", "train/val/test", "features", "checksum", "source"):
+        t.add_column(col)
+    for r in rows:
+        if "error" in r:
+            t.add_row(r["name"], f"[red]{r['error']}[/]", "", "", "", "", "")
+            continue
+        s = r["sizes"]
+        t.add_row(
+            r["name"],
+            f"{r['metric']} ({r['direction']})",
+            str(r["classes"] or "—"),
+            f"{s['train']}/{s['val']}/{s['test']}",
+            "×".join(map(str, r["features"])),
+            r["checksum"][:12],
+            r["source"],
+        )
+    _out.print(t)
+
+
+@cli.command()
+def recipes() -> None:
+    """The built-in recipes and every option a spec may set for them."""
+    from fairtrial.recipes import BUILTIN_RECIPES, config_class_of, describe_config
+    from fairtrial.tasks import import_object
+
+    for name, ref in BUILTIN_RECIPES.items():
+        try:
+            fn = import_object(ref, None, "recipe")
+        except ValueError as exc:
+            _out.print(f"[bold]{name}[/] ({ref}): unavailable: {exc}")
+            continue
+        doc = (getattr(fn, "__doc__", None) or "").strip().splitlines()
+        t = Table(title=f"{name}  ({ref})  {doc[0] if doc else ''}", title_justify="left")
+        for col in ("option", "type", "default", "meaning"):
+            t.add_column(col)
+        cls = config_class_of(fn)
+        for row in describe_config(cls) if cls else []:
+            t.add_row(row["name"], row["type"], json.dumps(row["default"]), row["help"])
+        _out.print(t)
+
+
+@cli.command()
+@click.option("--workers", type=click.IntRange(min=1), help="Trials at once (default: cores).")
+@store_option
+def demo(workers: int | None, store: str | None) -> None:
+    """The flagship example, end to end: a real experiment on digits, then its report."""
+    from fairtrial.spec import load_spec
+
+    folder = Path(".fairtrial") / "demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    spec_path = folder / "digits-demo.toml"
+    spec_path.write_text(resources.files("fairtrial").joinpath("examples/demo.toml").read_text())
+    _err.print(f"spec written to {spec_path} (edit it, then: fairtrial run {spec_path})")
+    spec = load_spec(spec_path)
+    _run_and_report(spec, _ledger(store), _backend("local", workers, None), False, True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one line and exit 2 for user errors, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="fairtrial", standalone_mode=False)
+    except click.exceptions.Abort:
+        _err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except FairtrialError as exc:
+        _err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        sys.exit(130)
+    except BrokenPipeError:
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The trial context handed to every recipe: config, seeds, data, logging, phases, sealed test.
+
+``ctx.log`` sits on the hot path of every training loop, so it does the least it can: it
+appends one tuple to a list. Conversion, the NaN/inf check and the hand-off to the ledger
+happen in :meth:`TrialContext.flush`, in batches (every ``flush_points`` points or
+``flush_seconds`` seconds, at phase ends and when the trial ends).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fairtrial.errors import RecipeError, TrialDiverged
+from fairtrial.seeding import derive_seed
+from fairtrial.tasks.base import Task, TaskData
+
+#: emit(kind, payload): how a context hands results to its backend ("metrics", "test").
+Emit = Callable[[str, Any], None]
+
+MetricRow = tuple[int | None, float, str, float]
+
+
+class TrialContext:
+    """Everything a recipe may rely on during one trial (one arm, one seed).
+
+    Attributes:
+        config: the arm's configuration (nested keys are nested mappings).
+        seed: the seed index ``i``; every arm runs seed ``i`` with the same streams.
+        arm: the arm's name.
+        trial_id: the trial's id in the ledger.
+        workdir: a folder of this trial's own, for checkpoints and files.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Mapping[str, Any],
+        seed: int,
+        root_seed: int,
+        task: Task,
+        emit: Emit,
+        arm: str = "baseline",
+        trial_id: str = "",
+        workdir: Path | None = None,
+        metric: str | None = None,
+        flush_points: int = 1000,
+        flush_seconds: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.seed = seed
+        self.root_seed = root_seed
+        self.arm = arm
+        self.trial_id = trial_id
+        self.workdir = workdir
+        self._task = task
+        self.metric = metric or task.metric
+        self._emit = emit
+        self._rngs: dict[str, np.random.Generator] = {}
+        self._buf: list[tuple[int | None, float, dict[str, Any]]] = []
+        self._flush_points = flush_points
+        self._flush_seconds = flush_seconds
+        self._t0 = time.perf_counter()
+        self._last_flush = self._t0
+        self.phases: dict[str, float] = {}
+        self.test_score: float | None = None
+        self.n_points = 0
+
+    # -- data and seeds ---------------------------------------------------------------------
+    @property
+    def data(self) -> TaskData:
+        """The task's splits without the test labels."""
+        return self._task.data()
+
+    @property
+    def task_name(self) -> str:
+        return self._task.name
+
+    def seed_for(self, name: str) -> int:
+        """The integer seed of stream ``name`` for this seed index (same for every arm)."""
+        return derive_seed(self.root_seed, name, self.seed)
+
+    def rng(self, name: str = "default") -> np.random.Generator:
+        """The numpy Generator of stream ``name``; the same object on every call in a trial."""
+        gen = self._rngs.get(name)
+        if gen is None:
+            gen = self._rngs[name] = np.random.Generator(np.random.PCG64(self.seed_for(name)))
+        return gen
+
+    def torch_generator(self, name: str = "default", device: str = "cpu") -> Any:
+        """A fresh ``torch.Generator`` seeded for stream ``name`` (e.g. "init", "data")."""
+        import torch
+
+        gen = torch.Generator(device=device)
+        gen.manual_seed(self.seed_for(name))
+        return gen
+
+    # -- metrics ----------------------------------------------------------------------------
+    def log(self, step: int | None = None, **metrics: Any) -> None:
+        """Record metric values at ``step`` (buffered; costs about a list append)."""
+        now = time.perf_counter()
+        self._buf.append((step, now - self._t0, metrics))
+        if len(self._buf) >= self._flush_points or now - self._last_flush >= self._flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand buffered points to the ledger; raise TrialDiverged on a NaN or infinite value."""
+        buf, self._buf = self._buf, []
+        self._last_flush = time.perf_counter()
+        if not buf:
+            return
+        rows: list[MetricRow] = []
+        bad: MetricRow | None = None
+        for step, t, metrics in buf:
+            for name, value in metrics.items():
+                try:
+                    v = float(value)
+                except (TypeError, ValueError):
+                    raise RecipeError(
+                        f"ctx.log: metric '{name}' must be a number, got {type(value).__name__}"
+                    ) from None
+                rows.append((step, t, name, v))
+                if bad is None and not math.isfinite(v):
+                    bad = rows[-1]
+        self.n_points += len(rows)
+        self._emit("metrics", rows)
+        if bad is not None:
+            step, _, name, v = bad
+            raise TrialDiverged(f"metric '{name}' became {v} at step {step}")
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase ("setup", "train", "eval"); repeated phases add up."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - t
+            self.flush()
+
+    # -- the sealed test split ----------------------------------------------------------------
+    def evaluate_test(self, predict: Callable[[NDArray[Any]], Any] | Any) -> float:
+        """Score the sealed test split once: ``predict(x_test)`` (or an array of predictions).
+
+        fairtrial computes the task's metric; the score is the trial's result. A trial scores
+        the test split exactly once: choose models on the validation split.
+        """
+        if self.test_score is not None:
+            raise RecipeError(
+                "ctx.evaluate_test was called twice; the test split is scored once per trial "
+                "(select models on the validation split)"
+            )
+        x_test = self.data.x_test
+        raw = predict(x_test) if callable(predict) else predict
+        predictions = _to_numpy(raw)
+        score = self._task.score(predictions, self.metric)
+        self.test_score = score
+        listed = predictions.tolist()
+        digest = hashlib.sha256(json.dumps(listed).encode()).hexdigest()
+        self.flush()
+        self._emit(
+            "test",
+            {
+                "task": self._task.name,
+                "task_checksum": self._task.checksum,
+                "metric": self.metric,
+                "score": score,
+                "n": len(listed),
+                "predictions": listed,
+                "predictions_sha256": digest,
+            },
+        )
+        if not math.isfinite(score):
+            raise TrialDiverged(f"test {self.metric} is {score}")
+        return score
+
+
+def _to_numpy(raw: Any) -> NDArray[Any]:
+    """Predictions as a numpy array, from numpy, lists, or a torch tensor (without importing it)."""
+    torch: Any = sys.modules.get("torch")
+    if torch is not None and isinstance(raw, torch.Tensor):
+        raw = raw.detach().cpu().numpy()
+    return np.asarray(raw)

@@ -1,0 +1,64 @@
+"""One exception tree for everything fairtrial raises on purpose.
+
+::
+
+    FairtrialError                 base: the CLI prints its message as one line, exit 2
+    ├── SpecError                  the spec file is wrong (names the file, line/key and the fix)
+    ├── TaskError                  a task cannot be found, built or checked
+    ├── RecipeError                a recipe cannot be imported or broke the recipe contract
+    ├── LedgerError                the store cannot be opened or holds something unexpected
+    ├── ExperimentNotFound         no experiment matches a name, path or id
+    └── MissingDependency          an optional extra is not installed (says which one)
+
+Exceptions raised *inside* a trial never cross this tree: a trial that raises is a result
+(status ``failed`` with its reason), not an error of the run.
+"""
+
+from __future__ import annotations
+
+
+class FairtrialError(Exception):
+    """Base of every error fairtrial raises for a user mistake or an unusable environment."""
+
+
+class SpecError(FairtrialError):
+    """The spec file is invalid; the message names the file, the line or key, and the fix."""
+
+
+class TaskError(FairtrialError):
+    """A task cannot be found, built, or checked."""
+
+
+class RecipeError(FairtrialError):
+    """A recipe cannot be imported, or broke the recipe contract."""
+
+
+class LedgerError(FairtrialError):
+    """The ledger cannot be opened, or holds something unexpected."""
+
+
+class ExperimentNotFound(FairtrialError):
+    """No experiment in the ledger matches the given name, spec path or id."""
+
+
+class MissingDependency(FairtrialError):
+    """An optional dependency is missing; the message says which extra installs it."""
+
+    def __init__(self, module: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the '{module}' package: pip install 'fairtrial[{extra}]'"
+        )
+        self.module = module
+        self.extra = extra
+
+
+class TrialDiverged(Exception):
+    """Raised inside a trial when a logged metric becomes NaN or infinite."""
+
+
+def require(module: str, extra: str, purpose: str) -> None:
+    """Raise :class:`MissingDependency` unless ``module`` can be imported."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependency(module, extra, purpose)

@@ -1,0 +1,109 @@
+"""The ledger's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
+
+JSON is stored as text so that both engines hold byte-identical documents.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("id", String(64), primary_key=True),  # first 12 hex of spec_hash
+    Column("name", String(200), nullable=False, index=True),
+    Column("spec_hash", String(64), nullable=False),
+    Column("spec_json", Text, nullable=False),  # normalised spec
+    Column("arms_json", Text, nullable=False),  # arms in order: name, kind, components, ...
+    Column("spec_path", Text),
+    Column("task", String(200), nullable=False),
+    Column("task_checksum", String(64), nullable=False),
+    Column("metric", String(64), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("seeds", Integer, nullable=False),
+    Column("root_seed", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+trials = Table(
+    "trials",
+    metadata,
+    Column("id", String(300), primary_key=True),  # experiment_id/arm/seed
+    Column("experiment_id", String(64), ForeignKey("experiments.id"), nullable=False),
+    Column("arm", String(200), nullable=False),
+    Column("seed", Integer, nullable=False),
+    # pending | running | finished | failed | diverged | interrupted
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),  # 0 before the first start
+    Column("config_json", Text, nullable=False),
+    Column("seeds_json", Text, nullable=False),
+    Column("result", Float),  # the test metric, for finished trials
+    Column("error", Text),  # the reason, for failed/diverged/interrupted trials
+    Column("error_detail", Text),  # traceback or last output lines
+    Column("owner", String(200)),  # host:pid of the run that holds a running trial
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("wall_time", Float),
+    Column("phases_json", Text),
+    Column("task_checksum", String(64)),
+    Column("provenance_id", String(64), ForeignKey("provenance.id")),
+    Index("ix_trials_experiment", "experiment_id", "arm", "seed"),
+)
+
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("trial_id", String(300), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("step", Integer),
+    Column("t", Float, nullable=False),  # seconds since the trial started
+    Column("name", String(200), nullable=False),
+    Column("value", Float),  # NULL stands for NaN (SQLite has no NaN)
+    Index("ix_metrics_trial", "trial_id", "attempt"),
+)
+
+provenance = Table(
+    "provenance",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 of data_json
+    Column("data_json", Text, nullable=False),
+)
+
+test_evaluations = Table(
+    "test_evaluations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("trial_id", String(300), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("experiment_id", String(64), nullable=False),
+    Column("task", String(200), nullable=False),
+    Column("task_checksum", String(64), nullable=False),
+    Column("metric", String(64), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("predictions_sha256", String(64), nullable=False),
+    Column("predictions_json", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)

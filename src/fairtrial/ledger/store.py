@@ -1,0 +1,460 @@
+"""The ledger: experiments, trials, metric series, provenance and test evaluations.
+
+One class over SQLAlchemy Core. SQLite (the default, a file under ``./.fairtrial``) runs in WAL
+mode so that readers (``fairtrial status``) never block the writer; PostgreSQL is any
+``postgresql://`` URL. Each method is one short transaction, so a kill at any moment leaves the
+ledger consistent, and claiming a trial is a conditional update, so two runs on one ledger never
+run the same attempt twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from fairtrial.errors import ExperimentNotFound, LedgerError, MissingDependency
+from fairtrial.ledger import schema as s
+
+DEFAULT_STORE = ".fairtrial/ledger.db"
+#: statuses a run treats as done (failures are results: they are kept, not re-run)
+DONE = ("finished", "failed", "diverged")
+
+
+def store_url(store: str | Path | None) -> str:
+    """A SQLAlchemy URL from a URL, a file path, or None (the default ``./.fairtrial`` file)."""
+    if store is None:
+        store = DEFAULT_STORE
+    text = str(store)
+    if "://" not in text:
+        path = Path(text).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    if text.startswith(("postgresql://", "postgres://")):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None:
+            raise MissingDependency("psycopg", "postgres", "a PostgreSQL ledger")
+        return "postgresql+psycopg://" + text.split("://", 1)[1]
+    return text
+
+
+@dataclass(frozen=True)
+class ExperimentRow:
+    id: str
+    name: str
+    spec_hash: str
+    spec: dict[str, Any]
+    arms: dict[str, Any]  # {"arms": [...], "ablations": [...]} as Spec.arm_table()
+    spec_path: str | None
+    task: str
+    task_checksum: str
+    metric: str
+    direction: str
+    seeds: int
+    root_seed: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    id: str
+    experiment_id: str
+    arm: str
+    seed: int
+    status: str
+    attempt: int
+    config: dict[str, Any]
+    seeds: dict[str, int]
+    result: float | None
+    error: str | None
+    error_detail: str | None
+    owner: str | None
+    started_at: float | None
+    finished_at: float | None
+    wall_time: float | None
+    phases: dict[str, float]
+    task_checksum: str | None
+    provenance_id: str | None
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+class Ledger:
+    """The store behind every command; open with ``Ledger(store)`` (URL, path or None)."""
+
+    def __init__(self, store: str | Path | None = None) -> None:
+        self.url = store_url(store)
+        try:
+            self.engine: Engine = create_engine(self.url, future=True)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise LedgerError(f"cannot open store '{store}': {exc}") from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            s.metadata.create_all(self.engine)
+            self._check_version()
+        except OperationalError as exc:
+            raise LedgerError(f"cannot open store '{store}': {_one_line(exc.orig)}") from None
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _check_version(self) -> None:
+        with self.engine.begin() as c:
+            row = c.execute(select(s.meta.c.value).where(s.meta.c.key == "schema")).first()
+            if row is None:
+                c.execute(insert(s.meta).values(key="schema", value=str(s.SCHEMA_VERSION)))
+            elif int(row[0]) > s.SCHEMA_VERSION:
+                raise LedgerError(
+                    f"store {self.url} has schema {row[0]}, newer than this fairtrial "
+                    f"understands ({s.SCHEMA_VERSION}): upgrade fairtrial"
+                )
+
+    # -- experiments ----------------------------------------------------------------------------
+    def upsert_experiment(
+        self,
+        *,
+        experiment_id: str,
+        name: str,
+        spec_hash: str,
+        spec: dict[str, Any],
+        arms: dict[str, Any],
+        spec_path: str | None,
+        task: str,
+        task_checksum: str,
+        metric: str,
+        direction: str,
+        seeds: int,
+        root_seed: int,
+    ) -> None:
+        now = time.time()
+        with self.engine.begin() as c:
+            found = c.execute(
+                select(s.experiments.c.id).where(s.experiments.c.id == experiment_id)
+            ).first()
+            if found is None:
+                c.execute(
+                    insert(s.experiments).values(
+                        id=experiment_id,
+                        name=name,
+                        spec_hash=spec_hash,
+                        spec_json=_dumps(spec),
+                        arms_json=json.dumps(arms),
+                        spec_path=spec_path,
+                        task=task,
+                        task_checksum=task_checksum,
+                        metric=metric,
+                        direction=direction,
+                        seeds=seeds,
+                        root_seed=root_seed,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            else:
+                c.execute(
+                    update(s.experiments)
+                    .where(s.experiments.c.id == experiment_id)
+                    .values(updated_at=now, spec_path=spec_path)
+                )
+
+    def experiments(self) -> list[ExperimentRow]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(s.experiments).order_by(s.experiments.c.updated_at)).all()
+        return [_experiment(r) for r in rows]
+
+    def experiment(self, experiment_id: str) -> ExperimentRow:
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(s.experiments).where(s.experiments.c.id == experiment_id)
+            ).first()
+        if row is None:
+            raise ExperimentNotFound(f"no experiment with id '{experiment_id}' in {self.url}")
+        return _experiment(row)
+
+    def find_experiment(self, ref: str) -> ExperimentRow:
+        """By id, id prefix, or name (the most recently run experiment of that name)."""
+        exps = self.experiments()
+        for match in (
+            [e for e in exps if e.id == ref or e.spec_hash == ref],
+            [e for e in exps if len(ref) >= 4 and e.id.startswith(ref)],
+            [e for e in exps if e.name == ref],
+        ):
+            ids = {e.id for e in match}
+            if len(ids) == 1 or (match and match[-1].name == ref):
+                return match[-1]
+            if len(ids) > 1:
+                raise ExperimentNotFound(
+                    f"'{ref}' matches several experiments: {', '.join(sorted(ids))}"
+                )
+        names = sorted({e.name for e in exps})
+        known = f"; known: {', '.join(names)}" if names else "; the store is empty"
+        raise ExperimentNotFound(f"no experiment '{ref}' in {self._where()}{known}")
+
+    def _where(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # -- trials ---------------------------------------------------------------------------------
+    def add_trials(self, plans: Iterable[Any]) -> int:
+        """Insert a pending row for each planned trial not yet in the ledger; returns the count."""
+        plans = list(plans)
+        if not plans:
+            return 0
+        with self.engine.begin() as c:
+            have = set(
+                c.execute(
+                    select(s.trials.c.id).where(s.trials.c.experiment_id == plans[0].experiment_id)
+                ).scalars()
+            )
+            rows = [
+                {
+                    "id": p.trial_id,
+                    "experiment_id": p.experiment_id,
+                    "arm": p.arm,
+                    "seed": p.seed,
+                    "status": "pending",
+                    "attempt": 0,
+                    "config_json": _dumps(p.config),
+                    "seeds_json": _dumps(p.seeds),
+                }
+                for p in plans
+                if p.trial_id not in have
+            ]
+            if rows:
+                c.execute(insert(s.trials), rows)
+        return len(rows)
+
+    def trials(self, experiment_id: str) -> list[TrialRow]:
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(s.trials)
+                .where(s.trials.c.experiment_id == experiment_id)
+                .order_by(s.trials.c.seed, s.trials.c.arm)
+            ).all()
+        return [_trial(r) for r in rows]
+
+    def trial(self, trial_id: str) -> TrialRow:
+        with self.engine.connect() as c:
+            row = c.execute(select(s.trials).where(s.trials.c.id == trial_id)).first()
+        if row is None:
+            raise LedgerError(f"no trial '{trial_id}'")
+        return _trial(row)
+
+    def claim(self, trial_id: str, seen_attempt: int, owner: str) -> int | None:
+        """Start the next attempt of a trial; None if another run claimed it first."""
+        with self.engine.begin() as c:
+            res = c.execute(
+                update(s.trials)
+                .where(s.trials.c.id == trial_id, s.trials.c.attempt == seen_attempt)
+                .values(
+                    status="running",
+                    attempt=seen_attempt + 1,
+                    owner=owner,
+                    started_at=time.time(),
+                    finished_at=None,
+                    result=None,
+                    error=None,
+                    error_detail=None,
+                    wall_time=None,
+                )
+            )
+        return seen_attempt + 1 if res.rowcount == 1 else None
+
+    def finish(
+        self,
+        trial_id: str,
+        attempt: int,
+        *,
+        status: str,
+        result: float | None = None,
+        error: str | None = None,
+        error_detail: str | None = None,
+        wall_time: float | None = None,
+        phases: dict[str, float] | None = None,
+        task_checksum: str | None = None,
+        provenance_id: str | None = None,
+    ) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                update(s.trials)
+                .where(s.trials.c.id == trial_id, s.trials.c.attempt == attempt)
+                .values(
+                    status=status,
+                    result=result,
+                    error=error,
+                    error_detail=error_detail,
+                    finished_at=time.time(),
+                    wall_time=wall_time,
+                    phases_json=_dumps(phases or {}),
+                    task_checksum=task_checksum,
+                    provenance_id=provenance_id,
+                    owner=None,
+                )
+            )
+
+    def add_metrics(self, trial_id: str, attempt: int, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        values = [
+            {
+                "trial_id": trial_id,
+                "attempt": attempt,
+                "step": step,
+                "t": t,
+                "name": name,
+                "value": None if isinstance(v, float) and math.isnan(v) else v,
+            }
+            for step, t, name, v in rows
+        ]
+        with self.engine.begin() as c:
+            c.execute(insert(s.metrics), values)
+
+    def metrics(self, trial_id: str, attempt: int | None = None) -> list[tuple[Any, ...]]:
+        """(attempt, step, t, name, value) rows, in logging order."""
+        q = select(
+            s.metrics.c.attempt,
+            s.metrics.c.step,
+            s.metrics.c.t,
+            s.metrics.c.name,
+            s.metrics.c.value,
+        ).where(s.metrics.c.trial_id == trial_id)
+        if attempt is not None:
+            q = q.where(s.metrics.c.attempt == attempt)
+        with self.engine.connect() as c:
+            rows = c.execute(q.order_by(s.metrics.c.attempt, s.metrics.c.t)).all()
+        return [(a, st, t, n, math.nan if v is None else v) for a, st, t, n, v in rows]
+
+    def add_test_evaluation(
+        self, trial_id: str, attempt: int, experiment_id: str, payload: dict[str, Any]
+    ) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                insert(s.test_evaluations).values(
+                    trial_id=trial_id,
+                    attempt=attempt,
+                    experiment_id=experiment_id,
+                    task=payload["task"],
+                    task_checksum=payload["task_checksum"],
+                    metric=payload["metric"],
+                    score=payload["score"],
+                    n=payload["n"],
+                    predictions_sha256=payload["predictions_sha256"],
+                    predictions_json=_dumps(payload["predictions"]),
+                    created_at=time.time(),
+                )
+            )
+
+    def test_evaluations(self, experiment_id: str) -> list[dict[str, Any]]:
+        t = s.test_evaluations
+        with self.engine.connect() as c:
+            rows = (
+                c.execute(select(t).where(t.c.experiment_id == experiment_id).order_by(t.c.id))
+                .mappings()
+                .all()
+            )
+        return [
+            {
+                **{k: v for k, v in r.items() if k != "predictions_json"},
+                "predictions": json.loads(r["predictions_json"]),
+            }
+            for r in rows
+        ]
+
+    def count_test_evaluations(self, task_checksum: str) -> int:
+        with self.engine.connect() as c:
+            return int(
+                c.execute(
+                    select(func.count()).where(s.test_evaluations.c.task_checksum == task_checksum)
+                ).scalar_one()
+            )
+
+    # -- provenance -----------------------------------------------------------------------------
+    def put_provenance(self, data: dict[str, Any]) -> str:
+        blob = _dumps(data)
+        pid = hashlib.sha256(blob.encode()).hexdigest()
+        with self.engine.begin() as c:
+            if c.execute(select(s.provenance.c.id).where(s.provenance.c.id == pid)).first():
+                return pid
+            c.execute(insert(s.provenance).values(id=pid, data_json=blob))
+        return pid
+
+    def provenance(self, provenance_id: str) -> dict[str, Any]:
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(s.provenance.c.data_json).where(s.provenance.c.id == provenance_id)
+            ).first()
+        if row is None:
+            raise LedgerError(f"no provenance '{provenance_id}'")
+        data: dict[str, Any] = json.loads(row[0])
+        return data
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _experiment(r: Any) -> ExperimentRow:
+    return ExperimentRow(
+        id=r.id,
+        name=r.name,
+        spec_hash=r.spec_hash,
+        spec=json.loads(r.spec_json),
+        arms=json.loads(r.arms_json),
+        spec_path=r.spec_path,
+        task=r.task,
+        task_checksum=r.task_checksum,
+        metric=r.metric,
+        direction=r.direction,
+        seeds=r.seeds,
+        root_seed=r.root_seed,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+    )
+
+
+def _trial(r: Any) -> TrialRow:
+    return TrialRow(
+        id=r.id,
+        experiment_id=r.experiment_id,
+        arm=r.arm,
+        seed=r.seed,
+        status=r.status,
+        attempt=r.attempt,
+        config=json.loads(r.config_json),
+        seeds=json.loads(r.seeds_json),
+        result=r.result,
+        error=r.error,
+        error_detail=r.error_detail,
+        owner=r.owner,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        wall_time=r.wall_time,
+        phases=json.loads(r.phases_json) if r.phases_json else {},
+        task_checksum=r.task_checksum,
+        provenance_id=r.provenance_id,
+    )
+
+
+def _one_line(exc: object) -> str:
+    return " ".join(str(exc).split())

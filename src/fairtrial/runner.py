@@ -1,0 +1,254 @@
+"""Run an experiment: plan its trials, skip what the ledger already has, run the rest.
+
+Resuming is the normal case, not a special one: every run asks the ledger which trials are
+done (finished, failed, diverged: failures are results) and runs the others. A trial left
+``running`` by a run that was killed is re-run as its next attempt; the metrics of the killed
+attempt stay in the ledger under their own attempt number and are never mixed with the new ones.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from fairtrial import provenance
+from fairtrial.backends.base import Backend, TrialJob, TrialOutcome
+from fairtrial.errors import FairtrialError
+from fairtrial.ledger import DONE, Ledger, TrialRow
+from fairtrial.plan import plan_trials
+from fairtrial.spec import Spec
+
+
+@dataclass
+class RunSummary:
+    experiment_id: str
+    total: int
+    already_done: int
+    ran: int = 0
+    finished: int = 0
+    failed: int = 0
+    diverged: int = 0
+    interrupted: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _owner() -> str:
+    return f"{platform.node()}:{os.getpid()}"
+
+
+def _alive_elsewhere(owner: str | None) -> bool:
+    """True when ``owner`` is another live run on this host (a concurrent ``fairtrial run``)."""
+    if not owner or owner == _owner():
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != platform.node() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _LedgerSink:
+    def __init__(
+        self,
+        ledger: Ledger,
+        summary: RunSummary,
+        provenance_id: str,
+        task_checksum: str,
+        progress: Progress | None,
+        task_id: Any,
+        console: Console,
+    ) -> None:
+        self.ledger = ledger
+        self.summary = summary
+        self.provenance_id = provenance_id
+        self.task_checksum = task_checksum
+        self.progress = progress
+        self.task_id = task_id
+        self.console = console
+
+    def started(self, job: TrialJob) -> None:
+        pass
+
+    def event(self, job: TrialJob, kind: str, payload: Any) -> None:
+        if kind == "metrics":
+            self.ledger.add_metrics(job.trial_id, job.attempt, payload)
+        elif kind == "test":
+            self.ledger.add_test_evaluation(job.trial_id, job.attempt, job.experiment_id, payload)
+
+    def finished(self, job: TrialJob, outcome: TrialOutcome) -> None:
+        self.ledger.finish(
+            job.trial_id,
+            job.attempt,
+            status=outcome.status,
+            result=outcome.result,
+            error=outcome.error,
+            error_detail=outcome.error_detail,
+            wall_time=outcome.wall_time,
+            phases=outcome.phases,
+            task_checksum=self.task_checksum,
+            provenance_id=self.provenance_id,
+        )
+        s = self.summary
+        if outcome.status == "interrupted":
+            s.interrupted += 1
+            return
+        s.ran += 1
+        if outcome.status == "finished":
+            s.finished += 1
+        else:
+            if outcome.status == "diverged":
+                s.diverged += 1
+            else:
+                s.failed += 1
+            s.failures.append((job.trial_id, outcome.error or outcome.status))
+            self.console.print(
+                f"[yellow]{outcome.status}[/] {escape(job.arm)} seed {job.seed}: "
+                f"{escape(outcome.error or '')}",
+                highlight=False,
+                markup=True,
+            )
+        if self.progress is not None:
+            self.progress.update(
+                self.task_id,
+                advance=1,
+                failures=s.failed + s.diverged,
+            )
+
+
+def run_experiment(
+    spec: Spec,
+    ledger: Ledger,
+    backend: Backend,
+    *,
+    retry_failed: bool = False,
+    console: Console | None = None,
+    show_progress: bool | None = None,
+) -> RunSummary:
+    """Run every trial of ``spec`` that the ledger does not have yet; resumable at any point."""
+    console = console or Console(stderr=True)
+    eid = spec.experiment_id
+    ledger.upsert_experiment(
+        experiment_id=eid,
+        name=spec.name,
+        spec_hash=spec.spec_hash,
+        spec=spec.normalized(),
+        arms=spec.arm_table(),
+        spec_path=str(spec.path.resolve()) if spec.path else None,
+        task=spec.task,
+        task_checksum=spec.task_checksum,
+        metric=spec.metric,
+        direction=spec.direction,
+        seeds=spec.seeds,
+        root_seed=spec.root_seed,
+    )
+    plans = plan_trials(spec)
+    ledger.add_trials(plans)
+    rows = {r.id: r for r in ledger.trials(eid)}
+    changed = {r.task_checksum for r in rows.values() if r.status in DONE and r.task_checksum} - {
+        spec.task_checksum
+    }
+    if changed:
+        raise FairtrialError(
+            f"task '{spec.task}' data changed since this experiment's trials ran (checksum "
+            f"{sorted(changed)[0][:12]} then, {spec.task_checksum[:12]} now); "
+            "rename the experiment to run it on the new data"
+        )
+    redo = ("pending", "running", "interrupted") + (("failed", "diverged") if retry_failed else ())
+    todo: list[TrialRow] = [
+        rows[p.trial_id]
+        for p in plans
+        if rows[p.trial_id].status in redo and not _alive_elsewhere(rows[p.trial_id].owner)
+    ]
+    summary = RunSummary(eid, total=len(plans), already_done=len(plans) - len(todo))
+    if not todo:
+        return summary
+
+    prov = provenance.collect(spec.base_dir)
+    prov["run"] = {"backend": backend.name, "workers": backend.workers, "threads": backend.threads}
+    provenance_id = ledger.put_provenance(prov)
+    workroot = Path(".fairtrial") / "trials" / eid
+    owner = _owner()
+
+    def jobs() -> Iterator[TrialJob]:
+        for row in todo:
+            attempt = ledger.claim(row.id, row.attempt, owner)
+            if attempt is None:  # another run took it
+                continue
+            yield TrialJob(
+                trial_id=row.id,
+                experiment_id=eid,
+                arm=row.arm,
+                seed=row.seed,
+                attempt=attempt,
+                config=row.config,
+                root_seed=spec.root_seed,
+                task=spec.task,
+                task_checksum=spec.task_checksum,
+                metric=spec.metric,
+                recipe=spec.recipe,
+                command=spec.command,
+                base_dir=str(spec.base_dir.resolve()) if spec.base_dir else None,
+                workdir=str((workroot / row.arm / str(row.seed)).resolve()),
+                time_limit=spec.time_limit,
+                threads=backend.threads,
+            )
+
+    if show_progress is None:
+        show_progress = console.is_terminal
+    t0 = time.perf_counter()
+    progress = (
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("failures: {task.fields[failures]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        if show_progress
+        else None
+    )
+    if progress is not None:
+        progress.start()
+        task_id = progress.add_task(
+            spec.name, total=len(plans), completed=summary.already_done, failures=0
+        )
+    else:
+        task_id = None
+    sink = _LedgerSink(
+        ledger, summary, provenance_id, spec.task_checksum, progress, task_id, console
+    )
+    try:
+        backend.run(jobs(), sink, total=len(todo))
+    finally:
+        if progress is not None:
+            progress.stop()
+        summary.seconds = time.perf_counter() - t0
+        sys.stderr.flush()
+    return summary

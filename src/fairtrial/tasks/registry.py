@@ -1,0 +1,92 @@
+"""Find a task by name: a built-in one, or ``module:function`` from the user's own code."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from fairtrial.errors import TaskError
+from fairtrial.tasks.base import Task
+
+TaskFactory = Callable[[], Task]
+_BUILTIN: dict[str, TaskFactory] = {}
+_CACHE: dict[tuple[str, str], Task] = {}
+
+
+def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
+    """Register a built-in task factory under ``name``."""
+
+    def deco(fn: TaskFactory) -> TaskFactory:
+        _BUILTIN[name] = fn
+        return fn
+
+    return deco
+
+
+def builtin_tasks() -> list[str]:
+    """Names of the built-in tasks, sorted."""
+    _load_builtins()
+    return sorted(_BUILTIN)
+
+
+def _load_builtins() -> None:
+    import fairtrial.tasks.builtin  # noqa: F401  (registers on import)
+
+
+def import_object(ref: str, base_dir: Path | None, what: str) -> object:
+    """Import ``module:attr``, looking in ``base_dir`` (the spec's folder) first."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{what} '{ref}' is not of the form 'module:function'")
+    added = False
+    if base_dir is not None:
+        path = str(Path(base_dir).resolve())
+        if path not in sys.path:
+            sys.path.insert(0, path)
+            added = True
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"{what} '{ref}': cannot import module '{module_name}' ({exc})") from exc
+    finally:
+        if added:
+            sys.path.remove(str(Path(base_dir).resolve()))  # type: ignore[arg-type]
+    try:
+        obj = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        raise ValueError(f"{what} '{ref}': module '{module_name}' has no '{attr}'") from None
+    return obj
+
+
+def get_task(ref: str, base_dir: Path | None = None) -> Task:
+    """Return the task named ``ref`` (built-in name or ``module:function``), cached per process."""
+    key = (ref, str(base_dir) if ":" in ref else "")
+    if key in _CACHE:
+        return _CACHE[key]
+    if ":" in ref:
+        try:
+            factory = import_object(ref, base_dir, "task")
+        except ValueError as exc:
+            raise TaskError(str(exc)) from None
+        if not callable(factory):
+            raise TaskError(f"task '{ref}' is not callable; it must be a function returning a Task")
+        task = factory()
+        if not isinstance(task, Task):
+            raise TaskError(
+                f"task '{ref}' returned {type(task).__name__}; it must return fairtrial.Task "
+                "(build one with Task.from_arrays)"
+            )
+    else:
+        _load_builtins()
+        if ref not in _BUILTIN:
+            raise TaskError(
+                f"unknown task '{ref}'; valid: {', '.join(sorted(_BUILTIN))}, "
+                "or 'module:function' for your own"
+            )
+        task = _BUILTIN[ref]()
+    _CACHE[key] = task
+    return task

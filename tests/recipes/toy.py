@@ -1,0 +1,54 @@
+"""Small, fast recipes for the tests: each mode exercises one way a trial can end."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import signal
+import time
+from typing import Any
+
+import numpy as np
+
+
+def probe(config: dict[str, Any], ctx: Any) -> None:
+    """Nearest-centroid on noisy features; logs the first draws of its streams.
+
+    ``mode`` picks how the trial ends; ``noise`` changes the result, so arms differ.
+    """
+    mode = config.get("mode", "ok")
+    d = ctx.data
+    order = ctx.rng("data").permutation(len(d.x_train))
+    init = ctx.rng("init").normal(size=3)
+    ctx.log(step=0, first_index=int(order[0]), init0=float(init[0]), global_draw=random.random(),
+            np_global=float(np.random.rand()))  # fmt: skip
+    if config.get("sleep"):
+        time.sleep(float(config["sleep"]))
+    if mode == "raise":
+        raise ValueError("boom from the recipe")
+    if mode == "segfault":
+        ctypes.string_at(0)
+    if mode == "kill":
+        for i in range(5):
+            ctx.log(step=i + 1, before_kill=float(i))
+        ctx.flush()
+        time.sleep(0.3)  # let the parent write the flushed points
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "hang":
+        time.sleep(600)
+    if mode == "nan":
+        ctx.log(step=1, loss=float("nan"))
+    if mode == "no_test":
+        return
+    noise = float(config.get("noise", 0.0))
+    x = d.x_train + noise * ctx.rng("augment").normal(size=d.x_train.shape)
+    classes = np.unique(d.y_train)
+    centroids = np.stack([x[d.y_train == c].mean(0) for c in classes])
+
+    def predict(xs: np.ndarray) -> np.ndarray:
+        dist = ((xs[:, None, :] - centroids[None]) ** 2).sum(-1)
+        return classes[dist.argmin(1)]
+
+    ctx.log(step=1, val_accuracy=float(np.mean(predict(d.x_val) == d.y_val)))
+    ctx.evaluate_test(predict)

@@ -1,0 +1,209 @@
+"""Real runs: worker processes, crash isolation, pairing, determinism, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import toy_spec
+from fairtrial.backends import InlineBackend, LocalBackend
+from fairtrial.ledger import Ledger
+from fairtrial.runner import run_experiment
+from fairtrial.spec import load_spec
+
+ARMS = """
+[arms.noisy]
+noise = 0.3
+"""
+
+
+def first_metrics(ledger: Ledger, trial_id: str) -> dict[str, float]:
+    return {name: v for _, step, _, name, v in ledger.metrics(trial_id) if step == 0}
+
+
+def test_local_run_stores_every_trial_paired_by_seed(
+    write_spec: Callable[..., Path], ledger: Ledger
+) -> None:
+    spec = load_spec(write_spec(toy_spec(arms=ARMS, seeds=3)))
+    summary = run_experiment(spec, ledger, LocalBackend(workers=2), show_progress=False)
+    assert (summary.ran, summary.finished, summary.failed) == (6, 6, 0)
+    trials = ledger.trials(spec.experiment_id)
+    assert len(trials) == 6 and all(t.status == "finished" for t in trials)
+    assert all(t.attempt == 1 and t.task_checksum == spec.task_checksum for t in trials)
+    by = {(t.arm, t.seed): t for t in trials}
+    for seed in range(3):
+        base = first_metrics(ledger, by["baseline", seed].id)
+        noisy = first_metrics(ledger, by["noisy", seed].id)
+        # common random numbers: same data order, same init draw, same global draws per seed
+        assert base == noisy
+        assert 0.5 < by["baseline", seed].result <= 1.0  # type: ignore[operator]
+    orders = {first_metrics(ledger, by["baseline", s].id)["first_index"] for s in range(3)}
+    assert len(orders) == 3, "different seeds give different data orders"
+    # the noisy arm really differs, so the pairing above is not trivially true
+    assert [by["noisy", s].result for s in range(3)] != [by["baseline", s].result for s in range(3)]
+    # a second run has nothing to do
+    again = run_experiment(spec, ledger, LocalBackend(workers=2), show_progress=False)
+    assert again.ran == 0 and again.already_done == 6
+    # every finished trial wrote exactly one test evaluation, with its predictions
+    evals = ledger.test_evaluations(spec.experiment_id)
+    assert len(evals) == 6 and all(len(e["predictions"]) == 360 for e in evals)
+    prov = ledger.provenance(trials[0].provenance_id or "")
+    assert prov["python"] and prov["packages"]["numpy"] and prov["cpu_count"]
+    assert prov["run"]["backend"] == "local"
+
+
+def test_same_trial_twice_gives_identical_metrics(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    spec = load_spec(write_spec(toy_spec(arms=ARMS, seeds=2)))
+    results = []
+    for i, backend in enumerate(
+        [LocalBackend(workers=2), InlineBackend(), LocalBackend(workers=1)]
+    ):
+        led = Ledger(tmp_path / f"l{i}.db")
+        run_experiment(spec, led, backend, show_progress=False)
+        results.append(
+            [
+                (t.id, t.result, [(m[1], m[3], m[4]) for m in led.metrics(t.id)])
+                for t in led.trials(spec.experiment_id)
+            ]
+        )
+    assert results[0] == results[1] == results[2]
+
+
+def test_failures_are_isolated_and_recorded(
+    write_spec: Callable[..., Path], ledger: Ledger
+) -> None:
+    arms = """
+    [arms.raises]
+    mode = "raise"
+    [arms.segfaults]
+    mode = "segfault"
+    [arms.killed]
+    mode = "kill"
+    [arms.hangs]
+    mode = "hang"
+    [arms.diverges]
+    mode = "nan"
+    [arms.silent]
+    mode = "no_test"
+    """
+    spec = load_spec(write_spec(toy_spec(seeds=2, arms=arms, extra="time_limit = 4")))
+    summary = run_experiment(spec, ledger, LocalBackend(workers=2), show_progress=False)
+    assert summary.ran == 14
+    by = {(t.arm, t.seed): t for t in ledger.trials(spec.experiment_id)}
+    for seed in range(2):
+        assert by["baseline", seed].status == "finished"
+        assert by["raises", seed].status == "failed"
+        assert by["raises", seed].error == "ValueError: boom from the recipe"
+        assert "Traceback" in (by["raises", seed].error_detail or "")
+        assert by["segfaults", seed].status == "failed"
+        assert by["segfaults", seed].error == "worker killed by SIGSEGV"
+        assert by["killed", seed].error == "worker killed by SIGKILL"
+        assert by["hangs", seed].error == "time limit of 4 s exceeded"
+        assert by["diverges", seed].status == "diverged"
+        assert "metric 'loss' became nan" in (by["diverges", seed].error or "")
+        assert "never called ctx.evaluate_test" in (by["silent", seed].error or "")
+    # points flushed before the worker was killed survive it
+    kept = [m for m in ledger.metrics(by["killed", 0].id) if m[3] == "before_kill"]
+    assert [m[4] for m in kept] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    # failures are results: a second run does not retry them...
+    assert run_experiment(spec, ledger, InlineBackend(), show_progress=False).ran == 0
+    # ...unless asked to, and then as a new attempt
+    spec2 = load_spec(write_spec(toy_spec(seeds=2, arms='[arms.raises]\nmode = "raise"')))
+    run_experiment(spec2, ledger, InlineBackend(), show_progress=False)
+    s = run_experiment(spec2, ledger, InlineBackend(), retry_failed=True, show_progress=False)
+    assert s.ran == 2
+    assert {t.attempt for t in ledger.trials(spec2.experiment_id) if t.arm == "raises"} == {2}
+
+
+def _count(db: Path, experiment_id: str) -> int:
+    led = Ledger(db)
+    try:
+        return sum(t.status == "finished" for t in led.trials(experiment_id))
+    finally:
+        led.close()
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_of_the_whole_run(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = write_spec(toy_spec(seeds=5, arms=ARMS).replace("sleep = 0.0", "sleep = 0.4"))
+    spec = load_spec(path)
+    db = tmp_path / "killed.db"
+    cmd = [sys.executable, "-m", "fairtrial.cli", "run", str(path), "--store", str(db),
+           "--workers", "2", "--no-report"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if db.exists() and _count(db, spec.experiment_id) >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and its workers, mid-trial
+    proc.wait()
+    led = Ledger(db)
+    before = {t.id: t for t in led.trials(spec.experiment_id)}
+    done_before = {i for i, t in before.items() if t.status == "finished"}
+    running = {i for i, t in before.items() if t.status == "running"}
+    assert 3 <= len(done_before) < 10 and running, "killed mid-run with trials in flight"
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    after = {t.id: t for t in led.trials(spec.experiment_id)}
+    assert len(after) == 10 and all(t.status == "finished" for t in after.values())
+    for i in done_before:  # finished trials were kept, not re-run
+        assert after[i].attempt == 1 and after[i].result == before[i].result
+    for i in running:  # interrupted ones re-ran as a new attempt; the old points stay apart
+        assert after[i].attempt == 2
+        attempts = {m[0] for m in led.metrics(i)}
+        assert 2 in attempts
+        assert len([m for m in led.metrics(i, attempt=2) if m[1] == 0]) == 4
+    assert len(led.test_evaluations(spec.experiment_id)) >= 10
+    # the resumed ledger holds the same results as an uninterrupted run
+    clean = Ledger(tmp_path / "clean.db")
+    run_experiment(spec, clean, InlineBackend(), show_progress=False)
+    assert {i: t.result for i, t in after.items()} == {
+        t.id: t.result for t in clean.trials(spec.experiment_id)
+    }
+
+
+def test_command_recipe_in_a_subprocess(write_spec: Callable[..., Path], ledger: Ledger) -> None:
+    body = """
+    [experiment]
+    name = "cmd"
+    task = "breast_cancer"
+    command = "{python} cmd_train.py --shrink {shrink} --seed {seed}"
+    seeds = 2
+
+    [baseline]
+    shrink = 1.0
+
+    [arms.shrunk]
+    shrink = 0.9
+
+    [arms.broken]
+    shrink = 0.8
+    """
+    spec = load_spec(write_spec(body))
+    summary = run_experiment(spec, ledger, LocalBackend(workers=2), show_progress=False)
+    assert summary.ran == 6
+    by = {(t.arm, t.seed): t for t in ledger.trials(spec.experiment_id)}
+    for seed in range(2):
+        t = by["baseline", seed]
+        assert t.status == "finished" and 0.7 < (t.result or 0) <= 1.0
+        assert [(m[1], m[3]) for m in ledger.metrics(t.id)] == [(1, "val_accuracy")]
+        assert by["shrunk", seed].status == "finished"
+        assert by["broken", seed].status == "failed"
+        assert "command exited with status 3" in (by["broken", seed].error or "")
+    # the seed reaches the command: different seeds subsample differently
+    assert by["baseline", 0].result != by["baseline", 1].result or (
+        ledger.metrics(by["baseline", 0].id) != ledger.metrics(by["baseline", 1].id)
+    )
