@@ -14,6 +14,6 @@ if [ -z "${FAIRTRIAL_TEST_POSTGRES:-}" ]; then
     echo "no PostgreSQL server could be started: its tests will skip (and fail under CI=true)"
   fi
 fi
-echo "== ruff"; .venv/bin/ruff check src tests bench && .venv/bin/ruff format --check src tests bench
+echo "== ruff"; .venv/bin/ruff check src tests bench examples && .venv/bin/ruff format --check src tests bench examples
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"; .venv/bin/python -m pytest "$@"

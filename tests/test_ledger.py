@@ -111,3 +111,26 @@ def test_unreachable_postgres_is_one_clear_error() -> None:
     pytest.importorskip("psycopg")
     with pytest.raises(LedgerError, match="cannot open store"):
         Ledger("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+def _open(url: str) -> None:
+    Ledger(url).close()
+
+
+def test_processes_opening_a_new_ledger_at_once(store_url: str) -> None:
+    """`fairtrial run` and `fairtrial status` started together on a store that does not exist."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    for _ in range(3):
+        procs = [ctx.Process(target=_open, args=(store_url,)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+        led = Ledger(store_url)
+        with led.engine.begin() as c:
+            for table in reversed(s.metadata.sorted_tables):
+                table.drop(c)
+        led.close()

@@ -207,3 +207,65 @@ def test_command_recipe_in_a_subprocess(write_spec: Callable[..., Path], ledger:
     assert by["baseline", 0].result != by["baseline", 1].result or (
         ledger.metrics(by["baseline", 0].id) != ledger.metrics(by["baseline", 1].id)
     )
+
+
+def test_a_worker_killed_from_outside_fails_its_trial_and_the_run_goes_on(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    arms = '[arms.victim]\nmode = "pidfile"\n'
+    spec = load_spec(write_spec(toy_spec(seeds=3, arms=arms)))
+    led = Ledger(tmp_path / "w.db")
+    workroot = tmp_path / ".fairtrial" / "trials" / spec.experiment_id / "victim"
+
+    def killer() -> None:  # kill each victim's worker as soon as it reports its pid
+        killed: set[Path] = set()
+        deadline = time.monotonic() + 60
+        while len(killed) < 3 and time.monotonic() < deadline:
+            for pidfile in workroot.glob("*/pid"):
+                if pidfile not in killed:
+                    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+                    killed.add(pidfile)
+            time.sleep(0.02)
+
+    import threading
+
+    th = threading.Thread(target=killer)
+    th.start()
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        summary = run_experiment(spec, led, LocalBackend(workers=2), show_progress=False)
+    finally:
+        os.chdir(cwd)
+        th.join()
+    by = {(t.arm, t.seed): t for t in led.trials(spec.experiment_id)}
+    assert summary.finished == 3 and summary.failed == 3
+    for seed in range(3):
+        assert by["baseline", seed].status == "finished"
+        assert by["victim", seed].error == "worker killed by SIGKILL"
+        assert [m[3] for m in led.metrics(by["victim", seed].id)][-1] == "before_kill"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = write_spec(toy_spec(seeds=4, arms=ARMS).replace("sleep = 0.0", "sleep = 0.5"))
+    spec = load_spec(path)
+    db = tmp_path / "int.db"
+    cmd = [sys.executable, "-m", "fairtrial.cli", "run", str(path), "--store", str(db),
+           "--no-report"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, start_new_session=True, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (db.exists() and _count(db, spec.experiment_id)):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run the same command to resume" in err and "Traceback" not in err
+    led = Ledger(db)
+    statuses = [t.status for t in led.trials(spec.experiment_id)]
+    assert "interrupted" in statuses and "running" not in statuses
+    assert subprocess.run(cmd, cwd=tmp_path, timeout=120).returncode == 0
+    assert all(t.status == "finished" for t in led.trials(spec.experiment_id))

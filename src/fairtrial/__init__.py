@@ -1,3 +1,60 @@
-"""fairtrial: a fair trial for every ML idea."""
+"""fairtrial: a fair trial for every ML idea.
+
+Paired multi-seed experiments from a spec file, stored in a ledger, with per-seed results
+that a report turns into comparisons. The names below are the public API; everything else
+is an implementation detail that may change.
+"""
+
+from fairtrial.backends import Backend, InlineBackend, LocalBackend, TrialJob, TrialOutcome
+from fairtrial.context import TrialContext
+from fairtrial.errors import (
+    ExperimentNotFound,
+    FairtrialError,
+    LedgerError,
+    MissingDependency,
+    RecipeError,
+    SpecError,
+    TaskError,
+    TrialDiverged,
+)
+from fairtrial.ledger import Ledger
+from fairtrial.plan import TrialPlan, plan_trials
+from fairtrial.recipes import recipe
+from fairtrial.runner import RunSummary, run_experiment
+from fairtrial.seeding import derive_seed
+from fairtrial.spec import Arm, Spec, load_spec, parse_spec
+from fairtrial.tasks import Task, TaskData, get_task, register_task
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Arm",
+    "Backend",
+    "ExperimentNotFound",
+    "FairtrialError",
+    "InlineBackend",
+    "Ledger",
+    "LedgerError",
+    "LocalBackend",
+    "MissingDependency",
+    "RecipeError",
+    "RunSummary",
+    "Spec",
+    "SpecError",
+    "Task",
+    "TaskData",
+    "TaskError",
+    "TrialContext",
+    "TrialDiverged",
+    "TrialJob",
+    "TrialOutcome",
+    "TrialPlan",
+    "derive_seed",
+    "get_task",
+    "load_spec",
+    "parse_spec",
+    "plan_trials",
+    "recipe",
+    "register_task",
+    "run_experiment",
+]

@@ -119,9 +119,10 @@ def _run_and_report(
     from fairtrial.runner import run_experiment
 
     _err.print(
-        f"[bold]{escape(spec.name)}[/] ({spec.experiment_id}): {len(spec.arms)} arms × {spec.seeds} "
-        f"seeds on '{spec.task}', backend {backend.name} ({backend.workers} workers × "
-        f"{backend.threads or 1} threads), store {ledger.dialect}"
+        f"[bold]{escape(spec.name)}[/] ({spec.experiment_id}): "
+        f"{len(spec.arms)} arms × {spec.seeds} seeds on '{spec.task}', "
+        f"backend {backend.name} ({backend.workers} workers × {backend.threads or 1} threads), "
+        f"store {ledger.dialect}"
     )
     try:
         summary = run_experiment(spec, ledger, backend, retry_failed=retry_failed, console=_err)

@@ -107,7 +107,7 @@ class TrialContext:
 
     # -- metrics ----------------------------------------------------------------------------
     def log(self, step: int | None = None, **metrics: Any) -> None:
-        """Record metric values at ``step`` (buffered; costs about a list append)."""
+        """Record metric values at ``step`` (buffered: well under a microsecond a point)."""
         now = time.perf_counter()
         self._buf.append((step, now - self._t0, metrics))
         if len(self._buf) >= self._flush_points or now - self._last_flush >= self._flush_seconds:

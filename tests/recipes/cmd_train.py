@@ -27,15 +27,17 @@ def main():
     for i in keep:
         c = y[i]
         sums.setdefault(c, [0.0] * len(x[i]))
-        sums[c] = [a + b for a, b in zip(sums[c], x[i])]
+        sums[c] = [a + b for a, b in zip(sums[c], x[i], strict=True)]
         counts[c] = counts.get(c, 0) + 1
     cents = {c: [shrink * v / counts[c] for v in s] for c, s in sums.items()}
 
     def predict(row):
-        return min(cents, key=lambda c: sum((a - b) ** 2 for a, b in zip(row, cents[c])))
+        return min(
+            cents, key=lambda c: sum((a - b) ** 2 for a, b in zip(row, cents[c], strict=True))
+        )
 
     xv, yv = read("x_val"), [int(r[0]) for r in read("y_val")]
-    acc = sum(predict(r) == t for r, t in zip(xv, yv)) / len(yv)
+    acc = sum(predict(r) == t for r, t in zip(xv, yv, strict=True)) / len(yv)
     print("training done")  # plain lines are allowed
     print(json.dumps({"step": 1, "val_accuracy": acc}))
     with open(os.environ["FAIRTRIAL_PREDICTIONS"], "w") as fh:

@@ -35,6 +35,11 @@ def probe(config: dict[str, Any], ctx: Any) -> None:
         ctx.flush()
         time.sleep(0.3)  # let the parent write the flushed points
         os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "pidfile":  # the test kills this worker from outside
+        ctx.log(step=1, before_kill=1.0)
+        ctx.flush()
+        (ctx.workdir / "pid").write_text(str(os.getpid()))
+        time.sleep(60)
     if mode == "hang":
         time.sleep(600)
     if mode == "nan":

@@ -149,6 +149,8 @@ def execute_trial(job: TrialJob, emit: Callable[[str, Any], None]) -> TrialOutco
             workdir=workdir,
             metric=job.metric,
         )
+        # task loading, recipe import and seeding: the trial's setup, timed apart from training
+        ctx.phases["setup"] = time.perf_counter() - t0
         if fn is not None:
             fn(job.config, ctx)
         else:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, insert, select, update
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from fairtrial.errors import ExperimentNotFound, LedgerError, MissingDependency
 from fairtrial.ledger import schema as s
@@ -102,11 +102,24 @@ class Ledger:
             raise LedgerError(f"cannot open store '{store}': {exc}") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        try:
-            s.metadata.create_all(self.engine)
-            self._check_version()
-        except OperationalError as exc:
-            raise LedgerError(f"cannot open store '{store}': {_one_line(exc.orig)}") from None
+        for attempt in range(5):
+            try:
+                s.metadata.create_all(self.engine)
+                self._check_version()
+                break
+            except (OperationalError, IntegrityError, ProgrammingError) as exc:
+                # Two processes creating a new ledger at once: the loser sees "already
+                # exists"; on the next pass create_all finds the tables and skips them.
+                text = str(exc.orig).lower()
+                if not any(word in text for word in ("exist", "duplicate", "unique")):
+                    raise LedgerError(
+                        f"cannot open store '{store}': {_one_line(exc.orig)}"
+                    ) from None
+                if attempt == 4:
+                    raise LedgerError(
+                        f"cannot create the ledger tables: {_one_line(exc)}"
+                    ) from None
+                time.sleep(0.05 * (attempt + 1))
 
     @property
     def dialect(self) -> str:
