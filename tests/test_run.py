@@ -244,6 +244,16 @@ def test_a_worker_killed_from_outside_fails_its_trial_and_the_run_goes_on(
         assert by["baseline", seed].status == "finished"
         assert by["victim", seed].error == "worker killed by SIGKILL"
         assert [m[3] for m in led.metrics(by["victim", seed].id)][-1] == "before_kill"
+    # resume the killed trials: they run again as attempt 2, the attempt-1 points kept apart
+    again = run_experiment(
+        spec, led, LocalBackend(workers=2), retry_failed=True, show_progress=False
+    )
+    assert (again.ran, again.finished) == (3, 3)
+    for seed in range(3):
+        victim = led.trial(by["victim", seed].id)
+        assert (victim.status, victim.attempt) == ("finished", 2)
+        assert {m[0] for m in led.metrics(victim.id) if m[3] == "before_kill"} == {1}
+        assert victim.result == by["baseline", seed].result  # same config apart from mode
 
 
 @pytest.mark.slow

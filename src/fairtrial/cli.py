@@ -335,19 +335,26 @@ def tasks(as_json: bool) -> None:
 
 
 @cli.command()
-def recipes() -> None:
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "md"]), default="text", show_default=True
+)
+def recipes(fmt: str) -> None:
     """The built-in recipes and every option a spec may set for them."""
-    from fairtrial.recipes import BUILTIN_RECIPES, config_class_of, describe_config
+    from fairtrial.recipes import (
+        BUILTIN_RECIPES,
+        config_class_of,
+        describe_config,
+        options_markdown,
+        summary,
+    )
     from fairtrial.tasks import import_object
 
+    if fmt == "md":
+        click.echo(options_markdown())
+        return
     for name, ref in BUILTIN_RECIPES.items():
-        try:
-            fn = import_object(ref, None, "recipe")
-        except ValueError as exc:
-            _out.print(f"[bold]{name}[/] ({ref}): unavailable: {exc}")
-            continue
-        doc = (getattr(fn, "__doc__", None) or "").strip().splitlines()
-        t = Table(title=f"{name}  ({ref})  {doc[0] if doc else ''}", title_justify="left")
+        fn = import_object(ref, None, "recipe")
+        t = Table(title=f"{name}  ({ref})  {summary(fn)}", title_justify="left")
         for col in ("option", "type", "default", "meaning"):
             t.add_column(col)
         cls = config_class_of(fn)

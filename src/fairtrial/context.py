@@ -39,6 +39,8 @@ class TrialContext:
         seed: the seed index ``i``; every arm runs seed ``i`` with the same streams.
         arm: the arm's name.
         trial_id: the trial's id in the ledger.
+        attempt: 1 for the first run of this trial, 2 after it was interrupted or retried
+            (a recipe can resume from a checkpoint it left in ``workdir``).
         workdir: a folder of this trial's own, for checkpoints and files.
     """
 
@@ -52,6 +54,7 @@ class TrialContext:
         emit: Emit,
         arm: str = "baseline",
         trial_id: str = "",
+        attempt: int = 1,
         workdir: Path | None = None,
         metric: str | None = None,
         flush_points: int = 1000,
@@ -62,6 +65,7 @@ class TrialContext:
         self.root_seed = root_seed
         self.arm = arm
         self.trial_id = trial_id
+        self.attempt = attempt
         self.workdir = workdir
         self._task = task
         self.metric = metric or task.metric

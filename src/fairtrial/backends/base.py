@@ -146,6 +146,7 @@ def execute_trial(job: TrialJob, emit: Callable[[str, Any], None]) -> TrialOutco
             emit=emit,
             arm=job.arm,
             trial_id=job.trial_id,
+            attempt=job.attempt,
             workdir=workdir,
             metric=job.metric,
         )

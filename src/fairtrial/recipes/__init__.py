@@ -100,6 +100,14 @@ def _type_name(annotation: Any) -> str:
     names = {float: "a number", int: "a whole number", bool: "true or false", str: "a string"}
     if annotation in names:
         return names[annotation]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(f'"{c}"' for c in typing.get_args(annotation))
+    if origin in (tuple, list):
+        items = typing.get_args(annotation)
+        plural = _type_name(items[0]).removeprefix("a ") + "s"
+        fixed = origin is tuple and Ellipsis not in items
+        return f"a list of {len(items)} {plural}" if fixed else f"a list of {plural}"
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return " or ".join(
             "none" if a is type(None) else _type_name(a) for a in typing.get_args(annotation)
@@ -138,11 +146,43 @@ def describe_config(config_class: type) -> list[dict[str, Any]]:
     return rows
 
 
+def summary(fn: Any) -> str:
+    """First line of a recipe's docstring, else of its module's."""
+    import sys
+
+    for doc in (fn.__doc__, getattr(sys.modules.get(fn.__module__), "__doc__", None)):
+        if doc and doc.strip():
+            return str(doc).strip().splitlines()[0]
+    return ""
+
+
+def options_markdown() -> str:
+    """Markdown tables of every built-in recipe's options (the README's section is this)."""
+    import json
+
+    from fairtrial.tasks import import_object
+
+    out = []
+    for name, ref in BUILTIN_RECIPES.items():
+        fn = import_object(ref, None, "recipe")
+        out += [f"#### `{name}` (`{ref}`)", "", summary(fn), ""]
+        out += ["| option | type | default | meaning |", "|---|---|---|---|"]
+        cls = config_class_of(fn)
+        for row in describe_config(cls) if cls else []:
+            out.append(
+                f"| `{row['name']}` | {row['type']} | `{json.dumps(row['default'])}` "
+                f"| {row['help']} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
 __all__ = [
     "BUILTIN_RECIPES",
     "ConfigError",
     "build_config",
     "config_class_of",
     "describe_config",
+    "options_markdown",
     "recipe",
 ]

@@ -73,6 +73,7 @@ def _fit_and_score(model: Any, ctx: Any) -> None:
 
 @recipe(LogisticConfig)
 def logistic(cfg: LogisticConfig, ctx: Any) -> None:
+    """Multinomial logistic regression (L2, L-BFGS) on train-standardized features."""
     try:
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
@@ -89,6 +90,7 @@ def logistic(cfg: LogisticConfig, ctx: Any) -> None:
 
 @recipe(GradientBoostingConfig)
 def gradient_boosting(cfg: GradientBoostingConfig, ctx: Any) -> None:
+    """Histogram gradient boosting (scikit-learn's HistGradientBoostingClassifier)."""
     try:
         from sklearn.ensemble import HistGradientBoostingClassifier
     except ImportError:

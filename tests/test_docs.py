@@ -1,0 +1,54 @@
+"""The README documents what the code does: options, spec keys, commands, example specs."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from fairtrial.cli import cli
+from fairtrial.spec import _Ablations, _Experiment, _Hypothesis, load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_recipe_options_section_is_generated_from_the_code() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from sync_readme import synced
+    finally:
+        sys.path.pop(0)
+    assert synced(README) == README, "run: .venv/bin/python scripts/sync_readme.py"
+
+
+def test_every_spec_key_is_documented() -> None:
+    for model in (_Experiment, _Hypothesis, _Ablations):
+        for key in model.model_fields:
+            assert f"| `{key}` |" in README or f"`{key} = " in README, key
+
+
+def test_every_cli_command_is_documented() -> None:
+    for name in cli.commands:
+        assert f"fairtrial {name}" in README, name
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert result.exit_code == 0
+
+
+def test_the_two_commands_exist_and_ci_runs_the_test_command() -> None:
+    for script in ("scripts/demo.sh", "scripts/test.sh"):
+        assert f"{script}" in README and (ROOT / script).exists()
+    assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_example_specs_are_valid() -> None:
+    for path in sorted((ROOT / "examples").glob("*/spec.toml")):
+        spec = load_spec(path)
+        assert spec.seeds >= 2 and len(spec.arms) >= 2
+    readme_spec = re.search(r"```toml\n(\[experiment\].*?)```", README, re.S)
+    assert readme_spec is not None
+    from fairtrial.spec import parse_spec
+
+    assert parse_spec(readme_spec.group(1)).name == "dropout-on-mnist1d"

@@ -1,0 +1,50 @@
+"""The flagship demo and the shipped examples run end to end, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from test_cli import ft
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    out = ft("demo", cwd=tmp_path)
+    assert "ran 40 trials" in out.stderr and "40 finished, 0 failed" in out.stderr
+    assert "Paired comparisons" in out.stdout and "proposed-no-warmup_steps" in out.stdout
+    assert (tmp_path / ".fairtrial" / "ledger.db").exists()
+    doc = json.loads(
+        ft("report", "digits-layernorm-warmup", "--format", "json", cwd=tmp_path).stdout
+    )
+    assert {a: doc["arms"][a]["n"] for a in doc["arms"]} == {
+        "baseline": 10, "proposed": 10, "proposed-no-norm": 10, "proposed-no-warmup_steps": 10,
+    }  # fmt: skip
+    (vs_base,) = doc["comparisons"]
+    assert vs_base["n_pairs"] == 10 and vs_base["wins"] >= 9 and vs_base["interval"][0] > 0
+    removed = {a["removed"]: a for a in doc["ablations"]}
+    assert set(removed) == {"norm", "warmup_steps"}
+    # layer norm carries the gain: removing it costs more than removing warmup
+    assert removed["norm"]["effect"] > removed["warmup_steps"]["effect"]
+    # a second demo resumes: nothing to run, same report
+    again = ft("demo", cwd=tmp_path)
+    assert "ran 0 trials" in again.stderr and "40 were already in the store" in again.stderr
+
+
+@pytest.mark.parametrize("example", ["custom", "command"])
+def test_examples_run(example: str, tmp_path: Path) -> None:
+    folder = tmp_path / example
+    shutil.copytree(ROOT / "examples" / example, folder)
+    out = ft("run", str(folder / "spec.toml"), "--no-report", cwd=tmp_path)
+    assert "0 failed, 0 diverged" in out.stderr
+    doc = json.loads(
+        ft("report", str(folder / "spec.toml"), "--format", "json", cwd=tmp_path).stdout
+    )
+    assert all(arm["n"] == doc["experiment"]["seeds"] for arm in doc["arms"].values())
+    assert all(c["effect"] > 0 for c in doc["comparisons"])
