@@ -76,17 +76,9 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info() -> dict[str, Any]:
+    from fairtrial.provenance import cpu_model
+
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -96,7 +88,7 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         load = "n/a"
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "load_average": load,

@@ -132,6 +132,23 @@ def _count(db: Path, experiment_id: str) -> int:
         led.close()
 
 
+def _start_run(
+    path: Path, db: Path, cwd: Path, until_finished: int
+) -> tuple[list[str], subprocess.Popen[str]]:
+    """Start `fairtrial run` in its own process group; return once some trials finished."""
+    cmd = [sys.executable, "-m", "fairtrial.cli", "run", str(path), "--store", str(db),
+           "--workers", "2", "--no-report"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=cwd, start_new_session=True, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    experiment_id = load_spec(path).experiment_id
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if db.exists() and _count(db, experiment_id) >= until_finished:
+            break
+        time.sleep(0.05)
+    return cmd, proc
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_of_the_whole_run(
     write_spec: Callable[..., Path], tmp_path: Path
@@ -139,15 +156,7 @@ def test_resume_after_sigkill_of_the_whole_run(
     path = write_spec(toy_spec(seeds=5, arms=ARMS).replace("sleep = 0.0", "sleep = 0.4"))
     spec = load_spec(path)
     db = tmp_path / "killed.db"
-    cmd = [sys.executable, "-m", "fairtrial.cli", "run", str(path), "--store", str(db),
-           "--workers", "2", "--no-report"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if db.exists() and _count(db, spec.experiment_id) >= 3:
-            break
-        time.sleep(0.05)
+    cmd, proc = _start_run(path, db, tmp_path, until_finished=3)
     os.killpg(proc.pid, signal.SIGKILL)  # the run and its workers, mid-trial
     proc.wait()
     led = Ledger(db)
@@ -263,13 +272,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(
     path = write_spec(toy_spec(seeds=4, arms=ARMS).replace("sleep = 0.0", "sleep = 0.5"))
     spec = load_spec(path)
     db = tmp_path / "int.db"
-    cmd = [sys.executable, "-m", "fairtrial.cli", "run", str(path), "--store", str(db),
-           "--no-report"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp_path, start_new_session=True, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (db.exists() and _count(db, spec.experiment_id)):
-        time.sleep(0.05)
+    cmd, proc = _start_run(path, db, tmp_path, until_finished=1)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -74,6 +74,7 @@ class _Worker:
     conn: Connection
     job: TrialJob | None = None
     deadline: float | None = None
+    started: float = 0.0
 
 
 def _signal_name(code: int) -> str:
@@ -125,7 +126,8 @@ class LocalBackend(Backend):
                         exhausted = True
                         break
                     limit = job.time_limit or self.time_limit
-                    idle.job, idle.deadline = job, (time.monotonic() + limit if limit else None)
+                    idle.job, idle.started = job, time.monotonic()
+                    idle.deadline = idle.started + limit if limit else None
                     sink.started(job)
                     idle.conn.send(job)
                 busy = [w for w in pool if w.job is not None]
@@ -161,8 +163,12 @@ class LocalBackend(Backend):
                 if w.job is not None:
                     self._drain(w, sink)
                     if w.job is not None:
+                        wall = time.monotonic() - w.started
                         sink.finished(
-                            w.job, TrialOutcome("interrupted", error="the run was interrupted")
+                            w.job,
+                            TrialOutcome(
+                                "interrupted", error="the run was interrupted", wall_time=wall
+                            ),
                         )
             raise
         finally:
@@ -202,6 +208,7 @@ class LocalBackend(Backend):
         job = w.job
         assert job is not None
         w.job = w.deadline = None
-        sink.finished(job, TrialOutcome("failed", error=reason))
+        wall = time.monotonic() - w.started
+        sink.finished(job, TrialOutcome("failed", error=reason, wall_time=wall))
         w.conn.close()
         pool.remove(w)
