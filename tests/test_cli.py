@@ -107,3 +107,25 @@ def test_tasks_and_recipes_listings(tmp_path: Path) -> None:
     for name in ("logistic", "gradient_boosting", "mlp", "cnn1d", "transformer"):
         assert name in recipes
     assert "warmup_steps" in recipes and "label_smoothing" in recipes
+
+
+def test_a_changed_task_is_not_mixed_into_an_experiment(tmp_path: Path) -> None:
+    """The same spec on changed data: refused, instead of pooling trials from two datasets."""
+    module = tmp_path / "drifting.py"
+    source = (
+        "import numpy as np\nfrom fairtrial import Task\n\n"
+        "def make():\n"
+        "    rng = np.random.Generator(np.random.PCG64(SEED))\n"
+        "    x = rng.normal(size=(200, 3)); y = (x[:, 0] > 0).astype(np.int64)\n"
+        "    return Task.from_arrays('drifting', x, y)\n"
+    )
+    module.write_text(source.replace("SEED", "1"))
+    spec = tmp_path / "s.toml"
+    spec.write_text(
+        '[experiment]\nname = "d"\ntask = "drifting:make"\nrecipe = "logistic"\nseeds = 2\n'
+        "[baseline]\nC = 1.0\n[arms.weak]\nC = 0.01\n"
+    )
+    ft("run", str(spec), "--no-report", cwd=tmp_path)
+    module.write_text(source.replace("SEED", "2"))
+    out = ft("run", str(spec), "--no-report", cwd=tmp_path, ok=False)
+    assert out.returncode == 2 and "task 'drifting:make' data changed" in out.stderr

@@ -128,3 +128,28 @@ def test_phases_are_timed() -> None:
     with ctx.phase("train"):
         pass
     assert set(ctx.phases) == {"train"} and ctx.phases["train"] > 0
+
+
+def test_scores_instead_of_labels_are_refused_not_broadcast() -> None:
+    from fairtrial.errors import TaskError
+
+    ctx, _ = make_ctx()
+    with pytest.raises(TaskError, match=r"shape \(360, 10\).*argmax"):
+        ctx.evaluate_test(lambda x: np.zeros((len(x), 10)))
+    ok, _ = make_ctx()
+    task = get_task("digits")
+    column = task.y[task.test_idx].reshape(-1, 1)  # a column of labels is fine
+    assert ok.evaluate_test(lambda x: column) == 1.0
+
+
+def test_numpy_steps_are_stored_as_ints(tmp_path: Any) -> None:
+    from fairtrial.ledger import Ledger
+
+    ctx, events = make_ctx()
+    ctx.log(step=np.int64(3), loss=np.float32(0.5))
+    ctx.flush()
+    (_, rows) = events[0]
+    assert type(rows[0][0]) is int and type(rows[0][3]) is float
+    led = Ledger(tmp_path / "l.db")
+    led.add_metrics("t", 1, rows)
+    assert led.metrics("t")[0][1:2] == (3,)

@@ -125,7 +125,8 @@ class TrialContext:
             return
         rows: list[MetricRow] = []
         bad: MetricRow | None = None
-        for step, t, metrics in buf:
+        for raw_step, t, metrics in buf:
+            step = None if raw_step is None else int(raw_step)  # numpy ints too
             for name, value in metrics.items():
                 try:
                     v = float(value)

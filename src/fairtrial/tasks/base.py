@@ -234,6 +234,12 @@ class Task:
             raise TaskError(
                 f"task '{self.name}': expected {len(y_test)} test predictions, got {len(p)}"
             )
+        if p.shape != y_test.shape:
+            # e.g. class scores instead of labels: comparing them would broadcast silently
+            raise TaskError(
+                f"task '{self.name}': predictions have shape {p.shape}, the test labels "
+                f"{y_test.shape}; return one label per example (e.g. scores.argmax(1))"
+            )
         return METRICS[metric or self.metric].fn(y_test, p)
 
 
