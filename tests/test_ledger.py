@@ -109,8 +109,9 @@ def test_sqlite_uses_wal(tmp_path: Path) -> None:
 
 def test_unreachable_postgres_is_one_clear_error() -> None:
     pytest.importorskip("psycopg")
-    with pytest.raises(LedgerError, match="cannot open store"):
-        Ledger("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(LedgerError, match="cannot open store") as info:
+        Ledger("postgresql://nobody:s3cret@127.0.0.1:1/none?connect_timeout=2")
+    assert "s3cret" not in str(info.value) and "nobody:***@" in str(info.value)
 
 
 def _open(url: str) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from fairtrial.errors import ExperimentNotFound, LedgerError, MissingDependency
@@ -99,7 +100,7 @@ class Ledger:
         try:
             self.engine: Engine = create_engine(self.url, future=True)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise LedgerError(f"cannot open store '{store}': {exc}") from None
+            raise LedgerError(f"cannot open store '{_safe(store)}': {exc}") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         for attempt in range(5):
@@ -113,7 +114,7 @@ class Ledger:
                 text = str(exc.orig).lower()
                 if not any(word in text for word in ("exist", "duplicate", "unique")):
                     raise LedgerError(
-                        f"cannot open store '{store}': {_one_line(exc.orig)}"
+                        f"cannot open store '{_safe(store)}': {_one_line(exc.orig)}"
                     ) from None
                 if attempt == 4:
                     raise LedgerError(
@@ -471,3 +472,14 @@ def _trial(r: Any) -> TrialRow:
 
 def _one_line(exc: object) -> str:
     return " ".join(str(exc).split())
+
+
+def _safe(store: str | Path | None) -> str:
+    """The store as given, with any password in a URL masked (errors end up in logs)."""
+    text = str(store)
+    if "://" not in text:
+        return text
+    try:
+        return make_url(text).render_as_string(hide_password=True)
+    except Exception:
+        return text.split("://", 1)[0] + "://***"
