@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fairtrial.errors import RecipeError, TrialDiverged
-from fairtrial.seeding import derive_seed
+from fairtrial.seeding import derive_seed, numpy_generator
 from fairtrial.tasks.base import Task, TaskData
 
 #: emit(kind, payload): how a context hands results to its backend ("metrics", "test").
@@ -98,7 +98,7 @@ class TrialContext:
         """The numpy Generator of stream ``name``; the same object on every call in a trial."""
         gen = self._rngs.get(name)
         if gen is None:
-            gen = self._rngs[name] = np.random.Generator(np.random.PCG64(self.seed_for(name)))
+            gen = self._rngs[name] = numpy_generator(self.root_seed, name, self.seed)
         return gen
 
     def torch_generator(self, name: str = "default", device: str = "cpu") -> Any:

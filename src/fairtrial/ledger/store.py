@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import Engine, create_engine, event, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
@@ -389,14 +389,6 @@ class Ledger:
             }
             for r in rows
         ]
-
-    def count_test_evaluations(self, task_checksum: str) -> int:
-        with self.engine.connect() as c:
-            return int(
-                c.execute(
-                    select(func.count()).where(s.test_evaluations.c.task_checksum == task_checksum)
-                ).scalar_one()
-            )
 
     # -- provenance -----------------------------------------------------------------------------
     def put_provenance(self, data: dict[str, Any]) -> str:
