@@ -202,6 +202,25 @@ def bench_bootstrap_peers(
     return rows
 
 
+def bench_full_analysis(n_arms: int, n_seeds: int, n_resamples: int, *, repeat: int = 5) -> float:
+    """Median seconds of :func:`fairtrial.analysis.analyze_scores` on the same experiment."""
+    from fairtrial.analysis import Hypothesis, Options, analyze_scores
+
+    values = make_scores(n_arms, n_seeds)
+    names = ["baseline"] + [f"arm{i}" for i in range(1, n_arms)]
+    scores = {n: dict(enumerate(values[i].tolist())) for i, n in enumerate(names)}
+    table = {
+        "arms": [
+            {"name": n, "kind": "baseline" if i == 0 else "arm", "components": {}}
+            for i, n in enumerate(names)
+        ],
+        "ablations": [],
+    }
+    hyp, opts = Hypothesis(smallest_effect=0.005), Options(n_resamples=n_resamples)
+    seconds, _ = _time(lambda: analyze_scores(scores, table, "max", hyp, opts), repeat)
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arms", type=int, default=20)
@@ -222,6 +241,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, sec in comp["parts_s"].items():
         print(f"  {name:<28}{sec:>10.4f}{sec / comp['total_s']:>8.0%}")
     print(f"  {'all statistics, together':<28}{comp['total_s']:>10.4f}")
+    full = bench_full_analysis(args.arms, args.seeds, args.resamples, repeat=args.repeat)
+    print(
+        f"  {'full analysis (+ Holm, MDE,':<28}{full:>10.4f}\n  {'verdicts: analyze_scores)':<28}"
+    )
 
     peers = bench_bootstrap_peers(args.arms, args.seeds, args.resamples, repeat=args.repeat)
     print(f"\nthe same {comp['comparisons']} paired bootstrap intervals (median of {args.repeat}):")
@@ -233,7 +256,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {row['method']:<50}{row['seconds']:>10.4f}{row['ratio']:>17.2f}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"machine": info, "comparisons": comp, "bootstrap": peers}, fh, indent=1)
+            json.dump(
+                {"machine": info, "comparisons": comp, "full_analysis_s": full, "bootstrap": peers},
+                fh,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":
