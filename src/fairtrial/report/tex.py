@@ -68,7 +68,7 @@ def render_tex(doc: dict[str, Any], digits: int = 3) -> str:
         r"\begin{tabular}{llrllr}",
         r"\toprule",
         f"Arm & Change & Seeds & {tex_escape(e['metric'])} [{conf}\\% CI] & "
-        f"$\\Delta$ vs baseline [{conf}\\% CI] & $p_\\text{{Holm}}$ \\\\",
+        f"$\\Delta$ vs baseline [{conf}\\% CI] & $p_{{\\mathrm{{Holm}}}}$ \\\\",
         r"\midrule",
     ]
     for name, a in doc["arms"].items():
@@ -107,7 +107,7 @@ def render_tex(doc: dict[str, Any], digits: int = 3) -> str:
             r"\begin{tabular}{llrlr}",
             r"\toprule",
             f"Arm & Component removed & Seeds & Contribution [{conf}\\% CI] & "
-            r"$p_\text{Holm}$ \\",
+            r"$p_{\mathrm{Holm}}$ \\",
             r"\midrule",
         ]
         for c in doc["ablations"]:
