@@ -186,6 +186,7 @@ def execute_trial(job: TrialJob, emit: Callable[[str, Any], None]) -> TrialOutco
         )
         # task loading, recipe import and seeding: the trial's setup, timed apart from training
         ctx.phases["setup"] = time.perf_counter() - t0
+        emit("setup", ctx.phases["setup"])  # a time limit counts from here (backends/local.py)
         if meter is not None:
             meter.setup_done()
         if fn is not None:
