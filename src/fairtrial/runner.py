@@ -8,6 +8,7 @@ attempt stay in the ledger under their own attempt number and are never mixed wi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
@@ -46,6 +47,8 @@ class RunSummary:
     failed: int = 0
     diverged: int = 0
     interrupted: int = 0
+    #: lost attempts re-run as a next attempt (a worker killed or crashed under its trial)
+    retried: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
 
@@ -88,6 +91,42 @@ class _LedgerSink:
         self.progress = progress
         self.task_id = task_id
         self.console = console
+        #: lost trials with attempts left, re-run by the next round (trial_id -> its job)
+        self.requeue: list[TrialJob] = []
+        self.retries: dict[str, int] = {}
+        self.max_retries = 0
+
+    def _lost(self, job: TrialJob, outcome: TrialOutcome) -> TrialOutcome | None:
+        """Queue a lost trial for its next attempt; None when queued, else the final outcome.
+
+        The lost attempt is stored ``interrupted`` (a run killed right now resumes it) with
+        its reason; its metrics stay under its own attempt number.
+        """
+        done = self.retries.get(job.trial_id, 0)
+        reason = outcome.error or "worker lost"
+        if done < self.max_retries:
+            self.retries[job.trial_id] = done + 1
+            self.ledger.finish(
+                job.trial_id,
+                job.attempt,
+                status="interrupted",
+                error=f"{reason}; retried as attempt {job.attempt + 1}",
+                wall_time=outcome.wall_time,
+                phases=outcome.phases,
+                task_checksum=self.task_checksum,
+                provenance_id=self.provenance_id,
+            )
+            self.requeue.append(job)
+            self.summary.retried += 1
+            self.console.print(
+                f"[yellow]lost[/] {escape(job.arm)} seed {job.seed} attempt {job.attempt}: "
+                f"{escape(reason)}; retrying ({done + 1} of {self.max_retries})",
+                highlight=False,
+                markup=True,
+            )
+            return None
+        tries = f" (gave up after {done + 1} attempts)" if done else ""
+        return dataclasses.replace(outcome, status="failed", error=reason + tries)
 
     def started(self, job: TrialJob) -> None:
         pass
@@ -99,6 +138,11 @@ class _LedgerSink:
             self.ledger.add_test_evaluation(job.trial_id, job.attempt, job.experiment_id, payload)
 
     def finished(self, job: TrialJob, outcome: TrialOutcome) -> None:
+        if outcome.status == "lost":
+            final = self._lost(job, outcome)
+            if final is None:
+                return
+            outcome = final
         self.ledger.finish(
             job.trial_id,
             job.attempt,
@@ -146,8 +190,15 @@ def run_experiment(
     retry_failed: bool = False,
     console: Console | None = None,
     show_progress: bool | None = None,
+    max_retries: int | None = None,
 ) -> RunSummary:
-    """Run every trial of ``spec`` that the ledger does not have yet; resumable at any point."""
+    """Run every trial of ``spec`` that the ledger does not have yet; resumable at any point.
+
+    A trial whose process dies under it (status ``lost``: killed, crashed) runs again as its
+    next attempt, up to ``max_retries`` times in this run (default: the spec's
+    ``max_retries``), and is then recorded ``failed`` with the reason and the attempt count.
+    A trial whose recipe raised is not retried: the same code would raise again.
+    """
     console = console or Console(stderr=True)
     eid = spec.experiment_id
     ledger.upsert_experiment(
@@ -192,9 +243,9 @@ def run_experiment(
     workroot = Path(".fairtrial") / "trials" / eid
     owner = _owner()
 
-    def jobs() -> Iterator[TrialJob]:
-        for row in todo:
-            attempt = ledger.claim(row.id, row.attempt, owner)
+    def jobs(batch: list[tuple[TrialRow, int]]) -> Iterator[TrialJob]:
+        for row, seen in batch:
+            attempt = ledger.claim(row.id, seen, owner)
             if attempt is None:  # another run took it
                 continue
             yield TrialJob(
@@ -214,6 +265,7 @@ def run_experiment(
                 workdir=str((workroot / row.arm / str(row.seed)).resolve()),
                 time_limit=spec.time_limit,
                 threads=backend.threads,
+                resources=dict(spec.resources),
             )
 
     if show_progress is None:
@@ -244,8 +296,15 @@ def run_experiment(
     sink = _LedgerSink(
         ledger, summary, provenance_id, spec.task_checksum, progress, task_id, console
     )
+    sink.max_retries = spec.max_retries if max_retries is None else max_retries
+    batch = [(row, row.attempt) for row in todo]
     try:
-        backend.run(jobs(), sink, total=len(todo))
+        # Rounds: the planned trials, then the lost ones again (each as its next attempt)
+        # until none is lost or none has retries left.
+        while batch:
+            backend.run(jobs(batch), sink, total=len(batch))
+            retry, sink.requeue = sink.requeue, []
+            batch = [(rows[job.trial_id], job.attempt) for job in retry]
     finally:
         if progress is not None:
             progress.stop()

@@ -52,6 +52,10 @@ COMMAND_FIELDS = (
 )
 
 
+#: What a trial may ask of a cluster (``[experiment] resources``): CPUs and (fractional) GPUs.
+RESOURCE_KEYS = ("cpus", "gpus")
+
+
 class _Experiment(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str
@@ -64,6 +68,8 @@ class _Experiment(BaseModel):
     target: float | int | None = None
     time_limit: float | int | None = None
     description: str = ""
+    max_retries: int = 2
+    resources: dict[str, float | int] = {}
 
     @field_validator("name")
     @classmethod
@@ -84,6 +90,23 @@ class _Experiment(BaseModel):
     def _positive(cls, v: float | None) -> float | None:
         if v is not None and v <= 0:
             raise ValueError("must be a number of seconds > 0")
+        return v
+
+    @field_validator("max_retries")
+    @classmethod
+    def _retries(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be a whole number >= 0 (0 = never retry a lost trial)")
+        return v
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, v: dict[str, float | int]) -> dict[str, float | int]:
+        for key, amount in v.items():
+            if key not in RESOURCE_KEYS:
+                raise ValueError(f"unknown resource '{key}'; valid: {', '.join(RESOURCE_KEYS)}")
+            if isinstance(amount, bool) or amount < 0 or (key == "cpus" and amount == 0):
+                raise ValueError(f"'{key}' must be a number {'> 0' if key == 'cpus' else '>= 0'}")
         return v
 
 
@@ -126,6 +149,8 @@ _VALID: dict[str, str] = {
     "target": "a number",
     "time_limit": "a number of seconds > 0",
     "description": "a string",
+    "max_retries": "a whole number >= 0",
+    "resources": "a table like {cpus = 1, gpus = 0.5}",
     "claim": "a string",
     "smallest_effect": "a number > 0",
     "alpha": "a number in (0, 1)",
@@ -185,6 +210,9 @@ class Spec:
     ablations: tuple[Ablation, ...] = ()
     path: Path | None = None
     task_checksum: str = ""
+    #: how a trial runs, not what it computes: neither is part of the experiment's identity
+    max_retries: int = 2
+    resources: dict[str, float] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path | None:
@@ -528,4 +556,6 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
         ablations=tuple(ablations),
         path=path,
         task_checksum=task.checksum,
+        max_retries=exp.max_retries,
+        resources={k: float(v) for k, v in exp.resources.items()},
     )

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-Status = Literal["finished", "failed", "diverged", "interrupted"]
+#: "lost": the process running the trial died under it (killed, crashed, vanished with its
+#: node); the runner retries a lost trial as its next attempt, up to ``max_retries``.
+Status = Literal["finished", "failed", "diverged", "interrupted", "lost"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class TrialJob:
     data_cache: str | None = None
     time_limit: float | None = None
     threads: int | None = None
+    #: what the trial asks of a cluster: {"cpus": 1, "gpus": 0.5} (the Ray backend uses it)
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,12 @@
 
 Workers are started with ``spawn`` (a fresh interpreter: no inherited threads or CUDA state)
 and kept for the whole run, so torch is imported once per worker, not once per trial. A trial
-that raises is reported by its worker; one that segfaults, is killed, or passes its time limit
-takes its worker down: the parent sees the worker's exit, records the trial ``failed`` with
-the reason, and starts a fresh worker. Metrics the trial flushed before dying are kept.
+that raises is reported by its worker; one that segfaults or is killed takes its worker down:
+the parent sees the worker's exit, reports the trial ``lost`` with the reason (the runner
+retries it as its next attempt, up to the spec's ``max_retries``, then records it ``failed``)
+and starts a fresh worker. A trial past its
+time limit is killed the same way and recorded ``failed`` at once (a hang would hang again).
+Metrics the trial flushed before dying are kept under their attempt.
 
 Never more workers x threads than cores: oversubscribing a small machine was measured 2-4x
 slower than running fewer trials at once.
@@ -13,6 +16,7 @@ slower than running fewer trials at once.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import multiprocessing as mp
 import os
 import signal
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from fairtrial.backends.base import Backend, Sink, TrialJob, TrialOutcome
+from fairtrial.backends.base import Backend, Sink, Status, TrialJob, TrialOutcome
 
 
 def available_cores() -> int:
@@ -45,6 +49,10 @@ def split_cores(workers: int | None, threads: int | None) -> tuple[int, int]:
     return w, max(1, t)
 
 
+#: seconds a worker may take to start before its first trial's time limit begins to count
+_STARTUP_GRACE = 120.0
+
+
 def _worker_main(conn: Connection, threads: int) -> None:
     # The parent owns Ctrl-C: it stops the workers itself and records what was running.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -52,6 +60,9 @@ def _worker_main(conn: Connection, threads: int) -> None:
         os.environ[var] = str(threads)
     from fairtrial.backends.base import execute_trial
 
+    # what every trial needs, imported before the first "begin"
+    importlib.import_module("fairtrial.context")
+    importlib.import_module("fairtrial.tasks")
     while True:
         try:
             msg = conn.recv()
@@ -60,6 +71,7 @@ def _worker_main(conn: Connection, threads: int) -> None:
         if msg is None:
             return
         job: TrialJob = msg
+        conn.send(("begin", None))  # the time limit counts from here, not from the spawn
 
         def emit(kind: str, payload: Any, job: TrialJob = job) -> None:
             conn.send((kind, payload))
@@ -127,7 +139,9 @@ class LocalBackend(Backend):
                         break
                     limit = job.time_limit or self.time_limit
                     idle.job, idle.started = job, time.monotonic()
-                    idle.deadline = idle.started + limit if limit else None
+                    # a fresh worker first imports its modules (seconds on a busy machine):
+                    # the limit starts when it begins the trial ("begin"), after a grace
+                    idle.deadline = idle.started + limit + _STARTUP_GRACE if limit else None
                     sink.started(job)
                     idle.conn.send(job)
                 busy = [w for w in pool if w.job is not None]
@@ -147,14 +161,15 @@ class LocalBackend(Backend):
                     if w.process.sentinel in ready or not w.process.is_alive():
                         self._drain(w, sink)
                         if w.job is not None:
-                            self._lost(w, sink, pool, self._death_reason(w))
+                            self._lost(w, sink, pool, self._death_reason(w), "lost")
                     elif w.deadline is not None and time.monotonic() >= w.deadline:
                         w.process.kill()
                         w.process.join()
                         self._drain(w, sink)
                         if w.job is not None:
                             limit = w.job.time_limit or self.time_limit
-                            self._lost(w, sink, pool, f"time limit of {limit:g} s exceeded")
+                            reason = f"time limit of {limit:g} s exceeded"
+                            self._lost(w, sink, pool, reason, "failed")
         except BaseException:
             for w in pool:
                 w.process.kill()
@@ -190,6 +205,10 @@ class LocalBackend(Backend):
                 if kind == "done":
                     job, w.job, w.deadline = w.job, None, None
                     sink.finished(job, payload)
+                elif kind == "begin":
+                    limit = w.job.time_limit or self.time_limit
+                    w.started = time.monotonic()
+                    w.deadline = w.started + limit if limit else None
                 else:
                     sink.event(w.job, kind, payload)
         except (EOFError, OSError):
@@ -204,11 +223,13 @@ class LocalBackend(Backend):
             return f"worker killed by {_signal_name(code)}"
         return f"worker exited with status {code}"
 
-    def _lost(self, w: _Worker, sink: Sink, pool: list[_Worker], reason: str) -> None:
+    def _lost(
+        self, w: _Worker, sink: Sink, pool: list[_Worker], reason: str, status: Status
+    ) -> None:
         job = w.job
         assert job is not None
         w.job = w.deadline = None
         wall = time.monotonic() - w.started
-        sink.finished(job, TrialOutcome("failed", error=reason, wall_time=wall))
+        sink.finished(job, TrialOutcome(status, error=reason, wall_time=wall))
         w.conn.close()
         pool.remove(w)
