@@ -80,10 +80,52 @@ def phase(ctxs: Sequence[Any], name: str) -> Iterator[None]:
         each(ctxs, lambda _i, c: c.flush())
 
 
-class SeedStack:
-    """N models of one architecture as one: weights stacked along a new first dimension."""
+class _StackedLinear(torch.autograd.Function):
+    """``x @ w^T + b`` for N stacked linear layers, differentiated as a lone layer is.
 
-    def __init__(self, models: Sequence[nn.Module]) -> None:
+    Shapes: x (N, batch, in), w (N, out, in), b (N, out) or None. The backward computes
+    each product in the same orientation as autograd does for one ``nn.Linear`` (weight
+    gradient as grad^T @ x, input gradient as grad @ w, bias gradient as a sum over the
+    batch), so every seed's gradient is bit for bit a lone run's.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+        wt = w.transpose(1, 2)
+        return torch.bmm(x, wt) if b is None else torch.baddbmm(b.unsqueeze(1), x, wt)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        x, w = ctx.saved_tensors
+        gx = torch.bmm(grad, w) if ctx.needs_input_grad[0] else None
+        gw = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        gb = grad.sum(dim=1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+#: layers without weights that act on each number alone: the same on (N, batch, ...) input
+_ELEMENTWISE = (nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.Identity)
+
+
+class SeedStack:
+    """N models of one architecture as one: weights stacked along a new first dimension.
+
+    ``body`` names a submodule (an ``nn.Sequential``) that the model's forward is equivalent
+    to, such as ``"net"`` for ``x -> self.net(x)``. Its linear layers then run as batched
+    matrix products (:class:`_StackedLinear`) whose backward multiplies in the same
+    orientation as a lone ``nn.Linear``'s, so gradients agree bit for bit; ``vmap`` of a
+    linear layer computes the weight gradient as the transposed product, which rounds
+    differently, and Adam amplifies such last-bit differences over thousands of steps.
+    Other layers, and whole models without a ``body``, go through ``vmap``.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], body: str | None = None) -> None:
         from torch.func import stack_module_state
 
         if not models:
@@ -96,6 +138,13 @@ class SeedStack:
         self.holder = nn.ParameterList(self.params.values())
         # A weightless copy of the architecture to call with each seed's weights.
         self.base = copy.deepcopy(self.models[0]).to("meta")
+        self.body: nn.Sequential | None = None
+        self.prefix = ""
+        if body is not None:
+            seq = self.base.get_submodule(body)
+            if not isinstance(seq, nn.Sequential):
+                raise TypeError(f"body '{body}' must be an nn.Sequential")
+            self.body, self.prefix = seq, f"{body}."
 
     def __len__(self) -> int:
         return len(self.models)
@@ -104,13 +153,39 @@ class SeedStack:
         """Outputs of every seed: ``x`` is (N, batch, ...) per seed, or (batch, ...) if shared."""
         from torch.func import functional_call, vmap
 
+        if self.body is not None:
+            if shared:
+                x = x.expand(len(self), *x.shape)
+            return self._layers(self.body, self.prefix, x)
+
         def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xs: torch.Tensor) -> Any:
             return functional_call(self.base, (p, b), (xs,))
 
+        params: dict[str, torch.Tensor] = dict(self.params)
         out: torch.Tensor = vmap(one, in_dims=(0, 0, None if shared else 0))(
-            self.params, self.buffers, x
+            params, self.buffers, x
         )
         return out
+
+    def _layers(self, seq: nn.Sequential, prefix: str, x: torch.Tensor) -> torch.Tensor:
+        from torch.func import functional_call, vmap
+
+        for name, layer in seq.named_children():
+            at = f"{prefix}{name}."
+            if isinstance(layer, nn.Linear):
+                apply: Callable[..., torch.Tensor] = _StackedLinear.apply
+                x = apply(x, self.params[at + "weight"], self.params.get(at + "bias"))
+            elif isinstance(layer, _ELEMENTWISE):
+                x = layer(x)
+            elif isinstance(layer, nn.Sequential):
+                x = self._layers(layer, at, x)
+            else:
+                p = {k[len(at) :]: v for k, v in self.params.items() if k.startswith(at)}
+                b = {k[len(at) :]: v for k, v in self.buffers.items() if k.startswith(at)}
+                x = vmap(lambda p, b, xs, layer=layer: functional_call(layer, (p, b), (xs,)))(
+                    p, b, x
+                )
+        return x
 
     def train(self, mode: bool = True) -> None:
         self.base.train(mode)
@@ -151,19 +226,21 @@ def fit_vectorized(
     schedule: str = "constant",
     label_smoothing: float = 0.0,
     select: str = "last",
+    body: str | None = None,
 ) -> list[nn.Module]:
     """:func:`fairtrial.recipes._torch.fit` for ``len(ctxs)`` seeds at once.
 
     ``models[i]`` is seed ``i``'s freshly initialised model (from its own "init" stream);
-    ``optimizer(module)`` builds the optimizer over ``module.parameters()``. Logs the same
-    points as ``fit`` to each seed's context and returns the trained models.
+    ``optimizer(module)`` builds the optimizer over ``module.parameters()``; ``body`` is
+    :class:`SeedStack`'s. Logs the same points as ``fit`` to each seed's context and returns
+    the trained models.
     """
     if eval_every < 1:
         raise ValueError(f"eval_every must be at least 1, got {eval_every}")
     if len(ctxs) != len(models):
         raise ValueError(f"{len(ctxs)} contexts but {len(models)} models")
     n = len(ctxs)
-    stack = SeedStack(models)
+    stack = SeedStack(models, body)
     opt = optimizer(stack.holder)
     x, y = train
     x_val, y_val = val
@@ -249,6 +326,7 @@ def fit_epochs_vectorized(
     cfg: TrainConfig,
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
+    body: str | None = None,
 ) -> list[nn.Module]:
     """:func:`fit_vectorized` driven by a :class:`TrainConfig` (one log point per epoch)."""
     per_epoch = steps_per_epoch(len(train[1]), cfg.batch_size)
@@ -269,4 +347,5 @@ def fit_epochs_vectorized(
         schedule=cfg.schedule,
         label_smoothing=cfg.label_smoothing,
         select=cfg.select,
+        body=body,
     )

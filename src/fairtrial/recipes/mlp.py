@@ -121,7 +121,7 @@ def train_many(cfg: Config, ctxs: Sequence[Any]) -> None:
     models = [
         init_model(ctx, lambda: MLP(x_tr.shape[1], d.n_classes, cfg), cfg.device) for ctx in ctxs
     ]
-    trained = fit_epochs_vectorized(ctxs, models, cfg, (x_tr, y_tr), (x_va, y_va))
+    trained = fit_epochs_vectorized(ctxs, models, cfg, (x_tr, y_tr), (x_va, y_va), body="net")
     with phase(ctxs, "eval"):
         # each seed's own model predicts, exactly as a lone run's would
         each(ctxs, lambda i, ctx: ctx.evaluate_test(predictor(trained[i], to_tensor)))
