@@ -9,8 +9,8 @@ Sections (each ratio is against the first row of its section, measured in the sa
 ``log``      one metric point: bare ``list.append`` vs ``ctx.log`` (worker path) vs MLflow
              ``log_metric`` (SQLite) vs wandb offline, from ``bench/log_overhead.py``.
 ``trials``   per-trial overhead of short trials (default 200) that do nothing but score a
-             constant prediction: a bare in-process call vs fairtrial inline, local (workers)
-             and Ray, and Ray Tune running the same function as a trial.
+             constant prediction: fairtrial local (workers) vs inline vs Ray, and Ray Tune
+             running the same work as a function trainable (a bare call in the note).
 ``seeds``    the digits MLP, 10 and 100 seeds: sequential (one process) vs worker processes
              vs vectorized (one batched model); plus one seed alone, the yardstick of the
              "10 seeds in at most 3x one seed" target.
@@ -171,14 +171,14 @@ def bench_trials(quick: bool, tmp: Path) -> list[Row]:
     for seed in range(n):
         ctx = TrialContext(config={}, seed=seed, root_seed=0, task=task, emit=lambda k, p: None)
         noop.train({}, ctx)
-    rows = [Row("trials", f"bare call of the recipe (x{n})", (time.perf_counter() - t0) / n, "s")]
+    bare = (time.perf_counter() - t0) / n
     spec = _spec(tmp, "noop", "noop:train", n, "x = 0")
-    rows.append(
-        Row("trials", "fairtrial inline", _run(spec, InlineBackend(), tmp / "i.db") / n, "s")
-    )
     local = LocalBackend()
     seconds = _run(spec, local, tmp / "l.db") / n
-    rows.append(Row("trials", f"fairtrial local ({local.workers} workers)", seconds, "s"))
+    rows = [Row("trials", f"fairtrial local ({local.workers} workers), {n} trials", seconds, "s")]
+    inline = _run(spec, InlineBackend(), tmp / "i.db") / n
+    note = f"the recipe alone: {bare * 1000:.2f} ms"
+    rows.append(Row("trials", "fairtrial inline (this process)", inline, "s", note=note))
     if _ray_up():
         from fairtrial.backends.ray import RayBackend
 
