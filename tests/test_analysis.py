@@ -286,3 +286,10 @@ def test_seeds_auto_runs_a_pilot_then_the_planned_seeds(
     spec = load_spec(Path(exp.spec_path or ""))
     again = run_experiment(spec, ledger, InlineBackend(), show_progress=False)
     assert again.ran == 0
+
+
+def test_two_seeds_and_no_hypothesis_analyse_without_error() -> None:
+    arms = {"arms": ARMS["arms"][:2], "ablations": []}
+    scores = {"baseline": {0: 0.90, 1: 0.91}, "up": {0: 0.92, 1: 0.95}}
+    (c,), _, _ = analyze_scores(scores, arms, "max", Hypothesis(), FAST)
+    assert c["verdict"] == "inconclusive" and c["mde"] > c["effect"] > 0

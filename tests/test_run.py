@@ -6,17 +6,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import toy_spec
 from fairtrial.backends import InlineBackend, LocalBackend
 from fairtrial.ledger import Ledger
-from fairtrial.runner import run_experiment
-from fairtrial.spec import load_spec
+from fairtrial.runner import RunSummary, run_experiment
+from fairtrial.spec import Spec, load_spec
 
 ARMS = """
 [arms.noisy]
@@ -95,25 +97,32 @@ def test_failures_are_isolated_and_recorded(
     [arms.silent]
     mode = "no_test"
     """
-    spec = load_spec(write_spec(toy_spec(seeds=2, arms=arms, extra="time_limit = 4")))
+    # 10 s: a fresh worker loads the task inside the limit, seconds on a busy 2-core machine
+    spec = load_spec(write_spec(toy_spec(seeds=2, arms=arms, extra="time_limit = 10")))
+    assert spec.max_retries == 2  # the default
     summary = run_experiment(spec, ledger, LocalBackend(workers=2), show_progress=False)
     assert summary.ran == 14
+    # killed and segfaulting workers lose their trial: each is retried twice, then failed
+    assert summary.retried == 2 * 2 * 2
     by = {(t.arm, t.seed): t for t in ledger.trials(spec.experiment_id)}
     for seed in range(2):
         assert by["baseline", seed].status == "finished"
         assert by["raises", seed].status == "failed"
+        assert by["raises", seed].attempt == 1, "a recipe that raised is not retried"
         assert by["raises", seed].error == "ValueError: boom from the recipe"
         assert "Traceback" in (by["raises", seed].error_detail or "")
         assert by["segfaults", seed].status == "failed"
-        assert by["segfaults", seed].error == "worker killed by SIGSEGV"
-        assert by["killed", seed].error == "worker killed by SIGKILL"
-        assert by["hangs", seed].error == "time limit of 4 s exceeded"
+        assert by["segfaults", seed].error == "worker killed by SIGSEGV (gave up after 3 attempts)"
+        assert by["killed", seed].error == "worker killed by SIGKILL (gave up after 3 attempts)"
+        assert by["killed", seed].attempt == by["segfaults", seed].attempt == 3
+        assert by["hangs", seed].error == "time limit of 10 s exceeded"
+        assert by["hangs", seed].attempt == 1, "a trial past its time limit is not retried"
         assert by["diverges", seed].status == "diverged"
         assert "metric 'loss' became nan" in (by["diverges", seed].error or "")
         assert "never called ctx.evaluate_test" in (by["silent", seed].error or "")
-    # points flushed before the worker was killed survive it
+    # points flushed before the worker was killed survive it, each attempt's under its number
     kept = [m for m in ledger.metrics(by["killed", 0].id) if m[3] == "before_kill"]
-    assert [m[4] for m in kept] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [(m[0], m[4]) for m in kept] == [(a, float(i)) for a in (1, 2, 3) for i in range(5)]
     # failures are results: a second run does not retry them...
     assert run_experiment(spec, ledger, InlineBackend(), show_progress=False).ran == 0
     # ...unless asked to, and then as a new attempt
@@ -218,37 +227,60 @@ def test_command_recipe_in_a_subprocess(write_spec: Callable[..., Path], ledger:
     )
 
 
-def test_a_worker_killed_from_outside_fails_its_trial_and_the_run_goes_on(
-    write_spec: Callable[..., Path], tmp_path: Path
-) -> None:
-    arms = '[arms.victim]\nmode = "pidfile"\n'
-    spec = load_spec(write_spec(toy_spec(seeds=3, arms=arms)))
-    led = Ledger(tmp_path / "w.db")
+def _run_killing_victims(spec: Spec, led: Ledger, tmp_path: Path, **kw: Any) -> RunSummary:
+    """Run ``spec``, SIGKILLing the worker of each trial of arm "victim" on its first attempt."""
     workroot = tmp_path / ".fairtrial" / "trials" / spec.experiment_id / "victim"
 
     def killer() -> None:  # kill each victim's worker as soon as it reports its pid
         killed: set[Path] = set()
         deadline = time.monotonic() + 60
-        while len(killed) < 3 and time.monotonic() < deadline:
+        while len(killed) < spec.seeds and time.monotonic() < deadline:
             for pidfile in workroot.glob("*/pid"):
                 if pidfile not in killed:
                     os.kill(int(pidfile.read_text()), signal.SIGKILL)
                     killed.add(pidfile)
             time.sleep(0.02)
 
-    import threading
-
     th = threading.Thread(target=killer)
     th.start()
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        summary = run_experiment(spec, led, LocalBackend(workers=2), show_progress=False)
+        return run_experiment(spec, led, LocalBackend(workers=2), show_progress=False, **kw)
     finally:
         os.chdir(cwd)
         th.join()
+
+
+def test_a_worker_killed_from_outside_is_retried_as_the_next_attempt(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    spec = load_spec(write_spec(toy_spec(seeds=3, arms='[arms.victim]\nmode = "pidfile"\n')))
+    led = Ledger(tmp_path / "w.db")
+    summary = _run_killing_victims(spec, led, tmp_path)
+    assert (summary.finished, summary.failed, summary.retried) == (6, 0, 3)
     by = {(t.arm, t.seed): t for t in led.trials(spec.experiment_id)}
-    assert summary.finished == 3 and summary.failed == 3
+    for seed in range(3):
+        victim = by["victim", seed]
+        assert (victim.status, victim.attempt) == ("finished", 2)
+        # the killed attempt's points are kept under attempt 1, apart from the retry's
+        assert {m[0] for m in led.metrics(victim.id) if m[3] == "before_kill"} == {1}
+        assert {m[0] for m in led.metrics(victim.id)} == {1, 2}
+        assert victim.result == by["baseline", seed].result  # same config apart from mode
+    # one test evaluation per finished trial: no trial is counted twice
+    evals = led.test_evaluations(spec.experiment_id)
+    assert sorted(e["trial_id"] for e in evals) == sorted(t.id for t in by.values())
+
+
+def test_with_no_retries_a_killed_worker_fails_its_trial_and_the_run_goes_on(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    arms = '[arms.victim]\nmode = "pidfile"\n'
+    spec = load_spec(write_spec(toy_spec(seeds=3, arms=arms, extra="max_retries = 0")))
+    led = Ledger(tmp_path / "w.db")
+    summary = _run_killing_victims(spec, led, tmp_path)
+    by = {(t.arm, t.seed): t for t in led.trials(spec.experiment_id)}
+    assert (summary.finished, summary.failed, summary.retried) == (3, 3, 0)
     for seed in range(3):
         assert by["baseline", seed].status == "finished"
         assert by["victim", seed].error == "worker killed by SIGKILL"
@@ -262,7 +294,7 @@ def test_a_worker_killed_from_outside_fails_its_trial_and_the_run_goes_on(
         victim = led.trial(by["victim", seed].id)
         assert (victim.status, victim.attempt) == ("finished", 2)
         assert {m[0] for m in led.metrics(victim.id) if m[3] == "before_kill"} == {1}
-        assert victim.result == by["baseline", seed].result  # same config apart from mode
+        assert victim.result == by["baseline", seed].result
 
 
 @pytest.mark.slow

@@ -637,3 +637,14 @@ def test_aggregate_interval_matches_rliable() -> None:
         assert ours[name].estimate == pytest.approx(points[name][0])
         assert ours[name].low == pytest.approx(cis[name][0, 0], abs=0.06 * width)
         assert ours[name].high == pytest.approx(cis[name][1, 0], abs=0.06 * width)
+
+
+def test_power_with_two_seeds_where_the_noncentral_t_gives_nan() -> None:
+    """df = 1: scipy's noncentral t is NaN for large noncentrality; the integral is used."""
+    mde = S.minimum_detectable_effect(1.0, 2)
+    rng = np.random.default_rng(7)
+    x = rng.normal(mde, 1.0, size=(200_000, 2))
+    t = x.mean(1) / (x.std(1, ddof=1) / np.sqrt(2))
+    simulated = float(np.mean(np.abs(t) > sps.t.ppf(0.975, 1)))
+    assert abs(simulated - 0.8) < 0.01
+    assert S.paired_t_power(mde, 1.0, 2) == pytest.approx(0.8, abs=1e-6)

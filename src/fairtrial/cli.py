@@ -64,23 +64,49 @@ def cli() -> None:
     """fairtrial: a fair trial for every ML idea (paired seeds, honest verdicts, replicable)."""
 
 
-def _backend(name: str, workers: int | None, threads: int | None) -> Any:
+def _backend(
+    name: str,
+    workers: int | None,
+    threads: int | None,
+    group: int | None = None,
+    address: str | None = None,
+) -> Any:
     from fairtrial.backends import make_backend
 
-    return make_backend(name, workers=workers, threads=threads)
+    if address is not None and name != "ray":
+        raise FairtrialError(f"--address is for --backend ray, not --backend {name}")
+    if group is not None and name != "vectorized":
+        raise FairtrialError(f"--group is for --backend vectorized, not --backend {name}")
+    return make_backend(name, workers=workers, threads=threads, group=group, address=address)
 
 
 @cli.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--backend",
-    type=click.Choice(["local", "inline"]),
+    type=click.Choice(["local", "inline", "vectorized", "ray"]),
     default="local",
     show_default=True,
-    help="local: persistent worker processes; inline: this process, one trial at a time.",
+    help="local: persistent worker processes; inline: this process, one trial at a time; "
+    "vectorized: the seeds of an arm as one batched model; ray: Ray tasks on a cluster.",
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Trials at once (default: cores).")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads per worker.")
+@click.option(
+    "--group",
+    type=click.IntRange(min=1),
+    help="vectorized: at most N seeds per batched model (default: every seed of an arm).",
+)
+@click.option(
+    "--address",
+    help="ray: the cluster to join (ray://HOST:10001, HOST:6379 or 'auto'; default: "
+    "RAY_ADDRESS, else a Ray instance started for this run).",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    help="Re-runs of a trial whose worker died under it (default: the spec's max_retries, 2).",
+)
 @store_option
 @click.option("--resume", is_flag=True, help="Only continue an experiment already in the store.")
 @click.option("--retry-failed", is_flag=True, help="Also re-run failed and diverged trials.")
@@ -92,6 +118,9 @@ def run(
     backend: str,
     workers: int | None,
     threads: int | None,
+    group: int | None,
+    address: str | None,
+    max_retries: int | None,
     store: str | None,
     resume: bool,
     retry_failed: bool,
@@ -110,11 +139,23 @@ def run(
                 f"--resume: experiment '{spec.name}' ({spec.experiment_id}) was never started "
                 "in this store; drop --resume to start it"
             ) from None
-    _run_and_report(spec, ledger, _backend(backend, workers, threads), retry_failed, show_report)
+    _run_and_report(
+        spec,
+        ledger,
+        _backend(backend, workers, threads, group, address),
+        retry_failed,
+        show_report,
+        max_retries,
+    )
 
 
 def _run_and_report(
-    spec: Any, ledger: Any, backend: Any, retry_failed: bool, show_report: bool
+    spec: Any,
+    ledger: Any,
+    backend: Any,
+    retry_failed: bool,
+    show_report: bool,
+    max_retries: int | None = None,
 ) -> None:
     from fairtrial.runner import run_experiment
 
@@ -131,7 +172,9 @@ def _run_and_report(
         f"store {ledger.dialect}"
     )
     try:
-        summary = run_experiment(spec, ledger, backend, retry_failed=retry_failed, console=_err)
+        summary = run_experiment(
+            spec, ledger, backend, retry_failed=retry_failed, console=_err, max_retries=max_retries
+        )
     except KeyboardInterrupt:
         _err.print(
             "[yellow]interrupted[/]: finished trials are kept; run the same command to resume"
@@ -141,6 +184,7 @@ def _run_and_report(
     _err.print(
         f"ran {summary.ran} trials in {summary.seconds:.1f} s ({summary.finished} finished, "
         f"{summary.failed} failed, {summary.diverged} diverged)"
+        + (f"; {summary.retried} lost attempts retried" if summary.retried else "")
         + (f"; {done} were already in the store" if done else "")
     )
     if show_report:

@@ -8,6 +8,7 @@ attempt stay in the ledger under their own attempt number and are never mixed wi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
@@ -46,6 +47,8 @@ class RunSummary:
     failed: int = 0
     diverged: int = 0
     interrupted: int = 0
+    #: lost attempts re-run as a next attempt (a worker killed or crashed under its trial)
+    retried: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     seed_plan: dict[str, Any] | None = None
@@ -89,6 +92,42 @@ class _LedgerSink:
         self.progress = progress
         self.task_id = task_id
         self.console = console
+        #: lost trials with attempts left, re-run by the next round (trial_id -> its job)
+        self.requeue: list[TrialJob] = []
+        self.retries: dict[str, int] = {}
+        self.max_retries = 0
+
+    def _lost(self, job: TrialJob, outcome: TrialOutcome) -> TrialOutcome | None:
+        """Queue a lost trial for its next attempt; None when queued, else the final outcome.
+
+        The lost attempt is stored ``interrupted`` (a run killed right now resumes it) with
+        its reason; its metrics stay under its own attempt number.
+        """
+        done = self.retries.get(job.trial_id, 0)
+        reason = outcome.error or "worker lost"
+        if done < self.max_retries:
+            self.retries[job.trial_id] = done + 1
+            self.ledger.finish(
+                job.trial_id,
+                job.attempt,
+                status="interrupted",
+                error=f"{reason}; retried as attempt {job.attempt + 1}",
+                wall_time=outcome.wall_time,
+                phases=outcome.phases,
+                task_checksum=self.task_checksum,
+                provenance_id=self.provenance_id,
+            )
+            self.requeue.append(job)
+            self.summary.retried += 1
+            self.console.print(
+                f"[yellow]lost[/] {escape(job.arm)} seed {job.seed} attempt {job.attempt}: "
+                f"{escape(reason)}; retrying ({done + 1} of {self.max_retries})",
+                highlight=False,
+                markup=True,
+            )
+            return None
+        tries = f" (gave up after {done + 1} attempts)" if done else ""
+        return dataclasses.replace(outcome, status="failed", error=reason + tries)
 
     def started(self, job: TrialJob) -> None:
         pass
@@ -111,6 +150,11 @@ class _LedgerSink:
             "time seen by the run is known",
         }
         self.ledger.add_compute(job.trial_id, job.attempt, compute)
+        if outcome.status == "lost":
+            final = self._lost(job, outcome)
+            if final is None:
+                return
+            outcome = final
         self.ledger.finish(
             job.trial_id,
             job.attempt,
@@ -158,8 +202,14 @@ def run_experiment(
     retry_failed: bool = False,
     console: Console | None = None,
     show_progress: bool | None = None,
+    max_retries: int | None = None,
 ) -> RunSummary:
     """Run every trial of ``spec`` that the ledger does not have yet; resumable at any point.
+
+    A trial whose process dies under it (status ``lost``: killed, crashed) runs again as its
+    next attempt, up to ``max_retries`` times in this run (default: the spec's
+    ``max_retries``), and is then recorded ``failed`` with the reason and the attempt count.
+    A trial whose recipe raised is not retried: the same code would raise again.
 
     With ``seeds = "auto"`` the run has two stages: the pilot seeds, then as many seeds as the
     power analysis of the pilot asks for (:func:`fairtrial.plan.plan_seeds`), up to
@@ -168,9 +218,15 @@ def run_experiment(
     """
     console = console or Console(stderr=True)
     if not spec.auto_seeds:
-        return _run(spec, ledger, backend, retry_failed, console, show_progress)
+        return _run(spec, ledger, backend, retry_failed, console, show_progress, max_retries)
     pilot = _run(
-        replace(spec, seeds=PILOT_SEEDS), ledger, backend, retry_failed, console, show_progress
+        replace(spec, seeds=PILOT_SEEDS),
+        ledger,
+        backend,
+        retry_failed,
+        console,
+        show_progress,
+        max_retries,
     )
     scores: dict[str, dict[int, float]] = {}
     for t in ledger.trials(spec.experiment_id):
@@ -195,9 +251,11 @@ def run_experiment(
         + f": running {n} seeds",
         highlight=False,
     )
-    rest = _run(replace(spec, seeds=n), ledger, backend, retry_failed, console, show_progress)
+    rest = _run(
+        replace(spec, seeds=n), ledger, backend, retry_failed, console, show_progress, max_retries
+    )
     rest.already_done -= pilot.ran
-    for name in ("ran", "finished", "failed", "diverged", "interrupted", "seconds"):
+    for name in ("ran", "finished", "failed", "diverged", "interrupted", "retried", "seconds"):
         setattr(rest, name, getattr(rest, name) + getattr(pilot, name))
     rest.failures[:0] = pilot.failures
     rest.seed_plan = seed_plan
@@ -211,6 +269,7 @@ def _run(
     retry_failed: bool,
     console: Console,
     show_progress: bool | None,
+    max_retries: int | None,
 ) -> RunSummary:
     eid = spec.experiment_id
     ledger.upsert_experiment(
@@ -257,9 +316,9 @@ def _run(
     owner = _owner()
     target_metric, target_direction = spec.target_metric()
 
-    def jobs() -> Iterator[TrialJob]:
-        for row in todo:
-            attempt = ledger.claim(row.id, row.attempt, owner)
+    def jobs(batch: list[tuple[TrialRow, int]]) -> Iterator[TrialJob]:
+        for row, seen in batch:
+            attempt = ledger.claim(row.id, seen, owner)
             if attempt is None:  # another run took it
                 continue
             yield TrialJob(
@@ -282,6 +341,7 @@ def _run(
                 target=spec.target,
                 target_metric=target_metric,
                 direction=target_direction,
+                resources=dict(spec.resources),
             )
 
     if show_progress is None:
@@ -312,8 +372,15 @@ def _run(
     sink = _LedgerSink(
         ledger, summary, provenance_id, spec.task_checksum, progress, task_id, console
     )
+    sink.max_retries = spec.max_retries if max_retries is None else max_retries
+    batch = [(row, row.attempt) for row in todo]
     try:
-        backend.run(jobs(), sink, total=len(todo))
+        # Rounds: the planned trials, then the lost ones again (each as its next attempt)
+        # until none is lost or none has retries left.
+        while batch:
+            backend.run(jobs(batch), sink, total=len(batch))
+            retry, sink.requeue = sink.requeue, []
+            batch = [(rows[job.trial_id], job.attempt) for job in retry]
     finally:
         if progress is not None:
             progress.stop()

@@ -55,6 +55,10 @@ COMMAND_FIELDS = (
 )
 
 
+#: What a trial may ask of a cluster (``[experiment] resources``): CPUs and (fractional) GPUs.
+RESOURCE_KEYS = ("cpus", "gpus")
+
+
 class _Experiment(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str
@@ -68,6 +72,8 @@ class _Experiment(BaseModel):
     target: float | int | None = None
     time_limit: float | int | None = None
     description: str = ""
+    max_retries: int = 2
+    resources: dict[str, float | int] = {}
 
     @field_validator("name")
     @classmethod
@@ -99,6 +105,23 @@ class _Experiment(BaseModel):
     def _positive(cls, v: float | None) -> float | None:
         if v is not None and v <= 0:
             raise ValueError("must be a number of seconds > 0")
+        return v
+
+    @field_validator("max_retries")
+    @classmethod
+    def _retries(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be a whole number >= 0 (0 = never retry a lost trial)")
+        return v
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, v: dict[str, float | int]) -> dict[str, float | int]:
+        for key, amount in v.items():
+            if key not in RESOURCE_KEYS:
+                raise ValueError(f"unknown resource '{key}'; valid: {', '.join(RESOURCE_KEYS)}")
+            if isinstance(amount, bool) or amount < 0 or (key == "cpus" and amount == 0):
+                raise ValueError(f"'{key}' must be a number {'> 0' if key == 'cpus' else '>= 0'}")
         return v
 
 
@@ -182,6 +205,8 @@ _VALID: dict[str, str] = {
     "target": "a number",
     "time_limit": "a number of seconds > 0",
     "description": "a string",
+    "max_retries": "a whole number >= 0",
+    "resources": "a table like {cpus = 1, gpus = 0.5}",
     "claim": "a string",
     "smallest_effect": "a number > 0",
     "alpha": "a number in (0, 1)",
@@ -270,6 +295,10 @@ class Spec:
         if bare.endswith(("loss", "error")):
             return name, "min"
         return name, self.direction
+
+    #: how a trial runs, not what it computes: neither is part of the experiment's identity
+    max_retries: int = 2
+    resources: dict[str, float] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path | None:
@@ -646,4 +675,6 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
             k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
             for k, v in comp.model_dump(exclude_unset=True).items()
         },
+        max_retries=exp.max_retries,
+        resources={k: float(v) for k, v in exp.resources.items()},
     )

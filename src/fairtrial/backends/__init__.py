@@ -12,19 +12,38 @@ from fairtrial.backends.base import (
 )
 from fairtrial.backends.local import LocalBackend, split_cores
 
+#: the backends ``make_backend`` (and ``fairtrial run --backend``) knows
+BACKENDS = ("local", "inline", "vectorized", "ray")
 
-def make_backend(name: str, *, workers: int | None = None, threads: int | None = None) -> Backend:
-    """A backend by its CLI name."""
+
+def make_backend(
+    name: str,
+    *,
+    workers: int | None = None,
+    threads: int | None = None,
+    group: int | None = None,
+    address: str | None = None,
+) -> Backend:
+    """A backend by its CLI name (vectorized and Ray are imported only when asked for)."""
     if name == "local":
         return LocalBackend(workers=workers, threads=threads)
     if name == "inline":
         backend = InlineBackend()
         backend.threads = threads
         return backend
-    raise ValueError(f"unknown backend '{name}'; valid: local, inline")
+    if name == "vectorized":
+        from fairtrial.backends.vectorized import VectorizedBackend
+
+        return VectorizedBackend(group=group, threads=threads)
+    if name == "ray":
+        from fairtrial.backends.ray import RayBackend
+
+        return RayBackend(address=address, workers=workers, threads=threads)
+    raise ValueError(f"unknown backend '{name}'; valid: {', '.join(BACKENDS)}")
 
 
 __all__ = [
+    "BACKENDS",
     "Backend",
     "InlineBackend",
     "LocalBackend",

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-Status = Literal["finished", "failed", "diverged", "interrupted"]
+#: "lost": the process running the trial died under it (killed, crashed, vanished with its
+#: node); the runner retries a lost trial as its next attempt, up to ``max_retries``.
+#: seconds a trial's setup (a worker's first imports, loading the task) may take on top of its
+#: time limit; the limit itself counts from the end of the setup (the "setup" event)
+SETUP_ALLOWANCE = 120.0
+
+Status = Literal["finished", "failed", "diverged", "interrupted", "lost"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,8 @@ class TrialJob:
     direction: str = "max"
     #: measure compute (see fairtrial.meter); FAIRTRIAL_METER=0 in the worker also turns it off
     meter: bool = True
+    #: what the trial asks of a cluster: {"cpus": 1, "gpus": 0.5} (the Ray backend uses it)
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

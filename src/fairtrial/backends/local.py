@@ -2,9 +2,12 @@
 
 Workers are started with ``spawn`` (a fresh interpreter: no inherited threads or CUDA state)
 and kept for the whole run, so torch is imported once per worker, not once per trial. A trial
-that raises is reported by its worker; one that segfaults, is killed, or passes its time limit
-takes its worker down: the parent sees the worker's exit, records the trial ``failed`` with
-the reason, and starts a fresh worker. Metrics the trial flushed before dying are kept.
+that raises is reported by its worker; one that segfaults or is killed takes its worker down:
+the parent sees the worker's exit, reports the trial ``lost`` with the reason (the runner
+retries it as its next attempt, up to the spec's ``max_retries``, then records it ``failed``)
+and starts a fresh worker. A trial past its
+time limit is killed the same way and recorded ``failed`` at once (a hang would hang again).
+Metrics the trial flushed before dying are kept under their attempt.
 
 Never more workers x threads than cores: oversubscribing a small machine was measured 2-4x
 slower than running fewer trials at once.
@@ -13,6 +16,7 @@ slower than running fewer trials at once.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import multiprocessing as mp
 import os
 import signal
@@ -22,11 +26,14 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from fairtrial.backends.base import Backend, Sink, TrialJob, TrialOutcome
-
-#: seconds a trial's setup (a worker's first imports, loading the task) may take on top of its
-#: time limit; the limit itself counts from the end of the setup
-SETUP_ALLOWANCE = 120.0
+from fairtrial.backends.base import (
+    SETUP_ALLOWANCE,
+    Backend,
+    Sink,
+    Status,
+    TrialJob,
+    TrialOutcome,
+)
 
 
 def available_cores() -> int:
@@ -56,6 +63,9 @@ def _worker_main(conn: Connection, threads: int) -> None:
         os.environ[var] = str(threads)
     from fairtrial.backends.base import execute_trial
 
+    # what every trial needs, imported before the first "begin"
+    importlib.import_module("fairtrial.context")
+    importlib.import_module("fairtrial.tasks")
     while True:
         try:
             msg = conn.recv()
@@ -64,6 +74,7 @@ def _worker_main(conn: Connection, threads: int) -> None:
         if msg is None:
             return
         job: TrialJob = msg
+        conn.send(("begin", None))
 
         def emit(kind: str, payload: Any, job: TrialJob = job) -> None:
             conn.send((kind, payload))
@@ -152,14 +163,15 @@ class LocalBackend(Backend):
                     if w.process.sentinel in ready or not w.process.is_alive():
                         self._drain(w, sink)
                         if w.job is not None:
-                            self._lost(w, sink, pool, self._death_reason(w))
+                            self._lost(w, sink, pool, self._death_reason(w), "lost")
                     elif w.deadline is not None and time.monotonic() >= w.deadline:
                         w.process.kill()
                         w.process.join()
                         self._drain(w, sink)
                         if w.job is not None:
                             limit = w.job.time_limit or self.time_limit
-                            self._lost(w, sink, pool, f"time limit of {limit:g} s exceeded")
+                            reason = f"time limit of {limit:g} s exceeded"
+                            self._lost(w, sink, pool, reason, "failed")
         except BaseException:
             for w in pool:
                 w.process.kill()
@@ -195,7 +207,9 @@ class LocalBackend(Backend):
                 if kind == "done":
                     job, w.job, w.deadline = w.job, None, None
                     sink.finished(job, payload)
-                elif kind == "setup":
+                elif kind == "begin":  # the worker took the job (a fresh one has imported)
+                    w.started = time.monotonic()
+                elif kind == "setup":  # the trial's setup is over: its time limit counts now
                     limit = w.job.time_limit or self.time_limit
                     if limit:
                         w.deadline = time.monotonic() + limit
@@ -213,11 +227,13 @@ class LocalBackend(Backend):
             return f"worker killed by {_signal_name(code)}"
         return f"worker exited with status {code}"
 
-    def _lost(self, w: _Worker, sink: Sink, pool: list[_Worker], reason: str) -> None:
+    def _lost(
+        self, w: _Worker, sink: Sink, pool: list[_Worker], reason: str, status: Status
+    ) -> None:
         job = w.job
         assert job is not None
         w.job = w.deadline = None
         wall = time.monotonic() - w.started
-        sink.finished(job, TrialOutcome("failed", error=reason, wall_time=wall))
+        sink.finished(job, TrialOutcome(status, error=reason, wall_time=wall))
         w.conn.close()
         pool.remove(w)

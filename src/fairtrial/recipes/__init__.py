@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 C = TypeVar("C")
@@ -47,6 +47,50 @@ def recipe(config_class: type[C]) -> Callable[[Callable[[C, Any], Any]], Callabl
         return wrapper
 
     return deco
+
+
+class NotVectorizable(Exception):
+    """Raised by a recipe's ``train_vectorized`` when a config cannot be trained batched.
+
+    The vectorized backend then runs that arm's seeds one after another with ``train`` and
+    says why (the message), so results never change because of the backend.
+    """
+
+
+def vectorized(
+    train: Callable[..., Any],
+) -> Callable[[Callable[[Any, Sequence[Any]], Any]], Callable[..., Any]]:
+    """Declare the decorated ``train_many(config, ctxs)`` as ``train``'s batched form.
+
+    The vectorized backend (``fairtrial run --backend vectorized``) calls it with the arm's
+    config and one context per seed (``ctxs[i].seed`` differ, the config is the same) instead
+    of calling ``train(config, ctx)`` once per seed. It must give every seed what ``train``
+    would: weights from that seed's own "init" stream, batches from its own "data" stream, the
+    same log points, and one ``ctx.evaluate_test`` per context. It raises
+    :class:`NotVectorizable` (before touching any context) for configs it cannot batch; the
+    seeds then run one by one. When ``train`` declared a config dataclass with :func:`recipe`,
+    ``train_many`` receives an instance of it.
+    """
+
+    def deco(fn: Callable[[Any, Sequence[Any]], Any]) -> Callable[..., Any]:
+        cls = config_class_of(train)
+
+        @functools.wraps(fn)
+        def wrapper(config: Any, ctxs: Sequence[Any]) -> Any:
+            if cls is not None and not isinstance(config, cls):
+                config = build_config(cls, config)
+            return fn(config, ctxs)
+
+        train.train_vectorized = wrapper  # type: ignore[attr-defined]
+        return wrapper
+
+    return deco
+
+
+def vectorized_form(fn: object) -> Callable[..., Any] | None:
+    """The batched form a recipe declared with :func:`vectorized` (or set itself), or None."""
+    form = getattr(fn, "train_vectorized", None)
+    return form if callable(form) else None
 
 
 def config_class_of(fn: object) -> type | None:
@@ -180,9 +224,12 @@ def options_markdown() -> str:
 __all__ = [
     "BUILTIN_RECIPES",
     "ConfigError",
+    "NotVectorizable",
     "build_config",
     "config_class_of",
     "describe_config",
     "options_markdown",
     "recipe",
+    "vectorized",
+    "vectorized_form",
 ]

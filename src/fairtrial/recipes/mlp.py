@@ -12,6 +12,7 @@ the options a spec may set, and ``train(config, ctx)`` is the whole contract.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from fairtrial.recipes import recipe
+from fairtrial.recipes import NotVectorizable, recipe, vectorized
 from fairtrial.recipes._torch import (
     ACTIVATIONS,
     TrainConfig,
@@ -76,9 +77,10 @@ class MLP(nn.Module):
         return out
 
 
-@recipe(Config)
-def train(cfg: Config, ctx: Any) -> None:
-    d = ctx.data
+def _inputs(
+    cfg: Config, d: Any
+) -> tuple[Callable[[NDArray[Any]], torch.Tensor], tuple[torch.Tensor, ...]]:
+    """``to_tensor`` and the train/val tensors (shared by ``train`` and ``train_many``)."""
     x_train = np.asarray(d.x_train, dtype=np.float32).reshape(len(d.x_train), -1)
     # Statistics of the training split only: the val and test rows must not shape the inputs.
     mean = x_train.mean(axis=0) if cfg.standardize else np.float32(0.0)
@@ -92,8 +94,34 @@ def train(cfg: Config, ctx: Any) -> None:
 
     x_tr, x_va = to_tensor(d.x_train), to_tensor(d.x_val)
     y_tr, y_va = to_device(cfg.device, d.y_train, d.y_val, dtype=torch.long)
+    return to_tensor, (x_tr, y_tr, x_va, y_va)
 
+
+@recipe(Config)
+def train(cfg: Config, ctx: Any) -> None:
+    d = ctx.data
+    to_tensor, (x_tr, y_tr, x_va, y_va) = _inputs(cfg, d)
     model = init_model(ctx, lambda: MLP(x_tr.shape[1], d.n_classes, cfg), cfg.device)
     fit_epochs(ctx, model, cfg, (x_tr, y_tr), (x_va, y_va))
     with ctx.phase("eval"), ctx.count_flops("test"):
         ctx.evaluate_test(predictor(model, to_tensor))
+
+
+@vectorized(train)
+def train_many(cfg: Config, ctxs: Sequence[Any]) -> None:
+    """Every seed of one arm as one batched model (``fairtrial run --backend vectorized``)."""
+    if cfg.dropout > 0:
+        raise NotVectorizable("dropout > 0 draws its masks from each seed's own generator")
+    if cfg.norm == "batch":
+        raise NotVectorizable("batch norm keeps running statistics per model")
+    from fairtrial.recipes._vmap import each, fit_epochs_vectorized, phase
+
+    d = ctxs[0].data
+    to_tensor, (x_tr, y_tr, x_va, y_va) = _inputs(cfg, d)
+    models = [
+        init_model(ctx, lambda: MLP(x_tr.shape[1], d.n_classes, cfg), cfg.device) for ctx in ctxs
+    ]
+    trained = fit_epochs_vectorized(ctxs, models, cfg, (x_tr, y_tr), (x_va, y_va), body="net")
+    with phase(ctxs, "eval"):
+        # each seed's own model predicts, exactly as a lone run's would
+        each(ctxs, lambda i, ctx: ctx.evaluate_test(predictor(trained[i], to_tensor)))

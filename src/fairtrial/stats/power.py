@@ -43,11 +43,32 @@ def _power(d: float, n: int, alpha: float, alternative: str) -> float:
     ncp = d * math.sqrt(n)
     if alternative == "two-sided":
         crit = float(t_dist.ppf(1.0 - alpha / 2.0, df))
-        return float(nct.sf(crit, df, ncp) + nct.cdf(-crit, df, ncp))
-    crit = float(t_dist.ppf(1.0 - alpha, df))
-    if alternative == "greater":
-        return float(nct.sf(crit, df, ncp))
-    return float(nct.cdf(-crit, df, ncp))
+        p = float(nct.sf(crit, df, ncp) + nct.cdf(-crit, df, ncp))
+    else:
+        crit = float(t_dist.ppf(1.0 - alpha, df))
+        p = float(nct.sf(crit, df, ncp) if alternative == "greater" else nct.cdf(-crit, df, ncp))
+    return p if math.isfinite(p) else _power_by_integration(ncp, df, crit, alternative)
+
+
+def _power_by_integration(ncp: float, df: int, crit: float, alternative: str) -> float:
+    """The same power by integrating over the chi-square of the sd estimate.
+
+    T = (Z + ncp) / sqrt(V / df) with V ~ chi2(df), so P(T > c) = E_V[Phi(ncp - c sqrt(V/df))].
+    scipy's noncentral t returns NaN for very small df with a large noncentrality (df = 1,
+    i.e. 2 seeds); this integral stays accurate there.
+    """
+    from scipy import integrate
+    from scipy.stats import chi2, norm
+
+    def tail(sign: float) -> float:
+        def f(v: float) -> float:
+            return float(norm.cdf(sign * ncp - crit * math.sqrt(v / df)) * chi2.pdf(v, df))
+
+        return float(integrate.quad(f, 0.0, math.inf, limit=200)[0])
+
+    if alternative == "two-sided":
+        return tail(1.0) + tail(-1.0)
+    return tail(1.0) if alternative == "greater" else tail(-1.0)
 
 
 def paired_t_power(

@@ -1,0 +1,279 @@
+"""Many seeds of one arm as one batched model, in this process (``--backend vectorized``).
+
+The backend pulls the pending trials, groups consecutive trials of one arm (up to ``group``
+seeds, default all of them), and hands each group to the recipe's batched form,
+``train_vectorized(config, ctxs)`` (declared with :func:`fairtrial.recipes.vectorized`;
+the built-in torch recipe ``mlp`` has one, trained by :mod:`fairtrial.recipes._vmap`). Every
+seed still gets its own context, metrics, sealed test evaluation and outcome through the
+sink, so the ledger reads exactly as after a run on the local backend.
+
+A recipe without a batched form, a config the batched form refuses
+(:class:`~fairtrial.recipes.NotVectorizable`), and a command recipe run their seeds one after
+another here, with :func:`~fairtrial.backends.base.execute_trial`, and a one-line notice
+says why. Results never depend on the backend: seed ``i`` computes what it would alone.
+
+Time: the seeds of a group share the process, so each trial is charged an equal share of the
+group's wall time and phase times. Trials run in this process: there is no crash isolation
+(use ``local`` for recipes that may crash the interpreter) and no per-trial time limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from fairtrial.backends.base import (
+    Backend,
+    Sink,
+    TrialJob,
+    TrialOutcome,
+    _resolve_recipe,
+    _set_threads,
+    execute_trial,
+)
+from fairtrial.backends.local import available_cores
+from fairtrial.context import TrialContext
+from fairtrial.meter import Meter, metering_enabled
+
+
+class SeedContext(TrialContext):
+    """A trial context in a group: ``error`` holds what ended this seed early, if anything."""
+
+    error: BaseException | None = None
+
+
+def _key(job: TrialJob) -> tuple[Any, ...]:
+    """Jobs with the same key can share one batched model."""
+    return (job.experiment_id, job.arm, job.recipe, job.command, job.base_dir, job.task)
+
+
+def _groups(jobs: Iterator[TrialJob], size: int | None) -> Iterator[list[TrialJob]]:
+    """Consecutive jobs of one arm, at most ``size`` together (pulling claims each trial)."""
+    held: TrialJob | None = None
+    while True:
+        first = held if held is not None else next(jobs, None)
+        held = None
+        if first is None:
+            return
+        group = [first]
+        while size is None or len(group) < size:
+            job = next(jobs, None)
+            if job is None:
+                break
+            if _key(job) != _key(first) or job.config != first.config:
+                held = job
+                break
+            group.append(job)
+        yield group
+
+
+def _emitter(sink: Sink, job: TrialJob) -> Callable[[str, Any], None]:
+    def emit(kind: str, payload: Any) -> None:
+        sink.event(job, kind, payload)
+
+    return emit
+
+
+def _outcome_of(ctx: SeedContext, wall: float) -> TrialOutcome:
+    """What :func:`execute_trial` would have reported for this seed."""
+    from fairtrial.errors import TrialDiverged
+
+    phases = dict(ctx.phases)
+    exc = ctx.error
+    if exc is None:
+        try:
+            ctx.flush()
+        except Exception as flush_exc:
+            exc = flush_exc
+    if isinstance(exc, TrialDiverged):
+        return TrialOutcome("diverged", error=f"diverged: {exc}", wall_time=wall, phases=phases)
+    if exc is not None:
+        with contextlib.suppress(Exception):
+            ctx.flush()
+        detail = "".join(traceback.format_exception(exc))[-20000:]
+        return TrialOutcome(
+            "failed",
+            error=f"{type(exc).__name__}: {exc}",
+            error_detail=detail,
+            wall_time=wall,
+            phases=phases,
+        )
+    if ctx.test_score is None:
+        return TrialOutcome(
+            "failed",
+            error="the recipe never called ctx.evaluate_test(predict): "
+            "a trial's result is its score on the sealed test split",
+            wall_time=wall,
+            phases=phases,
+        )
+    return TrialOutcome("finished", result=ctx.test_score, wall_time=wall, phases=phases)
+
+
+#: figures of a batched group that add up over its seeds: each seed is charged its share
+_SHARED = ("cpu_time", "energy_cpu", "energy_gpu")
+
+
+def _group_record(meter: Meter | None, n: int) -> dict[str, Any]:
+    """The compute record of a batched group, as each of its ``n`` seeds' share.
+
+    Time, CPU time and energy are split equally; memory is the group's (all seeds together,
+    labelled so); FLOPs are not counted for batched models.
+    """
+    if meter is None:
+        return {"version": 1, "partial": "metering was off"}
+    rec = meter.record(status="finished", phases={})
+    for key in _SHARED:
+        if rec.get(key) is not None:
+            rec[key] = rec[key] / n
+    share = f" (the batched group's total / {n} seeds)"
+    for key in ("cpu_time_method", "energy_cpu_method", "energy_gpu_method"):
+        if rec.get(key) and not str(rec[key]).startswith("not measured"):
+            rec[key] = f"{rec[key]}{share}"
+    if rec.get("peak_rss_method"):
+        rec["peak_rss_method"] = f"{rec['peak_rss_method']}; all {n} seeds of the batched group"
+    rec["flops"] = None
+    rec["flops_method"] = "not counted: the seeds were trained as one batched model"
+    rec.pop("flops_detail", None)
+    return rec
+
+
+class VectorizedBackend(Backend):
+    """Seeds of one arm trained together as one batched model, in this process."""
+
+    name = "vectorized"
+
+    def __init__(self, group: int | None = None, threads: int | None = None) -> None:
+        if group is not None and group < 1:
+            raise ValueError(f"group must be at least 1, got {group}")
+        #: at most this many seeds per batched model (None: every pending seed of an arm)
+        self.group = group
+        self.workers = 1
+        self.threads = threads or available_cores()
+        self._said: set[str] = set()
+
+    def notice(self, message: str) -> None:
+        """Say something once per run (on stderr, above the progress bar)."""
+        if message not in self._said:
+            self._said.add(message)
+            print(f"vectorized: {message}", file=sys.stderr, flush=True)
+
+    def run(self, jobs: Iterator[TrialJob], sink: Sink, total: int) -> None:
+        for group in _groups(jobs, self.group):
+            self._run_group(group, sink)
+
+    def _sequential(self, jobs: Sequence[TrialJob], sink: Sink) -> None:
+        for i, job in enumerate(jobs):
+            try:
+                sink.finished(job, execute_trial(job, _emitter(sink, job)))
+            except BaseException:
+                stopped = TrialOutcome("interrupted", error="the run was interrupted")
+                for rest in jobs[i:]:
+                    sink.finished(rest, stopped)
+                raise
+
+    def _run_group(self, group: list[TrialJob], sink: Sink) -> None:
+        from fairtrial.recipes import NotVectorizable, vectorized_form
+        from fairtrial.tasks import get_task
+
+        for job in group:
+            sink.started(job)
+        first = group[0]
+        _set_threads(self.threads)
+        form = None
+        if first.recipe is not None:
+            try:
+                form = vectorized_form(_resolve_recipe(first.recipe, first.base_dir))
+            except Exception:
+                form = None  # execute_trial reports the import error per trial
+        if form is None:
+            what = f"recipe '{first.recipe}'" if first.recipe else "a command recipe"
+            self.notice(
+                f"{what} has no batched form (train_vectorized): its seeds run one after another"
+            )
+            self._sequential(group, sink)
+            return
+
+        t0 = time.perf_counter()
+        ctxs: list[SeedContext] = []
+        meter = Meter() if first.meter and metering_enabled() else None
+        if meter is not None:
+            meter.start()
+        try:
+            task = get_task(first.task, Path(first.base_dir) if first.base_dir else None)
+            if task.checksum != first.task_checksum:
+                # execute_trial says so per trial, with the checksums
+                self._sequential(group, sink)
+                return
+            for job in group:
+                workdir = Path(job.workdir) if job.workdir else None
+                if workdir is not None:
+                    workdir.mkdir(parents=True, exist_ok=True)
+                ctxs.append(
+                    SeedContext(
+                        config=job.config,
+                        seed=job.seed,
+                        root_seed=job.root_seed,
+                        task=task,
+                        emit=_emitter(sink, job),
+                        arm=job.arm,
+                        trial_id=job.trial_id,
+                        attempt=job.attempt,
+                        workdir=workdir,
+                        metric=job.metric,
+                    )
+                )
+            setup = (time.perf_counter() - t0) / len(group)
+            for ctx in ctxs:
+                ctx.phases["setup"] = setup
+            try:
+                form(first.config, ctxs)
+            except NotVectorizable as exc:
+                if any(c.n_points or c.test_score is not None for c in ctxs):
+                    raise RuntimeError(
+                        f"train_vectorized raised NotVectorizable ({exc}) after it had logged: "
+                        "raise it before training starts"
+                    ) from exc
+                self.notice(f"arm '{first.arm}' runs its seeds one after another: {exc}")
+                self._sequential(group, sink)
+                return
+            except Exception as exc:
+                # the batched form itself failed: every seed still running fails with it
+                for ctx in ctxs:
+                    if ctx.error is None and ctx.test_score is None:
+                        ctx.error = exc
+        except Exception as exc:
+            if not ctxs:  # the task could not be loaded: say so per trial, as everywhere
+                self._sequential(group, sink)
+                return
+            for ctx in ctxs:
+                if ctx.error is None:
+                    ctx.error = exc
+        except BaseException:
+            wall = (time.perf_counter() - t0) / len(group)
+            for job in group:
+                sink.finished(
+                    job,
+                    TrialOutcome("interrupted", error="the run was interrupted", wall_time=wall),
+                )
+            raise
+        finally:
+            if meter is not None:
+                meter.close()
+        wall = (time.perf_counter() - t0) / len(group)
+        shared = _group_record(meter, len(group))
+        for job, ctx in zip(group, ctxs, strict=True):
+            outcome = _outcome_of(ctx, wall)
+            compute = {
+                **shared,
+                "status": outcome.status,
+                "wall_time": wall,
+                "phases": dict(outcome.phases),
+                "train_time": outcome.phases.get("train"),
+            }
+            sink.finished(job, dataclasses.replace(outcome, compute=compute))
