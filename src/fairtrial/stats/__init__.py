@@ -1,0 +1,49 @@
+"""Statistics for paired multi-seed comparisons: pure functions, frozen results.
+
+Conventions shared by every function:
+
+* Inputs are 1-D array-likes of floats; paired inputs ``a`` (the baseline) and ``b`` (the
+  treated arm) have the same length, pair i being seed i. Effects are ``b - a``: positive means
+  ``b`` is larger. Bad input (mismatched lengths, fewer than 2 pairs, NaN) raises ``ValueError``
+  naming the parameter.
+* Every resampling function takes ``rng``: a ``numpy.random.Generator``, an int seed, or
+  ``None``, which means a generator seeded with 0, so results are deterministic by default.
+* Results are frozen dataclasses carrying the settings they used; ``to_dict()`` returns plain
+  JSON-ready values (non-finite floats become ``None``).
+"""
+
+from fairtrial.stats.aggregate import AggregateCI, aggregate_difference, aggregate_interval, iqm
+from fairtrial.stats.bootstrap import BootstrapCI, paired_bootstrap_ci
+from fairtrial.stats.effect import ASO, ProbabilityOfImprovement, aso, probability_of_improvement
+from fairtrial.stats.multiple import benjamini_hochberg, holm
+from fairtrial.stats.permutation import PermutationTest, paired_permutation_test
+from fairtrial.stats.power import minimum_detectable_effect, paired_t_power, required_seeds
+from fairtrial.stats.ttest import TOST, TTest, cohens_dz, paired_t_test, tost_paired, welch_t_test
+from fairtrial.stats.tuning import expected_max
+
+__all__ = [  # noqa: RUF022 (plain sorted(), as the project pins its __all__)
+    "ASO",
+    "AggregateCI",
+    "BootstrapCI",
+    "PermutationTest",
+    "ProbabilityOfImprovement",
+    "TOST",
+    "TTest",
+    "aggregate_difference",
+    "aggregate_interval",
+    "aso",
+    "benjamini_hochberg",
+    "cohens_dz",
+    "expected_max",
+    "holm",
+    "iqm",
+    "minimum_detectable_effect",
+    "paired_bootstrap_ci",
+    "paired_permutation_test",
+    "paired_t_power",
+    "paired_t_test",
+    "probability_of_improvement",
+    "required_seeds",
+    "tost_paired",
+    "welch_t_test",
+]
