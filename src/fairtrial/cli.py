@@ -511,6 +511,78 @@ def verify(bundle_path: Path, as_json: bool) -> None:
     _out.print(f"sha256 {result['sha256']}")
 
 
+@cli.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--seeds",
+    type=click.Choice(["same", "fresh"]),
+    default="same",
+    show_default=True,
+    help="same: the bundle's seeds; fresh: a new root seed and, for procedurally generated "
+    "tasks (mnist1d, modular_addition), a fresh data draw.",
+)
+@click.option(
+    "--tolerance",
+    type=float,
+    help="Per-arm means agree within ±X (default: the hypothesis' smallest effect).",
+)
+@click.option("--root-seed", type=int, help="With --seeds fresh: this root seed.")
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "inline"]),
+    default="local",
+    show_default=True,
+)
+@click.option("--workers", type=click.IntRange(min=1), help="Trials at once (default: cores).")
+@click.option(
+    "--folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to run (default ./.fairtrial/replications/...).",
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Record as JSON."
+)
+@store_option
+def replicate(
+    bundle_path: Path,
+    seeds: str,
+    tolerance: float | None,
+    root_seed: int | None,
+    backend: str,
+    workers: int | None,
+    folder: Path | None,
+    output: Path | None,
+    store: str | None,
+) -> None:
+    """Re-run the experiment in BUNDLE and judge whether it agrees with the original.
+
+    This RUNS THE BUNDLED RECIPE CODE (verify the bundle and read its code/ first if you do not
+    trust its author); it runs in a folder of its own that holds the code snapshot, the spec
+    and the replication's ledger. Per arm, an equivalence test of the means within
+    ±tolerance; per claim, the original verdict must come out again. The record (replicated,
+    not replicated, inconclusive; ACM vocabulary) is stored in the ledger and written as JSON.
+    Exit status: 0 replicated, 1 not replicated, 3 inconclusive.
+    """
+    from fairtrial.replicate import copy_record, format_record
+    from fairtrial.replicate import replicate as do_replicate
+
+    record = do_replicate(
+        bundle_path,
+        seeds="fresh" if seeds == "fresh" else "same",
+        tolerance=tolerance,
+        root_seed=root_seed,
+        store=store,
+        folder=folder,
+        backend=_backend(backend, workers, None),
+        console=_err,
+    )
+    if output is not None:
+        copy_record(record, output)
+    _out.print(escape(format_record(record)))
+    _out.print(f"record {record['id'][:12]} stored; JSON: {record['replication']['folder']}")
+    sys.exit({"replicated": 0, "not replicated": 1}.get(record["outcome"], 3))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line and exit 2 for user errors, never a traceback."""
     try:

@@ -10,6 +10,7 @@
     ├── ExperimentNotFound         no experiment matches a name, path or id
     ├── RegistrationError          a preregistration cannot be made (e.g. trials already ran)
     ├── BundleError                a bundle is unsafe, corrupt or modified (names the member)
+    ├── ReplicationError           a bundle cannot be replicated as asked (e.g. no tolerance)
     └── MissingDependency          an optional extra is not installed (says which one)
 
 Exceptions raised *inside* a trial never cross this tree: a trial that raises is a result
@@ -49,6 +50,10 @@ class RegistrationError(FairtrialError):
 
 class BundleError(FairtrialError):
     """A bundle cannot be read safely, is corrupt, or differs from its manifest."""
+
+
+class ReplicationError(FairtrialError):
+    """A bundle cannot be replicated as asked (no tolerance, no code snapshot, ...)."""
 
 
 class MissingDependency(FairtrialError):
