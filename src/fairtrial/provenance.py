@@ -206,22 +206,27 @@ def environment_lock() -> dict[str, Any]:
 
 
 def _module_file(module: str, base_dir: Path | None) -> Path | None:
-    """Where ``module`` would be imported from (the spec folder first), without importing it."""
-    loaded = sys.modules.get(module)
-    origin = getattr(loaded, "__file__", None)
+    """The file ``module`` is imported from by a fresh worker (the spec folder first), found
+    without importing it and regardless of what this process has already imported."""
+    from importlib.machinery import PathFinder
+
+    origin = None
+    if base_dir is not None:
+        search: list[str] | None = [str(base_dir)]
+        parts = module.split(".")
+        for i in range(len(parts)):
+            found = PathFinder.find_spec(".".join(parts[: i + 1]), search)
+            if found is None:
+                break
+            if i == len(parts) - 1:
+                origin = found.origin
+            search = list(found.submodule_search_locations or [])
     if origin is None:
-        added = False
-        if base_dir is not None and str(base_dir) not in sys.path:
-            sys.path.insert(0, str(base_dir))
-            added = True
         try:
-            found = importlib.util.find_spec(module)
+            spec = importlib.util.find_spec(module)
         except (ImportError, ValueError):
-            found = None
-        finally:
-            if added:
-                sys.path.remove(str(base_dir))
-        origin = found.origin if found is not None else None
+            spec = None
+        origin = spec.origin if spec is not None else None
     if not origin or not Path(origin).is_file():
         return None
     return Path(origin).resolve()
