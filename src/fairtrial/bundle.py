@@ -90,11 +90,16 @@ class Limits:
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+def _toml_str(text: str) -> str:
+    # JSON's string escapes are TOML's, except that TOML also wants DEL escaped
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def _toml_key(key: str) -> str:
     parts = key.split(".")
     if all(_BARE.match(p) for p in parts):
         return ".".join(parts)
-    return json.dumps(key, ensure_ascii=False)
+    return _toml_str(key)
 
 
 def _toml_value(value: Any) -> str:
@@ -109,13 +114,11 @@ def _toml_value(value: Any) -> str:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+        return _toml_str(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
-        inner = ", ".join(
-            f"{json.dumps(str(k), ensure_ascii=False)} = {_toml_value(v)}" for k, v in value.items()
-        )
+        inner = ", ".join(f"{_toml_str(str(k))} = {_toml_value(v)}" for k, v in value.items())
         return "{" + inner + "}"
     raise BundleError(f"cannot write {type(value).__name__} value {value!r} to a spec file")
 
@@ -360,8 +363,13 @@ def _check_name(name: str, limits: Limits) -> str:
 
 
 def _open_tar(path: Path) -> tuple[gzip.GzipFile, tarfile.TarFile]:
-    gz = gzip.GzipFile(filename="", mode="rb", fileobj=path.open("rb"))
-    return gz, tarfile.open(fileobj=gz, mode="r:")
+    gz = gzip.GzipFile(str(path), "rb")
+    try:
+        with _corrupt("at its start"):
+            return gz, tarfile.open(fileobj=gz, mode="r:")
+    except BaseException:
+        gz.close()
+        raise
 
 
 @contextlib.contextmanager
@@ -441,7 +449,8 @@ def _scan(path: Path, limits: Limits) -> list[tarfile.TarInfo]:
             members.append(info)
         # Read what follows the last member to the end of the gzip stream: gzip checks its
         # CRC-32 and length there, and tar allows nothing but zero padding after the end.
-        with _corrupt("(at its end)"):
+        last = members[-1].name if members else "-"
+        with _corrupt(f"(after its last member '{last}')"):
             gz.seek(tar.offset)
             rest = 0
             while chunk := gz.read(_CHUNK):
@@ -663,13 +672,9 @@ def _check_contents(b: Bundle) -> None:
         raise BundleError("bundle is inconsistent: " + "; ".join(problems))
 
 
-def read_bundle(path: str | Path, *, limits: Limits | None = None) -> Bundle:
-    """Check, extract (to a fresh temporary folder) and verify a bundle; nothing is executed.
-
-    Raises :class:`BundleError` naming the member for an unsafe archive (links, absolute
-    paths, ``..``, oversize members, too many members, ...), a corrupt one (gzip CRC, data
-    after the end), or a file that differs from the manifest or from the other members.
-    """
+def open_archive(path: str | Path, *, limits: Limits | None = None) -> Bundle:
+    """The archive layer of :func:`read_bundle`: check every member, extract into a fresh
+    temporary folder, and compare every file with the manifest (no cross-member checks)."""
     limits = limits or Limits()
     p = Path(path)
     if not p.is_file():
@@ -679,7 +684,22 @@ def read_bundle(path: str | Path, *, limits: Limits | None = None) -> Bundle:
     try:
         got = _extract(p, members, root)
         manifest = _check_manifest(root, got)
-        b = Bundle(p, root, manifest, file_sha256(p))
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return Bundle(p, root, manifest, file_sha256(p))
+
+
+def read_bundle(path: str | Path, *, limits: Limits | None = None) -> Bundle:
+    """Check, extract (to a fresh temporary folder) and verify a bundle; nothing is executed.
+
+    Raises :class:`BundleError` naming the member for an unsafe archive (links, absolute
+    paths, ``..``, oversize members, too many members, ...), a corrupt one (gzip CRC, data
+    after the end), a file that differs from the manifest, or members that contradict each
+    other (a recipe file or result edited and re-manifested).
+    """
+    b = open_archive(path, limits=limits)
+    try:
         with _corrupt("(contents)"):
             try:
                 _check_contents(b)
@@ -688,7 +708,7 @@ def read_bundle(path: str | Path, *, limits: Limits | None = None) -> Bundle:
                     f"bundle is inconsistent: unexpected structure ({exc!r})"
                 ) from None
     except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
+        b.close()
         raise
     return b
 
