@@ -294,3 +294,34 @@ def test_cli_round_trip_with_a_real_recipe(tmp_path: Path) -> None:
     assert all(a["status"] == "agree" for a in record["arms"])
     diff = ft("diff", "mlp-rt", "mlp.tar.gz")
     assert diff.returncode == 0 and "no captured differences" in diff.stdout
+
+
+def test_command_recipe_replicates_from_its_snapshot(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    body = """
+    [experiment]
+    name = "cmd-rep"
+    task = "breast_cancer"
+    command = "{python} cmd_train.py --shrink {shrink} --seed {seed}"
+    seeds = 2
+
+    [hypothesis]
+    smallest_effect = 0.01
+
+    [baseline]
+    shrink = 1.0
+
+    [arms.broken]
+    shrink = 0.8
+    """
+    path, _ = make_bundle(write_spec, tmp_path, body)
+    with B.read_bundle(path) as b:
+        assert list(b.json("code/snapshot.json")["files"]) == ["cmd_train.py"]
+    record = replicate(
+        path, store=tmp_path / "m.db", folder=tmp_path / "rep", backend=InlineBackend()
+    )
+    assert record["outcome"] == "replicated", format_record(record)
+    broken = next(a for a in record["arms"] if a["arm"] == "broken")
+    assert broken["status"] == "agree" and broken["replication_failed"] == 2
+    assert (tmp_path / "rep" / "cmd_train.py").exists()
