@@ -3,7 +3,7 @@
 # PostgreSQL server started on loopback for the run. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh sklearn,torch,postgres,dev
+scripts/setup.sh sklearn,torch,postgres,dev,crosscheck
 if [ -z "${FAIRTRIAL_TEST_POSTGRES:-}" ]; then
   pgdir="$(mktemp -d /tmp/fairtrial-pg.XXXXXX)"
   trap 'scripts/postgres.sh stop "$pgdir"' EXIT

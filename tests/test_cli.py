@@ -37,7 +37,7 @@ def test_run_status_report_plan(write_spec: Callable[..., Path], tmp_path: Path)
 
     run = ft("run", str(spec), cwd=tmp_path)
     assert "ran 9 trials" in run.stderr and "6 finished, 3 failed" in run.stderr
-    assert "noisy" in run.stdout and "Paired comparisons" in run.stdout
+    assert "noisy" in run.stdout and "Verdicts" in run.stdout
     assert (tmp_path / ".fairtrial" / "ledger.db").exists(), "the default store is ./.fairtrial"
 
     status = ft("status", cwd=tmp_path).stdout
@@ -67,6 +67,17 @@ def test_run_status_report_plan(write_spec: Callable[..., Path], tmp_path: Path)
     out = tmp_path / "r.json"
     ft("report", "cli-toy", "--format", "json", "-o", str(out), cwd=tmp_path)
     assert json.loads(out.read_text())["arms"] == doc["arms"]
+    page = tmp_path / "r.html"
+    ft("report", "cli-toy", "--format", "html", "-o", str(page), cwd=tmp_path)
+    assert page.read_text().startswith("<!DOCTYPE html>") and "<svg" in page.read_text()
+    tex = ft("report", "cli-toy", "--format", "tex", cwd=tmp_path).stdout
+    assert r"\begin{tabular}" in tex and "noisy" in tex
+    worst = ft("report", "cli-toy", "--format", "json", "--failures", "worst", cwd=tmp_path)
+    # every failed seed scores the worst score any trial reached
+    lowest = min(v for a in doc["arms"].values() for v in a["values"])
+    assert json.loads(worst.stdout)["arms"]["noisier"]["values"] == [lowest] * 3
+    power = ft("plan", str(spec), cwd=tmp_path).stdout
+    assert "power: noisy vs baseline" in power
     # running again resumes: nothing left to do
     again = ft("run", str(spec), "--resume", "--no-report", cwd=tmp_path)
     assert "ran 0 trials" in again.stderr and "9 were already in the store" in again.stderr

@@ -120,7 +120,13 @@ def _run_and_report(
 
     _err.print(
         f"[bold]{escape(spec.name)}[/] ({spec.experiment_id}): "
-        f"{len(spec.arms)} arms × {spec.seeds} seeds on '{spec.task}', "
+        f"{len(spec.arms)} arms × "
+        + (
+            f"seeds auto (pilot {spec.seeds}, at most {spec.max_seeds})"
+            if spec.auto_seeds
+            else f"{spec.seeds} seeds"
+        )
+        + f" on '{spec.task}', "
         f"backend {backend.name} ({backend.workers} workers × {backend.threads or 1} threads), "
         f"store {ledger.dialect}"
     )
@@ -141,21 +147,32 @@ def _run_and_report(
         _print_report(ledger, ledger.experiment(spec.experiment_id), "text", None)
 
 
-def _print_report(ledger: Any, exp: Any, fmt: str, output: Path | None) -> None:
-    from fairtrial.analysis import analyze
-    from fairtrial.report import render_json, render_md, render_text
+def _print_report(
+    ledger: Any,
+    exp: Any,
+    fmt: str,
+    output: Path | None,
+    failures: str = "drop",
+    resamples: int = 10_000,
+) -> None:
+    from fairtrial import report as r
+    from fairtrial.analysis import Options, analyze, learning_curves
 
-    doc = analyze(ledger, exp)
+    doc = analyze(ledger, exp, Options(failures=failures, n_resamples=resamples))  # type: ignore[arg-type]
     if fmt == "text":
         if output is not None:
             with output.open("w") as fh:
-                Console(file=fh, width=140).print(render_text(doc))
+                Console(file=fh, width=140).print(r.render_text(doc))
         else:
-            _out.print(render_text(doc))
+            _out.print(r.render_text(doc))
         return
-    text = render_json(doc) if fmt == "json" else render_md(doc)
+    if fmt == "html":
+        text = r.render_html(doc, {"curves": learning_curves(ledger, exp)})
+    else:
+        text = {"json": r.render_json, "md": r.render_md, "tex": r.render_tex}[fmt](doc)
     if output is not None:
-        output.write_text(text)
+        output.write_text(text, encoding="utf-8")
+        _err.print(f"wrote {output}")
     else:
         click.echo(text)
 
@@ -165,16 +182,40 @@ def _print_report(ledger: Any, exp: Any, fmt: str, output: Path | None) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "md", "json"]),
+    type=click.Choice(["text", "md", "html", "tex", "json"]),
     default="text",
     show_default=True,
+    help="text: terminal tables; md: Markdown; html: one self-contained file with figures; "
+    "tex: a booktabs table; json: the stable machine-readable result",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--failures",
+    type=click.Choice(["drop", "worst"]),
+    default="drop",
+    show_default=True,
+    help="drop: compare the seeds both arms finished; worst: a failed seed scores the worst "
+    "score of any trial",
+)
+@click.option(
+    "--resamples",
+    type=click.IntRange(min=1000),
+    default=10_000,
+    show_default=True,
+    help="bootstrap resamples (and Monte Carlo permutations past 20 pairs)",
+)
 @store_option
-def report(experiment: str, fmt: str, output: Path | None, store: str | None) -> None:
-    """Per-arm results and paired comparisons of EXPERIMENT (name, id or spec path)."""
+def report(
+    experiment: str,
+    fmt: str,
+    output: Path | None,
+    failures: str,
+    resamples: int,
+    store: str | None,
+) -> None:
+    """Verdicts, ablations and per-arm results of EXPERIMENT (name, id or spec path)."""
     ledger = _ledger(store)
-    _print_report(ledger, _find(ledger, experiment), fmt, output)
+    _print_report(ledger, _find(ledger, experiment), fmt, output, failures, resamples)
 
 
 @cli.command()
@@ -227,12 +268,53 @@ def plan(spec_path: Path, store: str | None) -> None:
         )
     else:
         _out.print("estimated time: unknown (no earlier trials on this task in this store)")
+    if spec.auto_seeds:
+        _out.print(
+            f'seeds = "auto": a pilot of {spec.seeds} seeds, then as many as detecting '
+            f"smallest_effect = {spec.hypothesis.smallest_effect:g} with power "
+            f"{spec.hypothesis.power} needs, at most {spec.max_seeds}"
+        )
     try:
         exp = ledger.experiment(spec.experiment_id)
-        done = sum(r.status in ("finished", "failed", "diverged") for r in ledger.trials(exp.id))
-        _out.print(f"in the store: {done}/{len(trials)} trials done; `fairtrial run` resumes")
     except ExperimentNotFound:
-        pass
+        _out.print("power: known once trials have run (the sd of the paired differences)")
+        return
+    rows = ledger.trials(exp.id)
+    done = sum(r.status in ("finished", "failed", "diverged") for r in rows)
+    _out.print(f"in the store: {done}/{len(trials)} trials done; `fairtrial run` resumes")
+    _print_power(spec, rows)
+
+
+def _print_power(spec: Any, rows: list[Any]) -> None:
+    """Minimum detectable effect at the planned seeds, from the paired sd seen so far."""
+    from fairtrial import stats
+    from fairtrial.plan import paired_values, seeds_needed
+
+    sign = 1.0 if spec.direction == "max" else -1.0
+    scores: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if r.status == "finished" and r.result is not None:
+            scores.setdefault(r.arm, {})[r.seed] = sign * float(r.result)
+    hyp = spec.hypothesis
+    for arm in (a.name for a in spec.arms.values() if a.kind == "arm"):
+        _, a, b = paired_values(scores, arm, "baseline")
+        if len(a) < 2:
+            continue
+        sd = float((b - a).std(ddof=1))
+        mde = (
+            0.0
+            if sd == 0
+            else stats.minimum_detectable_effect(sd, spec.seeds, alpha=hyp.alpha, power=hyp.power)
+        )
+        line = (
+            f"power: {arm} vs baseline: sd of paired differences {sd:.4g} ({len(a)} seeds so "
+            f"far); {spec.seeds} seeds detect an effect of {mde:.4g} with power {hyp.power} "
+            f"at alpha {hyp.alpha}"
+        )
+        if hyp.smallest_effect is not None:
+            need = seeds_needed(sd, hyp.smallest_effect, hyp.alpha, hyp.power)
+            line += f"; smallest_effect {hyp.smallest_effect:g} needs {need} seeds"
+        _out.print(line, highlight=False)
 
 
 @cli.command()

@@ -13,7 +13,7 @@ import platform
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,8 @@ from fairtrial import provenance
 from fairtrial.backends.base import Backend, TrialJob, TrialOutcome
 from fairtrial.errors import FairtrialError
 from fairtrial.ledger import DONE, Ledger, TrialRow
-from fairtrial.plan import plan_trials
-from fairtrial.spec import Spec
+from fairtrial.plan import plan_seeds, plan_trials
+from fairtrial.spec import PILOT_SEEDS, Spec
 
 
 @dataclass
@@ -48,6 +48,7 @@ class RunSummary:
     interrupted: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    seed_plan: dict[str, Any] | None = None
 
 
 def _owner() -> str:
@@ -147,8 +148,59 @@ def run_experiment(
     console: Console | None = None,
     show_progress: bool | None = None,
 ) -> RunSummary:
-    """Run every trial of ``spec`` that the ledger does not have yet; resumable at any point."""
+    """Run every trial of ``spec`` that the ledger does not have yet; resumable at any point.
+
+    With ``seeds = "auto"`` the run has two stages: the pilot seeds, then as many seeds as the
+    power analysis of the pilot asks for (:func:`fairtrial.plan.plan_seeds`), up to
+    ``max_seeds``. The plan is a function of the pilot's results, so a resumed run makes the
+    same plan.
+    """
     console = console or Console(stderr=True)
+    if not spec.auto_seeds:
+        return _run(spec, ledger, backend, retry_failed, console, show_progress)
+    pilot = _run(
+        replace(spec, seeds=PILOT_SEEDS), ledger, backend, retry_failed, console, show_progress
+    )
+    scores: dict[str, dict[int, float]] = {}
+    for t in ledger.trials(spec.experiment_id):
+        if t.status == "finished" and t.result is not None and t.seed < PILOT_SEEDS:
+            scores.setdefault(t.arm, {})[t.seed] = float(t.result)
+    assert spec.hypothesis.smallest_effect is not None and spec.max_seeds is not None
+    seed_plan = plan_seeds(
+        scores,
+        spec.arm_table(),
+        spec.direction,
+        smallest_effect=spec.hypothesis.smallest_effect,
+        alpha=spec.hypothesis.alpha,
+        power=spec.hypothesis.power,
+        max_seeds=spec.max_seeds,
+    )
+    n = seed_plan["seeds"]
+    ledger.set_seeds(spec.experiment_id, n)
+    console.print(
+        f'seeds = "auto": the pilot\'s {PILOT_SEEDS} seeds ask for {seed_plan["needed"]} '
+        f"({seed_plan['rule']})"
+        + (f"; capped at max_seeds = {spec.max_seeds}" if seed_plan["capped"] else "")
+        + f": running {n} seeds",
+        highlight=False,
+    )
+    rest = _run(replace(spec, seeds=n), ledger, backend, retry_failed, console, show_progress)
+    rest.already_done -= pilot.ran
+    for name in ("ran", "finished", "failed", "diverged", "interrupted", "seconds"):
+        setattr(rest, name, getattr(rest, name) + getattr(pilot, name))
+    rest.failures[:0] = pilot.failures
+    rest.seed_plan = seed_plan
+    return rest
+
+
+def _run(
+    spec: Spec,
+    ledger: Ledger,
+    backend: Backend,
+    retry_failed: bool,
+    console: Console,
+    show_progress: bool | None,
+) -> RunSummary:
     eid = spec.experiment_id
     ledger.upsert_experiment(
         experiment_id=eid,

@@ -34,6 +34,9 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 ArmKind = Literal["baseline", "arm", "ablation"]
+#: seeds = "auto": the pilot's seeds, and the default cap on the seeds the plan may ask for
+PILOT_SEEDS = 5
+DEFAULT_MAX_SEEDS = 50
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 #: Placeholders a command may use besides the (dotted) config keys.
@@ -58,7 +61,8 @@ class _Experiment(BaseModel):
     task: str
     recipe: str | None = None
     command: str | None = None
-    seeds: int
+    seeds: int | str
+    max_seeds: int | None = None
     root_seed: int = 0
     metric: str | None = None
     target: float | int | None = None
@@ -74,9 +78,20 @@ class _Experiment(BaseModel):
 
     @field_validator("seeds")
     @classmethod
-    def _seeds(cls, v: int) -> int:
+    def _seeds(cls, v: int | str) -> int | str:
+        if isinstance(v, str):
+            if v != "auto":
+                raise ValueError('must be a whole number >= 2, or "auto"')
+            return v
         if v < 2:
             raise ValueError("must be at least 2 (one seed cannot tell a gain from luck)")
+        return v
+
+    @field_validator("max_seeds")
+    @classmethod
+    def _max_seeds(cls, v: int | None) -> int | None:
+        if v is not None and v < PILOT_SEEDS:
+            raise ValueError(f"must be at least the {PILOT_SEEDS} seeds of the pilot")
         return v
 
     @field_validator("time_limit")
@@ -120,7 +135,8 @@ _VALID: dict[str, str] = {
     "task": "a task name or 'module:function'",
     "recipe": "a built-in recipe name or 'module:function'",
     "command": "a command line string",
-    "seeds": "a whole number >= 2",
+    "seeds": 'a whole number >= 2, or "auto"',
+    "max_seeds": f'a whole number >= {PILOT_SEEDS} (with seeds = "auto")',
     "root_seed": "a whole number",
     "metric": "a metric name",
     "target": "a number",
@@ -185,6 +201,9 @@ class Spec:
     ablations: tuple[Ablation, ...] = ()
     path: Path | None = None
     task_checksum: str = ""
+    #: seeds = "auto": ``seeds`` starts at the pilot and grows to what the power analysis asks
+    auto_seeds: bool = False
+    max_seeds: int | None = None
 
     @property
     def base_dir(self) -> Path | None:
@@ -198,7 +217,8 @@ class Spec:
                 "task": self.task,
                 "recipe": self.recipe,
                 "command": self.command,
-                "seeds": self.seeds,
+                "seeds": "auto" if self.auto_seeds else self.seeds,
+                **({"max_seeds": self.max_seeds} if self.auto_seeds else {}),
                 "root_seed": self.root_seed,
                 "metric": self.metric,
                 "target": self.target,
@@ -494,6 +514,20 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
             by_components[sig] = name
             ablations.append(Ablation(target, removed, name))
 
+    # seeds = "auto": a pilot, then as many seeds as the power analysis asks, up to max_seeds
+    auto = exp.seeds == "auto"
+    if auto:
+        if hyp.smallest_effect is None:
+            raise ld.fail(
+                "hypothesis",
+                "smallest_effect",
+                'seeds = "auto" plans the seeds to detect smallest_effect: set it',
+            )
+        if not any(a.kind == "arm" for a in arms.values()):
+            raise ld.fail("experiment", 'seeds = "auto"', "needs an arm to compare: [arms.NAME]")
+    elif exp.max_seeds is not None:
+        raise ld.fail("experiment", "max_seeds", 'only applies with seeds = "auto"')
+
     # command placeholders
     if exp.command is not None:
         valid = set(COMMAND_FIELDS) | set(flat_base)
@@ -508,7 +542,7 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
     return Spec(
         name=exp.name,
         task=exp.task,
-        seeds=exp.seeds,
+        seeds=PILOT_SEEDS if auto else int(exp.seeds),
         root_seed=exp.root_seed,
         metric=metric,
         direction=METRICS[metric].direction,
@@ -528,4 +562,6 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
         ablations=tuple(ablations),
         path=path,
         task_checksum=task.checksum,
+        auto_seeds=auto,
+        max_seeds=(exp.max_seeds or DEFAULT_MAX_SEEDS) if auto else None,
     )

@@ -190,6 +190,15 @@ class Ledger:
                     .values(updated_at=now, spec_path=spec_path)
                 )
 
+    def set_seeds(self, experiment_id: str, seeds: int) -> None:
+        """Record the planned number of seeds (``seeds = "auto"`` decides it after the pilot)."""
+        with self.engine.begin() as c:
+            c.execute(
+                update(s.experiments)
+                .where(s.experiments.c.id == experiment_id)
+                .values(seeds=seeds, updated_at=time.time())
+            )
+
     def experiments(self) -> list[ExperimentRow]:
         with self.engine.connect() as c:
             rows = c.execute(select(s.experiments).order_by(s.experiments.c.updated_at)).all()

@@ -1,136 +1,255 @@
-"""Render an experiment's result document: terminal text, Markdown, JSON."""
+"""Render an experiment's result document: terminal, Markdown, HTML, LaTeX and JSON.
+
+Every renderer takes the analysis document (:func:`fairtrial.analysis.analyze`) and, where it
+draws figures or shows predictions, the details (:func:`details`): verdicts come first, then
+ablations, arms, failures and predictions, then the methods that produced the numbers.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-FORMATS = ("text", "md", "json")
+from fairtrial.report import fmt
+from fairtrial.report.html import render_html
+from fairtrial.report.tex import render_tex
 
-
-def _f(x: float | None, digits: int = 4) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"
-
-
-def _signed(x: float | None, digits: int = 4) -> str:
-    return "—" if x is None else f"{x:+.{digits}f}"
-
-
-def _iv(iv: list[float] | None, digits: int = 4, signed: bool = False) -> str:
-    if not iv:
-        return "—"
-    f = _signed if signed else _f
-    return f"[{f(iv[0], digits)}, {f(iv[1], digits)}]"
-
-
-def _values(values: list[float | None], limit: int = 10) -> str:
-    shown = " ".join(_f(v, 3) for v in values[:limit])
-    return shown + (f" … (+{len(values) - limit})" if len(values) > limit else "")
-
-
-def _components(c: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={json.dumps(v)}" for k, v in c.items()) or "—"
+FORMATS = ("text", "md", "html", "tex", "json")
 
 
 def render_json(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=2, sort_keys=False)
 
 
-def render_text(doc: dict[str, Any], console: Console | None = None) -> Group:
-    """A rich renderable: comparisons first (what the user came for), then arms, then failures."""
+def _comparison_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(doc["comparisons"]) + list(doc["ablations"])
+
+
+def render_text(doc: dict[str, Any]) -> Group:
+    """A rich renderable: verdicts first (what the user came for), then arms and failures."""
     e = doc["experiment"]
-    better = "higher" if e["direction"] == "max" else "lower"
     head = Text.assemble(
         (f"{e['name']}", "bold"),
         f"  ({e['id']})\n",
-        f"task {e['task']} · metric {e['metric']} ({better} is better) · ",
-        f"{e['seeds']} seeds · {e['trials']} trials\n",
-        (f"claim: {e['claim']}" if e["claim"] else ""),
+        f"task {e['task']} · metric {e['metric']} ({fmt.direction_word(doc)} is better) · ",
+        f"{e['seeds']} seeds · {e['trials']} trials",
+        (f"\nclaim: {e['claim']}" if e["claim"] else ""),
     )
     parts: list[Any] = [Panel(head, expand=False)]
-    conf = int(doc["settings"]["confidence"] * 100)
-    rows = doc["comparisons"] + [
-        {**a, "arm": a["arm"], "against": a["ablation_arm"]} for a in doc["ablations"]
-    ]
-    if rows:
-        t = Table(title=f"Paired comparisons (effect = arm − against, + is better; {conf}% CI)")
-        for col in ("arm", "against", "pairs", "effect", f"{conf}% CI (t)", "wins/losses"):
-            t.add_column(col, justify="right" if col not in ("arm", "against") else "left")
-        for c in rows:
-            t.add_row(
-                escape(c["arm"]),
-                escape(c["against"]),
-                str(c["n_pairs"]),
-                _signed(c["effect"]),
-                _iv(c["interval"], signed=True),
-                f"{c['wins']}/{c['losses']}",
-            )
+    conf = f"{doc['settings']['confidence']:.0%}"
+    if doc["comparisons"]:
+        t = Table(
+            title=f"Verdicts: arm vs baseline (effect: + is better; {conf} "
+            f"{fmt.interval_kind(doc)} interval)"
+        )
+        _verdict_columns(t, "vs")
+        for c in doc["comparisons"]:
+            _verdict_row(t, c, c["against"])
         parts.append(t)
+    by_arm: dict[str, list[dict[str, Any]]] = {}
+    for a in doc["ablations"]:
+        by_arm.setdefault(a["arm"], []).append(a)
+    for arm, rows in by_arm.items():
+        t = Table(
+            title=f"Ablations of {arm}: contribution of each component (arm − arm without it)"
+        )
+        _verdict_columns(t, "removed")
+        for c in rows:
+            _verdict_row(t, c, f"{c['removed']} ({c['ablation_arm']})")
+        parts.append(t)
+        inter = next((i for i in doc.get("interactions", []) if i["arm"] == arm), None)
+        if inter and inter.get("interaction") is not None:
+            parts.append(Text(_interaction_line(inter, conf)))
     t = Table(title=f"Arms: test {e['metric']} per seed")
-    for col in ("arm", "components", "n", "failed", "mean", "sd", f"{conf}% CI", "per-seed"):
-        t.add_column(col, justify="left" if col in ("arm", "components", "per-seed") else "right")
+    for col in ("arm", "components", "n", "failed", "mean", "sd", f"{conf} CI", "per seed"):
+        t.add_column(col, justify="left" if col in ("arm", "components", "per seed") else "right")
     for name, a in doc["arms"].items():
         t.add_row(
             escape(name),
-            escape(_components(a["components"])),
+            escape(fmt.components(a["components"])),
             str(a["n"]),
             str(a["failed"]) + (f" ({a['pending']} pending)" if a["pending"] else ""),
-            _f(a["mean"]),
-            _f(a["sd"]),
-            _iv(a["interval"]),
-            _values(a["values"]),
+            fmt.num(a["mean"]),
+            fmt.num(a["sd"]),
+            fmt.interval(a["interval"]),
+            fmt.values(a["values"]),
         )
     parts.append(t)
+    if line := fmt.seed_plan_line(doc):
+        parts.append(Text(line))
     fails = [(n, f) for n, a in doc["arms"].items() for f in a["failures"]]
     if fails:
         lines = Text("Failures (counted, not averaged in):\n", style="yellow")
         for name, f in fails[:20]:
-            lines.append(f"  {name} seed {f['seed']}: {f['status']}: {f['reason']}\n")  # plain Text
+            lines.append(f"  {name} seed {f['seed']}: {f['status']}: {f['reason']}\n")
         if len(fails) > 20:
             lines.append(f"  … {len(fails) - 20} more\n")
         parts.append(lines)
+    pred = doc.get("predictions")
+    if pred and pred["examples"]:
+        t = Table(title=fmt.disagreement_line(pred))
+        arms = list(pred["examples"][0]["arms"])
+        for col in ("example", "truth", *arms):
+            t.add_column(escape(col), justify="right")
+        for ex in pred["examples"][:8]:
+            t.add_row(
+                f"#{ex['index']}",
+                str(ex["truth"]),
+                *(_pred_cell(ex, a) for a in arms),
+            )
+        parts.append(t)
+    parts.append(Text("Methods: " + " · ".join(fmt.methods(doc)), style="dim"))
     return Group(*parts)
 
 
+def _verdict_columns(t: Table, against: str) -> None:
+    for col in (
+        "arm",
+        against,
+        "verdict",
+        "effect",
+        "interval",
+        "p (adj.)",
+        "d_z",
+        "P(better)",
+        "pairs",
+        "power",
+    ):
+        t.add_column(
+            col, justify="left" if col in ("arm", against, "verdict", "power") else "right"
+        )
+
+
+def _verdict_row(t: Table, c: dict[str, Any], against: str) -> None:
+    v = c.get("verdict") or "inconclusive"
+    t.add_row(
+        escape(c["arm"]),
+        escape(against),
+        Text(fmt.verdict(c), style=fmt.STYLES[v]),
+        fmt.signed(c["effect"]),
+        fmt.interval(c["interval"], sign=True),
+        f"{fmt.pvalue(c['p'])} ({fmt.pvalue(c.get('p_adjusted'))})",
+        fmt.num(c.get("d_z"), 2),
+        fmt.prob(c),
+        str(c["n_pairs"]),
+        escape(fmt.power_note(c)),
+    )
+
+
+def _pred_cell(ex: dict[str, Any], arm: str) -> str:
+    p = ex["arms"][arm]
+    mark = "✓" if p["prediction"] == ex["truth"] else "✗"
+    return f"{p['prediction']} {mark} ({p['agreement']:.0%})"
+
+
+def _interaction_line(inter: dict[str, Any], conf: str) -> str:
+    verdict = (
+        "the components add up (no interaction detected)"
+        if inter["additive"]
+        else (
+            "the components reinforce each other"
+            if inter["interaction"] > 0
+            else "the components overlap (together they gain less than the sum)"
+        )
+    )
+    return (
+        f"{inter['arm']}: total effect {fmt.signed(inter['total_effect'])}, sum of contributions "
+        f"{fmt.signed(inter['sum_of_contributions'])}, interaction "
+        f"{fmt.signed(inter['interaction'])} {fmt.interval(inter['interval'], sign=True)} "
+        f"({conf}, {inter['n_pairs']} seeds): {verdict}."
+    )
+
+
 def render_md(doc: dict[str, Any]) -> str:
+    """Markdown for READMEs, issues and pull requests."""
     e = doc["experiment"]
-    conf = int(doc["settings"]["confidence"] * 100)
+    conf = f"{doc['settings']['confidence']:.0%}"
     out = [
         f"## {e['name']}",
         "",
-        f"Task `{e['task']}`, metric {e['metric']} "
-        f"({'higher' if e['direction'] == 'max' else 'lower'} is better), {e['seeds']} seeds, "
-        f"experiment `{e['id']}`." + (f" Claim: {e['claim']}" if e["claim"] else ""),
+        f"Task `{e['task']}`, metric {e['metric']} ({fmt.direction_word(doc)} is better), "
+        f"{e['seeds']} seeds, experiment `{e['id']}`."
+        + (f" Claim: {e['claim']}" if e["claim"] else ""),
         "",
     ]
-    rows = doc["comparisons"] + [{**a, "against": a["ablation_arm"]} for a in doc["ablations"]]
-    if rows:
-        out += [
-            f"| arm | against | pairs | effect | {conf}% CI (t) | wins/losses |",
-            "|---|---|---:|---:|---:|---:|",
-        ]
-        out += [
-            f"| {c['arm']} | {c['against']} | {c['n_pairs']} | {_signed(c['effect'])} | "
-            f"{_iv(c['interval'], signed=True)} | {c['wins']}/{c['losses']} |"
-            for c in rows
-        ]
+    head = (
+        "| arm | vs | verdict | effect | {c} interval | p | p adj. | d_z | P(better) | pairs "
+        "| power |"
+    )
+    rule = "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
+
+    def row(c: dict[str, Any], against: str) -> str:
+        return (
+            f"| {c['arm']} | {against} | {fmt.verdict(c)} | {fmt.signed(c['effect'])} | "
+            f"{fmt.interval(c['interval'], sign=True)} | {fmt.pvalue(c['p'])} | "
+            f"{fmt.pvalue(c.get('p_adjusted'))} | {fmt.num(c.get('d_z'), 2)} | {fmt.prob(c)} | "
+            f"{c['n_pairs']} | {fmt.power_note(c)} |"
+        )
+
+    if doc["comparisons"]:
+        out += ["### Verdicts", "", head.format(c=conf), rule]
+        out += [row(c, c["against"]) for c in doc["comparisons"]]
         out.append("")
+    if doc["ablations"]:
+        out += [
+            "### Ablations",
+            "",
+            "Contribution of each component: the arm minus the arm without it.",
+            "",
+            head.format(c=conf).replace("| vs |", "| removed |"),
+            rule,
+        ]
+        out += [row(c, f"{c['removed']} (`{c['ablation_arm']}`)") for c in doc["ablations"]]
+        out.append("")
+        for inter in doc.get("interactions", []):
+            if inter.get("interaction") is not None:
+                out += [_interaction_line(inter, conf), ""]
     out += [
-        f"| arm | components | n | failed | mean | sd | {conf}% CI |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "### Arms",
+        "",
+        f"| arm | components | n | failed | mean | sd | {conf} CI | per seed |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     out += [
-        f"| {n} | {_components(a['components'])} | {a['n']} | {a['failed']} | {_f(a['mean'])} "
-        f"| {_f(a['sd'])} | {_iv(a['interval'])} |"
+        f"| {n} | {fmt.components(a['components'])} | {a['n']} | {a['failed']} | "
+        f"{fmt.num(a['mean'])} | {fmt.num(a['sd'])} | {fmt.interval(a['interval'])} | "
+        f"{fmt.values(a['values'])} |"
         for n, a in doc["arms"].items()
     ]
+    out.append("")
+    if line := fmt.seed_plan_line(doc):
+        out += [line, ""]
+    fails = [(n, f) for n, a in doc["arms"].items() for f in a["failures"]]
+    if fails:
+        out += ["Failures (counted, not averaged in):", ""]
+        out += [f"- {n} seed {f['seed']}: {f['status']}: {f['reason']}" for n, f in fails[:20]]
+        out.append("")
+    pred = doc.get("predictions")
+    if pred and pred["examples"]:
+        arms = list(pred["examples"][0]["arms"])
+        out += [
+            "### Where the arms disagree",
+            "",
+            fmt.disagreement_line(pred) or "",
+            "",
+            "| example | truth | " + " | ".join(arms) + " |",
+            "|---:|---:|" + "---:|" * len(arms),
+        ]
+        out += [
+            f"| #{ex['index']} | {ex['truth']} | "
+            + " | ".join(_pred_cell(ex, a) for a in arms)
+            + " |"
+            for ex in pred["examples"][:8]
+        ]
+        out.append("")
+    out += ["### Methods", ""] + [f"- {m}" for m in fmt.methods(doc)]
     return "\n".join(out) + "\n"
 
 
-__all__ = ["FORMATS", "render_json", "render_md", "render_text"]
+__all__ = ["FORMATS", "render_html", "render_json", "render_md", "render_tex", "render_text"]

@@ -55,6 +55,15 @@ class BootstrapCI(Result):
 def bootstrap_means(x: FloatArray, n_resamples: int, rng: np.random.Generator) -> FloatArray:
     """Means of ``n_resamples`` resamples (with replacement) of ``x``, drawn in bounded blocks."""
     n = len(x)
+    values, first, freq = np.unique(x, return_index=True, return_counts=True)
+    if 4 * len(values) <= n:
+        # Categories in order of first appearance, so that -x draws the mirror image of x.
+        order = np.argsort(first)
+        values, freq = values[order], freq[order]
+        # Few distinct values (e.g. wins/ties/losses): a resample is fully described by how
+        # often it draws each value, a multinomial draw - the same distribution, O(B) not O(B n).
+        counts = rng.multinomial(n, freq / n, size=n_resamples)
+        return np.asarray(counts @ values / n, dtype=np.float64)
     out = np.empty(n_resamples)
     block = max(1, _BLOCK_ELEMENTS // n)
     for start in range(0, n_resamples, block):
