@@ -213,3 +213,18 @@ def test_concurrent_registrations_keep_one_chain(tmp_path: Path) -> None:
     with led.engine.begin() as c:  # and a later edit of any entry breaks it
         c.execute(update(s.preregistrations).where(s.preregistrations.c.seq == 40).values(name="z"))
     assert not led.check_chain("preregistrations").ok
+
+
+def test_auto_seeds_register_the_rule(write_spec: Callable[..., Path], ledger: Ledger) -> None:
+    path = write_spec(spec_text(extra="max_seeds = 6").replace("seeds = 3", 'seeds = "auto"'))
+    spec = load_spec(path)
+    entry = prereg.register(spec, ledger)
+    assert '"auto":true' in entry["record_json"]
+    run(path, ledger)
+    exp = ledger.experiment(spec.experiment_id)
+    assert exp.seeds >= 5
+    st = prereg.status(ledger, exp)
+    assert st is not None and st["deviations"] == [], st["deviations"]
+    with ledger.engine.begin() as c:
+        c.execute(delete(s.trials).where(s.trials.c.id == f"{spec.experiment_id}/noisy/4"))
+    assert kinds(prereg.status(ledger, exp)) == ["trials_dropped"]

@@ -252,7 +252,7 @@ def test_fresh_seeds_redraw_procedural_data(
 
 
 def test_replicate_needs_a_tolerance(write_spec: Callable[..., Path], tmp_path: Path) -> None:
-    path, _ = make_bundle(write_spec, tmp_path, toy_spec(name="notol", seeds=2, arms=ARMS))
+    path, _ = make_bundle(write_spec, tmp_path, toy_spec(name="notol", seeds=3, arms=ARMS))
     with pytest.raises(ReplicationError, match="pass --tolerance"):
         replicate(path, store=tmp_path / "m.db", backend=InlineBackend())
     with pytest.raises(ReplicationError, match="must be a number > 0"):
@@ -325,3 +325,27 @@ def test_command_recipe_replicates_from_its_snapshot(
     broken = next(a for a in record["arms"] if a["arm"] == "broken")
     assert broken["status"] == "agree" and broken["replication_failed"] == 2
     assert (tmp_path / "rep" / "cmd_train.py").exists()
+
+
+def test_a_flipped_verdict_is_named(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """With verdicts in the analysis: the original says noise makes the arm worse; the forged
+    recipe ignores the noise, so the replication finds the arms equivalent."""
+    body = toy_spec(name="flip", seeds=6, arms="[arms.noisy]\nnoise = 1.5\n" + HYP)
+    path, _ = make_bundle(write_spec, tmp_path, body)
+    with B.read_bundle(path) as b:
+        original = b.json("results/analysis.json")["comparisons"][0]
+    assert (original["arm"], original["verdict"]) == ("noisy", "worse"), original
+    forged = tmp_path / "forged.tar.gz"
+    line = b'noise = float(config.get("noise", 0.0))'
+    _forge(path, forged, line, b'noise = 0.0 * float(config.get("noise", 0.0))')
+    record = replicate(
+        forged, store=tmp_path / "m.db", folder=tmp_path / "rep", backend=InlineBackend()
+    )
+    assert record["outcome"] == "not replicated"
+    claim = record["claims"][0]
+    assert claim["claim"] == "noisy vs baseline: worse" and claim["status"] == "failed"
+    assert claim["replication"] == "equivalent"
+    assert any(
+        f.startswith("claim 'noisy vs baseline: worse' not reproduced: the replication says "
+                     "equivalent") for f in record["failures"]
+    )  # fmt: skip

@@ -62,7 +62,11 @@ def _plan(
         "task": {"name": exp["task"], "checksum": task_checksum},
         "recipe": {"recipe": exp.get("recipe"), "command": exp.get("command")},
         "arms": arms,
-        "seeds": {"indices": list(range(int(exp["seeds"]))), "root_seed": exp["root_seed"]},
+        "seeds": (
+            {"auto": True, "max_seeds": exp.get("max_seeds"), "root_seed": exp["root_seed"]}
+            if exp["seeds"] == "auto"
+            else {"indices": list(range(int(exp["seeds"]))), "root_seed": exp["root_seed"]}
+        ),
         "analysis": {
             "primary_metric": exp["metric"],
             "alpha": hyp.get("alpha"),
@@ -156,11 +160,16 @@ def _fmt(value: Any) -> str:
 
 
 def deviations(
-    registered: Mapping[str, Any], run: Mapping[str, Any], done: Mapping[tuple[str, int], str]
+    registered: Mapping[str, Any],
+    run: Mapping[str, Any],
+    done: Mapping[tuple[str, int], str],
+    planned: int | None = None,
 ) -> list[dict[str, str]]:
     """Every way ``run`` (a plan rebuilt from what ran) departs from ``registered``.
 
-    ``done`` maps (arm, seed) of the experiment's trials to their status. Each deviation is
+    ``done`` maps (arm, seed) of the experiment's trials to their status; ``planned`` is the
+    number of seeds the run planned (with ``seeds = "auto"`` the pilot decides it, so the
+    registration holds the rule, not the list). Each deviation is
     ``{"kind": ..., "detail": ...}``; kinds: arms_added, arms_removed, arm_changed,
     seeds_changed, metric_changed, task_changed, recipe_changed, hypothesis_changed,
     analysis_changed, spec_changed, trials_dropped.
@@ -185,11 +194,20 @@ def deviations(
                 f"ran {_fmt(run_arms[arm]['components'])}",
             )
     rs, xs = registered["seeds"], run["seeds"]
+    indices = rs.get("indices") or list(range(planned or 0))
     ran_seeds = sorted({seed for _, seed in done})
-    extra = [s for s in ran_seeds if s not in rs["indices"]]
+    extra = [s for s in ran_seeds if s not in indices]
     if rs != xs or extra:
         parts = []
-        if len(rs["indices"]) != len(xs["indices"]):
+        if rs.get("auto") != xs.get("auto"):
+            parts.append(
+                "seeds = auto registered, a fixed number run"
+                if rs.get("auto")
+                else "a fixed number of seeds registered, seeds = auto run"
+            )
+        elif rs.get("auto") and rs.get("max_seeds") != xs.get("max_seeds"):
+            parts.append(f"max_seeds {rs.get('max_seeds')} registered, {xs.get('max_seeds')} run")
+        elif len(rs.get("indices", [])) != len(xs.get("indices", [])):
             parts.append(f"{len(rs['indices'])} seeds registered, {len(xs['indices'])} planned")
         if rs["root_seed"] != xs["root_seed"]:
             parts.append(f"root seed {rs['root_seed']} registered, {xs['root_seed']} used")
@@ -254,7 +272,7 @@ def deviations(
         (arm, seed)
         for arm in reg_arms
         if arm in run_arms
-        for seed in rs["indices"]
+        for seed in indices
         if done.get((arm, seed)) not in DONE
     ]
     if missing:
@@ -262,7 +280,7 @@ def deviations(
             f"{arm} seed {seed} ({done.get((arm, seed), 'absent')})" for arm, seed in missing[:8]
         )
         more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
-        total = sum(1 for arm in reg_arms if arm in run_arms) * len(rs["indices"])
+        total = sum(1 for arm in reg_arms if arm in run_arms) * len(indices)
         add(
             "trials_dropped",
             f"{len(missing)} of {total} registered trials have no result: {shown}{more}",
@@ -306,7 +324,7 @@ def status(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any] | None:
             }
         )
     try:
-        devs.extend(deviations(registered, _run_record(exp), done))
+        devs.extend(deviations(registered, _run_record(exp), done, exp.seeds))
     except (KeyError, TypeError) as exc:  # a record edited into another shape
         devs.append({"kind": "log_tampered", "detail": f"unreadable record ({exc!r})"})
     short = entry["record_hash"][:12]
