@@ -198,8 +198,21 @@ def test_report_of_a_real_run_in_every_format(
     assert set(ex["arms"]) == {"baseline", "clean", "noisier"}
     assert len({p["prediction"] for p in ex["arms"].values()}) > 1
     assert pred["input"] == {"kind": "image", "shape": [8, 8]}
+    # compute: every arm metered, every comparison with its cost ratios
+    wall = doc["arms"]["baseline"]["compute"]["figures"]["wall_time"]
+    assert wall["n"] == 8 and wall["mean"] > 0 and wall["total"] >= wall["mean"]
+    flops = doc["arms"]["clean"]["compute"]["figures"]["flops"]
+    assert flops["mean"] is None and flops["method"].startswith("not counted")
+    cost = doc["comparisons"][0]["cost"]
+    assert (
+        cost["time"] > 0
+        and cost["flops"] is None
+        and "the time" in doc["comparisons"][0]["cost_text"]
+    )
+    assert doc["compute"]["settings"]["grid_intensity"] == 436.0
     md = render_md(doc)
     assert "▲ better" in md and "▼ worse" in md and "### Methods" in md
+    assert "### Compute per trial" in md and "hardware:" in md
     tex = render_tex(doc)
     assert r"\toprule" in tex and r"\blacktriangle" in tex and "noisier" in tex
     curves = learning_curves(ledger, exp)

@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from fairtrial.cli import cli
-from fairtrial.spec import _Ablations, _Experiment, _Hypothesis, load_spec
+from fairtrial.spec import _Ablations, _Compute, _Experiment, _Hypothesis, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -25,7 +25,7 @@ def test_recipe_options_section_is_generated_from_the_code() -> None:
 
 
 def test_every_spec_key_is_documented() -> None:
-    for model in (_Experiment, _Hypothesis, _Ablations):
+    for model in (_Experiment, _Hypothesis, _Ablations, _Compute):
         for key in model.model_fields:
             assert f"| `{key}` |" in README or f"`{key} = " in README, key
 

@@ -18,7 +18,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     out = ft("demo", cwd=tmp_path)
     assert "ran 40 trials" in out.stderr and "40 finished, 0 failed" in out.stderr
-    assert "Paired comparisons" in out.stdout and "proposed-no-warmup_steps" in out.stdout
+    assert "Verdicts" in out.stdout and "proposed-no-warmup_steps" in out.stdout
     assert (tmp_path / ".fairtrial" / "ledger.db").exists()
     doc = json.loads(
         ft("report", "digits-layernorm-warmup", "--format", "json", cwd=tmp_path).stdout
@@ -28,6 +28,13 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     }  # fmt: skip
     (vs_base,) = doc["comparisons"]
     assert vs_base["n_pairs"] == 10 and vs_base["wins"] >= 9 and vs_base["interval"][0] > 0
+    # the flagship result: layer norm carries the gain, warmup adds nothing measurable
+    assert vs_base["verdict"] == "better"
+    verdicts = {a["removed"]: a["verdict"] for a in doc["ablations"]}
+    assert verdicts == {"norm": "better", "warmup_steps": "equivalent"}
+    # built-in torch recipes count their FLOPs
+    flops = doc["arms"]["baseline"]["compute"]["figures"]["flops"]
+    assert flops["mean"] > 0 and flops["method"] == "matmul/conv FLOPs, counted on one step"
     removed = {a["removed"]: a for a in doc["ablations"]}
     assert set(removed) == {"norm", "warmup_steps"}
     # layer norm carries the gain: removing it costs more than removing warmup

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fairtrial import stats
+from fairtrial import meter, stats
 from fairtrial.ledger import ExperimentRow, Ledger, TrialRow
 from fairtrial.plan import paired_values, plan_seeds, seeds_needed
 
@@ -71,6 +71,11 @@ class Options:
     failures: FailurePolicy = "drop"
     n_resamples: int = 10_000
     seed: int = 0
+    #: overrides of the experiment's [compute] settings (e.g. from ``report --grid-intensity``)
+    grid_intensity: float | None = None
+    grid_intensity_source: str | None = None
+    pue: float | None = None
+    price_per_hour: float | None = None
 
 
 def _r(x: float | None, digits: int = 6) -> float | None:
@@ -391,6 +396,13 @@ def analyze(
     comparisons, ablations, interactions = analyze_scores(
         scores, exp.arms, exp.direction, hyp, options
     )
+    compute = _compute(ledger, exp, by_arm, trials, options)
+    for name, a in arms.items():
+        a["compute"].update(compute["arms"].get(name, {}))
+    for c in comparisons + ablations:
+        ratios = meter.cost_ratios(arms[c["arm"]]["compute"], arms[c["against"]]["compute"])
+        c["cost"] = ratios
+        c["cost_text"] = meter.format_cost_ratios(ratios)
     doc: dict[str, Any] = {
         "experiment": {
             "id": exp.id,
@@ -411,6 +423,7 @@ def analyze(
         "comparisons": comparisons,
         "ablations": ablations,
         "interactions": interactions,
+        "compute": {"settings": compute["settings"], "hardware": compute["hardware"]},
         "provenance": _provenance(ledger, trials),
         "settings": settings(hyp, options),
         "predictions": disagreements(ledger, exp),
@@ -429,6 +442,39 @@ def analyze(
     if extras:
         doc.update(extras)
     return doc
+
+
+def _compute(
+    ledger: Ledger,
+    exp: ExperimentRow,
+    by_arm: Mapping[str, Sequence[TrialRow]],
+    trials: Sequence[TrialRow],
+    options: Options,
+) -> dict[str, Any]:
+    """Per-arm compute summaries (every ended trial's record), settings and hardware."""
+    settings = meter.ComputeSettings.from_table(
+        ledger.compute_settings(exp.id),
+        grid_intensity=options.grid_intensity,
+        grid_intensity_source=options.grid_intensity_source,
+        pue=options.pue,
+        price_per_hour=options.price_per_hour,
+    )
+    records = ledger.compute(exp.id)
+    arms = {
+        name: meter.summarize_arm(
+            [records[t.id] for t in rows if t.id in records and t.status != "pending"], settings
+        )
+        for name, rows in by_arm.items()
+    }
+    provs = [
+        ledger.provenance(pid)
+        for pid in sorted({t.provenance_id for t in trials if t.provenance_id})
+    ]
+    return {
+        "arms": arms,
+        "settings": settings.as_dict(),
+        "hardware": meter.hardware_summary(provs),
+    }
 
 
 def settings(hyp: Hypothesis, options: Options) -> dict[str, Any]:

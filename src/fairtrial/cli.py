@@ -154,11 +154,13 @@ def _print_report(
     output: Path | None,
     failures: str = "drop",
     resamples: int = 10_000,
+    compute: dict[str, Any] | None = None,
 ) -> None:
     from fairtrial import report as r
     from fairtrial.analysis import Options, analyze, learning_curves
 
-    doc = analyze(ledger, exp, Options(failures=failures, n_resamples=resamples))  # type: ignore[arg-type]
+    opts = Options(failures=failures, n_resamples=resamples, **(compute or {}))  # type: ignore[arg-type]
+    doc = analyze(ledger, exp, opts)
     if fmt == "text":
         if output is not None:
             with output.open("w") as fh:
@@ -204,6 +206,17 @@ def _print_report(
     show_default=True,
     help="bootstrap resamples (and Monte Carlo permutations past 20 pairs)",
 )
+@click.option(
+    "--grid-intensity",
+    type=click.FloatRange(min=0),
+    help="gCO2e per kWh for CO2e (default: the spec's [compute] grid_intensity, else the "
+    "2022 world average, 436)",
+)
+@click.option("--grid-intensity-source", help="where --grid-intensity comes from (shown)")
+@click.option("--pue", type=click.FloatRange(min=1), help="the facility's PUE (default 1.0)")
+@click.option(
+    "--price-per-hour", type=click.FloatRange(min=0), help="machine price per hour: a cost figure"
+)
 @store_option
 def report(
     experiment: str,
@@ -211,11 +224,21 @@ def report(
     output: Path | None,
     failures: str,
     resamples: int,
+    grid_intensity: float | None,
+    grid_intensity_source: str | None,
+    pue: float | None,
+    price_per_hour: float | None,
     store: str | None,
 ) -> None:
-    """Verdicts, ablations and per-arm results of EXPERIMENT (name, id or spec path)."""
+    """Verdicts, ablations, compute and per-arm results of EXPERIMENT (name, id or spec path)."""
     ledger = _ledger(store)
-    _print_report(ledger, _find(ledger, experiment), fmt, output, failures, resamples)
+    compute = {
+        "grid_intensity": grid_intensity,
+        "grid_intensity_source": grid_intensity_source,
+        "pue": pue,
+        "price_per_hour": price_per_hour,
+    }
+    _print_report(ledger, _find(ledger, experiment), fmt, output, failures, resamples, compute)
 
 
 @cli.command()

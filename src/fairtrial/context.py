@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fairtrial.errors import RecipeError, TrialDiverged
+from fairtrial.meter.trial import NO_FLOPS, FlopBlock, Meter
 from fairtrial.seeding import derive_seed, numpy_generator
 from fairtrial.tasks.base import Task, TaskData
 
@@ -42,6 +43,7 @@ class TrialContext:
         attempt: 1 for the first run of this trial, 2 after it was interrupted or retried
             (a recipe can resume from a checkpoint it left in ``workdir``).
         workdir: a folder of this trial's own, for checkpoints and files.
+        meter: the trial's :class:`~fairtrial.meter.Meter` (None when metering is off).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class TrialContext:
         metric: str | None = None,
         flush_points: int = 1000,
         flush_seconds: float = 1.0,
+        meter: Meter | None = None,
     ) -> None:
         self.config = config
         self.seed = seed
@@ -77,6 +80,9 @@ class TrialContext:
         self._t0 = time.perf_counter()
         self._last_flush = self._t0
         self.phases: dict[str, float] = {}
+        #: (phase, start, end) in seconds since the trial started, in order
+        self.phase_log: list[tuple[str, float, float]] = []
+        self.meter = meter
         self.test_score: float | None = None
         self.n_points = 0
 
@@ -138,6 +144,9 @@ class TrialContext:
                 if bad is None and not math.isfinite(v):
                     bad = rows[-1]
         self.n_points += len(rows)
+        meter = self.meter
+        if meter is not None and meter.watching:  # time-to-target: first point at the target
+            meter.observe(rows)
         self._emit("metrics", rows)
         if bad is not None:
             step, _, name, v = bad
@@ -150,8 +159,30 @@ class TrialContext:
         try:
             yield
         finally:
-            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - t
+            end = time.perf_counter()
+            self.phases[name] = self.phases.get(name, 0.0) + end - t
+            self.phase_log.append((name, t - self._t0, end - self._t0))
             self.flush()
+
+    def count_flops(self, key: str = "train_step") -> FlopBlock | Any:
+        """A block whose FLOPs are counted once and multiplied by how often it runs.
+
+        Wrap the same work every time, e.g. each training step (forward, backward, optimizer
+        step) or each evaluation pass over one split; use one key per kind of work::
+
+            for xb, yb in batches:
+                with ctx.count_flops("train_step"):
+                    loss = loss_fn(model(xb), yb)
+                    loss.backward()
+                    optimizer.step()
+
+        The first run is counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmul,
+        convolution and attention FLOPs); later runs only add one to the block's count. The
+        trial's FLOPs are the sum over keys of FLOPs per run x runs, labelled "matmul/conv
+        FLOPs, counted on one step". With metering off this does nothing.
+        """
+        meter = self.meter
+        return NO_FLOPS if meter is None else meter.count_flops(key)
 
     # -- the sealed test split ----------------------------------------------------------------
     def evaluate_test(self, predict: Callable[[NDArray[Any]], Any] | Any) -> float:

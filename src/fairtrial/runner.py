@@ -100,6 +100,17 @@ class _LedgerSink:
             self.ledger.add_test_evaluation(job.trial_id, job.attempt, job.experiment_id, payload)
 
     def finished(self, job: TrialJob, outcome: TrialOutcome) -> None:
+        # Every ending stores a compute record: a crashed trial's figures are results too. A
+        # worker that died took its meter along; then only the wall time is known.
+        compute = outcome.compute or {
+            "version": 1,
+            "status": outcome.status,
+            "wall_time": outcome.wall_time,
+            "phases": dict(outcome.phases),
+            "partial": "the worker was lost (killed, crashed or timed out): only the wall "
+            "time seen by the run is known",
+        }
+        self.ledger.add_compute(job.trial_id, job.attempt, compute)
         self.ledger.finish(
             job.trial_id,
             job.attempt,
@@ -216,6 +227,7 @@ def _run(
         seeds=spec.seeds,
         root_seed=spec.root_seed,
     )
+    ledger.set_compute_settings(eid, dict(spec.compute))
     plans = plan_trials(spec)
     ledger.add_trials(plans)
     rows = {r.id: r for r in ledger.trials(eid)}
@@ -246,6 +258,7 @@ def _run(
     provenance_id = ledger.put_provenance(prov)
     workroot = Path(".fairtrial") / "trials" / eid
     owner = _owner()
+    target_metric, target_direction = spec.target_metric()
 
     def jobs() -> Iterator[TrialJob]:
         for row in todo:
@@ -269,6 +282,9 @@ def _run(
                 workdir=str((workroot / row.arm / str(row.seed)).resolve()),
                 time_limit=spec.time_limit,
                 threads=backend.threads,
+                target=spec.target,
+                target_metric=target_metric,
+                direction=target_direction,
             )
 
     if show_progress is None:

@@ -124,6 +124,46 @@ class _Hypothesis(BaseModel):
         return v
 
 
+class _Compute(BaseModel):
+    """``[compute]``: how the meter's figures become time-to-target, CO2e and money.
+
+    Not part of the spec hash: changing the grid intensity or a price re-labels the same
+    trials, it does not make a new experiment.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    target_metric: str | None = None
+    grid_intensity: float | int | None = None
+    grid_intensity_source: str | None = None
+    pue: float | int | None = None
+    price_per_hour: float | int | None = None
+    currency: str | None = None
+    estimate_energy: bool = False
+    cpu_watts: float | int | None = None
+    gpu_watts: float | int | None = None
+
+    @field_validator("grid_intensity", "price_per_hour")
+    @classmethod
+    def _non_negative(cls, v: float | None) -> float | None:
+        if v is not None and not v >= 0:
+            raise ValueError("must be a number >= 0")
+        return v
+
+    @field_validator("pue")
+    @classmethod
+    def _pue(cls, v: float | None) -> float | None:
+        if v is not None and not v >= 1:
+            raise ValueError("must be a number >= 1 (1 = no facility overhead)")
+        return v
+
+    @field_validator("cpu_watts", "gpu_watts")
+    @classmethod
+    def _watts(cls, v: float | None) -> float | None:
+        if v is not None and not v > 0:
+            raise ValueError("must be a number of watts > 0")
+        return v
+
+
 class _Ablations(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     leave_one_out: str | list[str] = []
@@ -147,8 +187,17 @@ _VALID: dict[str, str] = {
     "alpha": "a number in (0, 1)",
     "power": "a number in (0, 1)",
     "leave_one_out": "an arm name or a list of arm names",
+    "target_metric": 'the name of a logged metric, e.g. "val_accuracy"',
+    "grid_intensity": "a number of gCO2e per kWh >= 0",
+    "grid_intensity_source": "a string naming where the intensity comes from",
+    "pue": "a number >= 1",
+    "price_per_hour": "a number >= 0",
+    "currency": 'a string, e.g. "USD"',
+    "estimate_energy": "true or false",
+    "cpu_watts": "a number of watts > 0",
+    "gpu_watts": "a number of watts > 0",
 }
-_SECTIONS = ("experiment", "hypothesis", "baseline", "arms", "ablations")
+_SECTIONS = ("experiment", "hypothesis", "baseline", "arms", "ablations", "compute")
 
 
 @dataclass(frozen=True)
@@ -204,6 +253,23 @@ class Spec:
     #: seeds = "auto": ``seeds`` starts at the pilot and grows to what the power analysis asks
     auto_seeds: bool = False
     max_seeds: int | None = None
+    #: the ``[compute]`` keys that were set (fairtrial.meter.ComputeSettings.from_table reads it)
+    compute: dict[str, Any] = field(default_factory=dict)
+
+    def target_metric(self) -> tuple[str, Literal["max", "min"]]:
+        """The logged metric time-to-target watches, and whether higher or lower is better.
+
+        ``[compute] target_metric`` or ``val_<metric>``; the direction is that of the metric
+        named after its ``val_``/``train_`` prefix (``val_mse``: min), "min" for a name ending
+        in ``loss`` or ``error``, else the experiment metric's.
+        """
+        name = self.compute.get("target_metric") or f"val_{self.metric}"
+        bare = re.sub(r"^(val|train|valid|validation)_", "", name)
+        if bare in METRICS:
+            return name, METRICS[bare].direction
+        if bare.endswith(("loss", "error")):
+            return name, "min"
+        return name, self.direction
 
     @property
     def base_dir(self) -> Path | None:
@@ -385,6 +451,18 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
     exp: _Experiment = ld.model(_Experiment, "experiment", raw["experiment"])
     hyp: _Hypothesis = ld.model(_Hypothesis, "hypothesis", raw.get("hypothesis", {}))
     abl: _Ablations = ld.model(_Ablations, "ablations", raw.get("ablations", {}))
+    comp: _Compute = ld.model(_Compute, "compute", raw.get("compute", {}))
+    if comp.estimate_energy and comp.cpu_watts is None and comp.gpu_watts is None:
+        raise ld.fail(
+            "compute",
+            "estimate_energy = true",
+            "needs the watts to assume: set cpu_watts and/or gpu_watts",
+        )
+    if (comp.cpu_watts is not None or comp.gpu_watts is not None) and not comp.estimate_energy:
+        key = "cpu_watts" if comp.cpu_watts is not None else "gpu_watts"
+        raise ld.fail(
+            "compute", key, "is only used by estimate_energy = true (energy is measured otherwise)"
+        )
 
     # task and metric
     base_dir = path.parent if path is not None else None
@@ -564,4 +642,8 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
         task_checksum=task.checksum,
         auto_seeds=auto,
         max_seeds=(exp.max_seeds or DEFAULT_MAX_SEEDS) if auto else None,
+        compute={
+            k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+            for k, v in comp.model_dump(exclude_unset=True).items()
+        },
     )

@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,24 @@ def probe(config: dict[str, Any], ctx: Any) -> None:
     if mode == "nan":
         ctx.log(step=1, loss=float("nan"))
     if mode == "no_test":
+        return
+    if mode == "alloc":  # a known allocation: the meter's peak RSS test
+        block = np.ones(int(float(config["alloc_mb"]) * 1e6) // 8)
+        ctx.log(step=1, block_sum=float(block.sum()))
+        del block
+    if mode in ("energy", "energy_raise"):  # advance (and wrap) a fake RAPL counter
+        root = Path(os.environ["FAIRTRIAL_POWERCAP_ROOT"])
+        for rel, value in config["counter_writes"]:
+            (root / rel).write_text(str(value))
+        if mode == "energy_raise":
+            raise RuntimeError("crash after using energy")
+    if mode == "curve":  # a known learning curve, one train phase per point
+        for i, value in enumerate(config["curve"]):
+            with ctx.phase("train"):
+                time.sleep(float(config.get("step_sleep", 0.01)))
+            with ctx.phase("eval"):
+                ctx.log(step=i + 1, val_accuracy=float(value), val_loss=1.0 - float(value))
+        ctx.evaluate_test(lambda xs: np.zeros(len(xs), dtype=int))
         return
     noise = float(config.get("noise", 0.0))
     x = d.x_train + noise * ctx.rng("augment").normal(size=d.x_train.shape)

@@ -41,6 +41,12 @@ class TrialJob:
     data_cache: str | None = None
     time_limit: float | None = None
     threads: int | None = None
+    #: time-to-target: the experiment's target, the logged metric checked, and its direction
+    target: float | None = None
+    target_metric: str | None = None
+    direction: str = "max"
+    #: measure compute (see fairtrial.meter); FAIRTRIAL_METER=0 in the worker also turns it off
+    meter: bool = True
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class TrialOutcome:
     error_detail: str | None = None
     wall_time: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
+    #: the trial's compute record (fairtrial.meter.Meter.record); {} when the worker was lost
+    compute: dict[str, Any] = field(default_factory=dict)
 
 
 class Sink(Protocol):
@@ -110,20 +118,45 @@ def _resolve_recipe(ref: str, base_dir: str | None) -> Callable[..., Any]:
 
 
 def execute_trial(job: TrialJob, emit: Callable[[str, Any], None]) -> TrialOutcome:
-    """Run one trial in this process and return its outcome; never raises for trial errors."""
+    """Run one trial in this process and return its outcome; never raises for trial errors.
+
+    Unless ``job.meter`` is False or ``FAIRTRIAL_METER=0``, a :class:`~fairtrial.meter.Meter`
+    measures the trial and its record becomes ``outcome.compute``, whatever the status.
+    """
     from fairtrial.context import TrialContext
     from fairtrial.errors import TrialDiverged
+    from fairtrial.meter import Meter, metering_enabled
     from fairtrial.seeding import seed_globals
     from fairtrial.tasks import get_task
 
     t0 = time.perf_counter()
     ctx: TrialContext | None = None
+    meter: Meter | None = None
+    if job.meter and metering_enabled():
+        meter = Meter(target=job.target, target_metric=job.target_metric, direction=job.direction)
 
     def outcome(status: Status, **kw: Any) -> TrialOutcome:
         phases = dict(ctx.phases) if ctx is not None else {}
-        return TrialOutcome(status, wall_time=time.perf_counter() - t0, phases=phases, **kw)
+        wall = time.perf_counter() - t0
+        compute: dict[str, Any] = {
+            "version": 1,
+            "status": status,
+            "wall_time": wall,
+            "phases": phases,
+            "partial": "metering was off",
+        }
+        if meter is not None:
+            try:
+                compute = meter.record(
+                    status=status, phases=phases, intervals=ctx.phase_log if ctx else ()
+                )
+            except Exception as exc:  # a broken counter must not cost the trial its result
+                compute["partial"] = f"the meter failed: {exc!r}"
+        return TrialOutcome(status, wall_time=wall, phases=phases, compute=compute, **kw)
 
     try:
+        if meter is not None:
+            meter.start()
         base = Path(job.base_dir) if job.base_dir else None
         task = get_task(job.task, base)
         if task.checksum != job.task_checksum:
@@ -149,9 +182,13 @@ def execute_trial(job: TrialJob, emit: Callable[[str, Any], None]) -> TrialOutco
             attempt=job.attempt,
             workdir=workdir,
             metric=job.metric,
+            meter=meter,
         )
         # task loading, recipe import and seeding: the trial's setup, timed apart from training
         ctx.phases["setup"] = time.perf_counter() - t0
+        emit("setup", ctx.phases["setup"])  # a time limit counts from here (backends/local.py)
+        if meter is not None:
+            meter.setup_done()
         if fn is not None:
             fn(job.config, ctx)
         else:
@@ -175,6 +212,9 @@ def execute_trial(job: TrialJob, emit: Callable[[str, Any], None]) -> TrialOutco
                 ctx.flush()
         detail = "".join(traceback.format_exception(exc))
         return outcome("failed", error=f"{type(exc).__name__}: {exc}", error_detail=detail[-20000:])
+    finally:
+        if meter is not None:
+            meter.close()  # the sampling thread stops however the trial ended
 
 
 def _set_threads(threads: int | None) -> None:

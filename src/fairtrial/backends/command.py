@@ -12,6 +12,10 @@ The protocol (also in the README):
   ``.npy`` and ``.csv`` (no test labels) and ``meta.json``;
 * every stdout line that is a JSON object is a metric point (``{"step": 3, "val_accuracy":
   0.91}``); other lines are kept as the trial's output;
+* a JSON line ``{"compute": {"flops": 1.2e12, "flops_method": "..."}}`` reports the trial's
+  total FLOPs (the last such line counts; ``flops_method`` labels how they were obtained,
+  default "reported by the command"); without it the FLOPs are "not counted". The command's
+  CPU time and peak RSS are measured by fairtrial (``wait4``);
 * test predictions go to ``$FAIRTRIAL_PREDICTIONS``, one per line (or one JSON array), in the
   order of ``x_test``; fairtrial scores them;
 * a non-zero exit status fails the trial, with the last lines of stderr as its reason.
@@ -25,6 +29,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -175,11 +180,17 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
             except json.JSONDecodeError:
                 continue
             if isinstance(point, dict):
+                reported = point.pop("compute", None)
+                if isinstance(reported, dict) and ctx.meter is not None:
+                    flops = reported.get("flops")
+                    if isinstance(flops, (int, float)) and not isinstance(flops, bool):
+                        method = reported.get("flops_method")
+                        ctx.meter.report_flops(flops, method if isinstance(method, str) else None)
                 step = point.pop("step", None)
                 numbers = {k: v for k, v in point.items() if isinstance(v, (int, float))}
                 if numbers:
                     ctx.log(step=step if isinstance(step, int) else None, **numbers)
-    code = proc.wait()
+    code = _wait(proc, ctx)
     reader.join(timeout=5)
     if code != 0:
         tail = "".join(stderr_tail).strip().splitlines()[-1:] or ["(no stderr)"]
@@ -189,6 +200,21 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
             "command wrote no predictions: write one per line to $FAIRTRIAL_PREDICTIONS"
         )
     ctx.evaluate_test(read_predictions(predictions))
+
+
+def _wait(proc: subprocess.Popen[str], ctx: TrialContext) -> int:
+    """Wait for the command; hand its own CPU time and peak RSS to the meter (wait4(2))."""
+    if not hasattr(os, "wait4"):
+        return proc.wait()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # already reaped
+        return proc.wait()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if ctx.meter is not None:
+        peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        ctx.meter.add_child(usage.ru_utime + usage.ru_stime, peak)
+    return proc.returncode
 
 
 def read_predictions(path: Path) -> np.ndarray[Any, Any]:

@@ -24,6 +24,10 @@ from typing import Any
 
 from fairtrial.backends.base import Backend, Sink, TrialJob, TrialOutcome
 
+#: seconds a trial's setup (a worker's first imports, loading the task) may take on top of its
+#: time limit; the limit itself counts from the end of the setup
+SETUP_ALLOWANCE = 120.0
+
 
 def available_cores() -> int:
     try:
@@ -127,7 +131,8 @@ class LocalBackend(Backend):
                         break
                     limit = job.time_limit or self.time_limit
                     idle.job, idle.started = job, time.monotonic()
-                    idle.deadline = idle.started + limit if limit else None
+                    # until the worker reports the trial's setup done, allow for the setup too
+                    idle.deadline = idle.started + limit + SETUP_ALLOWANCE if limit else None
                     sink.started(job)
                     idle.conn.send(job)
                 busy = [w for w in pool if w.job is not None]
@@ -190,6 +195,10 @@ class LocalBackend(Backend):
                 if kind == "done":
                     job, w.job, w.deadline = w.job, None, None
                     sink.finished(job, payload)
+                elif kind == "setup":
+                    limit = w.job.time_limit or self.time_limit
+                    if limit:
+                        w.deadline = time.monotonic() + limit
                 else:
                     sink.event(w.job, kind, payload)
         except (EOFError, OSError):

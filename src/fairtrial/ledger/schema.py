@@ -166,3 +166,24 @@ replications = Table(
     Column("created_at", Float, nullable=False),
     Column("record_json", Text, nullable=False),
 )
+
+# The compute record of each attempt of each trial (fairtrial.meter): wall/CPU time, memory,
+# FLOPs, energy, each with the label of how it was obtained. Every status has one.
+trial_compute = Table(
+    "trial_compute",
+    metadata,
+    Column("trial_id", String(300), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("compute_json", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# The experiment's [compute] table (grid intensity, PUE, price, ...), as last run. Kept out of
+# the spec hash: changing how energy is turned into CO2e must not make a new experiment.
+experiment_compute = Table(
+    "experiment_compute",
+    metadata,
+    Column("experiment_id", String(64), primary_key=True),
+    Column("settings_json", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

@@ -18,7 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
@@ -568,6 +579,56 @@ class Ledger:
             rows = c.execute(q).mappings().all()
         return [{**json.loads(r["record_json"]), "id": r["id"]} for r in rows]
 
+    # -- compute --------------------------------------------------------------------------------
+    def add_compute(self, trial_id: str, attempt: int, record: dict[str, Any]) -> None:
+        """Store the compute record of one attempt (replacing an earlier one of that attempt)."""
+        t = s.trial_compute
+        blob = json.dumps(_finite(record), sort_keys=True, default=_json_default)
+        with self.engine.begin() as c:
+            c.execute(delete(t).where(t.c.trial_id == trial_id, t.c.attempt == attempt))
+            c.execute(
+                insert(t).values(
+                    trial_id=trial_id, attempt=attempt, compute_json=blob, created_at=time.time()
+                )
+            )
+
+    def compute(self, experiment_id: str) -> dict[str, dict[str, Any]]:
+        """{trial_id: compute record} of each trial's latest attempt (trials without one are
+        left out: pending, or running right now)."""
+        t, tr = s.trial_compute, s.trials
+        q = (
+            select(t.c.trial_id, t.c.compute_json)
+            .select_from(t.join(tr, and_(tr.c.id == t.c.trial_id, tr.c.attempt == t.c.attempt)))
+            .where(tr.c.experiment_id == experiment_id)
+            .order_by(tr.c.seed, tr.c.arm)
+        )
+        with self.engine.connect() as c:
+            rows = c.execute(q).all()
+        return {trial_id: json.loads(blob) for trial_id, blob in rows}
+
+    def set_compute_settings(self, experiment_id: str, settings: dict[str, Any]) -> None:
+        """Store the experiment's ``[compute]`` table as given in the spec last run."""
+        t = s.experiment_compute
+        with self.engine.begin() as c:
+            c.execute(delete(t).where(t.c.experiment_id == experiment_id))
+            c.execute(
+                insert(t).values(
+                    experiment_id=experiment_id,
+                    settings_json=_dumps(settings),
+                    updated_at=time.time(),
+                )
+            )
+
+    def compute_settings(self, experiment_id: str) -> dict[str, Any]:
+        """The experiment's ``[compute]`` table ({} when it had none, or ran before it existed)."""
+        t = s.experiment_compute
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(t.c.settings_json).where(t.c.experiment_id == experiment_id)
+            ).first()
+        data: dict[str, Any] = json.loads(row[0]) if row else {}
+        return data
+
     # -- provenance -----------------------------------------------------------------------------
     def put_provenance(self, data: dict[str, Any]) -> str:
         blob = _dumps(data)
@@ -677,6 +738,24 @@ def _trial(r: Any) -> TrialRow:
         task_checksum=r.task_checksum,
         provenance_id=r.provenance_id,
     )
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities (not JSON) become None, at any depth."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _json_default(obj: Any) -> Any:
+    """numpy scalars and the like in a compute record become plain numbers."""
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
 def _one_line(exc: object) -> str:

@@ -6,7 +6,8 @@ task's arrays become tensors; everything else is here, written once:
 * :class:`TrainConfig` - the optimizer / schedule / loop options of the epoch-based recipes;
 * :func:`init_model` - builds a model under the "init" seed and then seeds dropout;
 * :func:`batches` - the data order, drawn from the "data" stream only;
-* :func:`fit` - the loop: seeded batches, warmup + schedule, logging, phases, model selection.
+* :func:`fit` - the loop: seeded batches, warmup + schedule, logging, phases, model selection,
+  FLOPs (``ctx.count_flops`` around each training step and each evaluation pass).
 
 Pairing (common random numbers): for a given seed, the initial weights depend only on the
 "init" stream and the batch order only on the "data" stream, so two arms that differ in, say,
@@ -198,7 +199,8 @@ def fit(
 
     def evaluate(step: int, train_loss: float, train_acc: float, current_lr: float) -> None:
         nonlocal best_acc, best_state
-        logits = logits_of(model, x_val)
+        with ctx.count_flops("eval_val"):
+            logits = logits_of(model, x_val)
         val_acc = (logits.argmax(dim=1) == y_val).float().mean().item()
         ctx.log(
             step=step // step_unit,
@@ -213,7 +215,8 @@ def fit(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     with ctx.phase("eval"):
-        logits = logits_of(model, x)
+        with ctx.count_flops("eval_train"):
+            logits = logits_of(model, x)
         evaluate(
             0,
             F.cross_entropy(logits, y, label_smoothing=label_smoothing).item(),
@@ -233,10 +236,13 @@ def fit(
                     group["lr"] = current_lr
                 idx = next(order)
                 xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
+                # Every step has the same shapes (equal batches), so counting one is exact.
+                # The optimizer's update has no matmul/conv FLOPs: it stays outside the block.
+                with ctx.count_flops("train_step"):
+                    logits = model(xb)
+                    loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 loss_sum += loss.detach()
                 correct += (logits.detach().argmax(dim=1) == yb).sum()

@@ -88,5 +88,5 @@ def train(cfg: Config, ctx: Any) -> None:
 
     model = init_model(ctx, lambda: CNN1d(x_tr.shape[1], d.n_classes, cfg), cfg.device)
     fit_epochs(ctx, model, cfg, (x_tr, y_tr), (x_va, y_va))
-    with ctx.phase("eval"):
+    with ctx.phase("eval"), ctx.count_flops("test"):
         ctx.evaluate_test(predictor(model, to_tensor))

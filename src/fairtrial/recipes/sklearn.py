@@ -64,6 +64,8 @@ class GradientBoostingConfig:
 def _fit_and_score(model: Any, ctx: Any) -> None:
     """Fit on train, log val accuracy, score the sealed test split."""
     d = ctx.data
+    if ctx.meter is not None:
+        ctx.meter.flops_not_counted("scikit-learn estimators have no FLOP counter")
     with ctx.phase("train"):
         model.fit(d.x_train, d.y_train)
     with ctx.phase("eval"):

@@ -145,5 +145,5 @@ def train(cfg: Config, ctx: Any) -> None:
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, eval_every=cfg.eval_every,
         warmup_steps=cfg.warmup_steps, schedule=cfg.schedule,
     )  # fmt: skip
-    with ctx.phase("eval"):
+    with ctx.phase("eval"), ctx.count_flops("test"):
         ctx.evaluate_test(predictor(model, to_tensor))

@@ -81,6 +81,15 @@ def render_text(doc: dict[str, Any]) -> Group:
             fmt.values(a["values"]),
         )
     parts.append(t)
+    heads, table, notes = fmt.compute_rows(doc)
+    if len(heads) > 1:
+        t = Table(title="Compute per trial (mean ± sd)")
+        for i, h in enumerate(heads):
+            t.add_column(h, justify="left" if i == 0 else "right")
+        for cells in table:
+            t.add_row(*(escape(v) for v in cells))
+        parts.append(t)
+        parts.append(Text("\n".join(notes), style="dim"))
     if line := fmt.seed_plan_line(doc):
         parts.append(Text(line))
     fails = [(n, f) for n, a in doc["arms"].items() for f in a["failures"]]
@@ -120,6 +129,7 @@ def _verdict_columns(t: Table, against: str) -> None:
         "P(better)",
         "pairs",
         "power",
+        "cost",
     ):
         t.add_column(
             col, justify="left" if col in ("arm", against, "verdict", "power") else "right"
@@ -139,6 +149,7 @@ def _verdict_row(t: Table, c: dict[str, Any], against: str) -> None:
         fmt.prob(c),
         str(c["n_pairs"]),
         escape(fmt.power_note(c)),
+        escape(fmt.cost_text(c)),
     )
 
 
@@ -180,16 +191,16 @@ def render_md(doc: dict[str, Any]) -> str:
     ]
     head = (
         "| arm | vs | verdict | effect | {c} interval | p | p adj. | d_z | P(better) | pairs "
-        "| power |"
+        "| power | cost |"
     )
-    rule = "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    rule = "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
 
     def row(c: dict[str, Any], against: str) -> str:
         return (
             f"| {c['arm']} | {against} | {fmt.verdict(c)} | {fmt.signed(c['effect'])} | "
             f"{fmt.interval(c['interval'], sign=True)} | {fmt.pvalue(c['p'])} | "
             f"{fmt.pvalue(c.get('p_adjusted'))} | {fmt.num(c.get('d_z'), 2)} | {fmt.prob(c)} | "
-            f"{c['n_pairs']} | {fmt.power_note(c)} |"
+            f"{c['n_pairs']} | {fmt.power_note(c)} | {fmt.cost_text(c)} |"
         )
 
     if doc["comparisons"]:
@@ -223,6 +234,16 @@ def render_md(doc: dict[str, Any]) -> str:
         for n, a in doc["arms"].items()
     ]
     out.append("")
+    heads, rows, notes = fmt.compute_rows(doc)
+    if len(heads) > 1:
+        out += [
+            "### Compute per trial (mean ± sd)",
+            "",
+            "| " + " | ".join(heads) + " |",
+            "|---|" + "---:|" * (len(heads) - 1),
+        ]
+        out += ["| " + " | ".join(row) + " |" for row in rows]
+        out += [""] + [f"- {n}" for n in notes] + [""]
     if line := fmt.seed_plan_line(doc):
         out += [line, ""]
     fails = [(n, f) for n, a in doc["arms"].items() for f in a["failures"]]

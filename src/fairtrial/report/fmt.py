@@ -118,3 +118,118 @@ def interval_kind(doc: dict[str, Any]) -> str:
         {c.get("interval_method") for c in doc["comparisons"] + doc["ablations"]} - {None}
     )
     return " / ".join(kinds) or "no"
+
+
+def si(x: float | None, unit: str) -> str:
+    """A quantity with an SI prefix: 3.2 GFLOP, 1.5 kJ, 12 ms."""
+    if x is None:
+        return "—"
+    if unit == "bytes":
+        for size, name in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+            if abs(x) >= size:
+                return f"{x / size:.3g} {name}"
+        return f"{x:.0f} B"
+    if unit == "s" and abs(x) < 1:
+        return f"{x * 1000:.3g} ms"
+    prefixes: tuple[tuple[float, str], ...] = (
+        (1e15, "P"),
+        (1e12, "T"),
+        (1e9, "G"),
+        (1e6, "M"),
+        (1e3, "k"),
+    )
+    for scale, prefix in prefixes:
+        if abs(x) >= scale and unit != "s":
+            return f"{x / scale:.3g} {prefix}{unit}"
+    return f"{x:.3g} {unit}"
+
+
+#: the compute table's columns: (figure, heading, how to show it)
+COMPUTE_COLUMNS = (
+    ("train_time", "train time", "mean"),
+    ("wall_time", "wall time", "mean"),
+    ("time_to_target", "time to target", "olympic"),
+    ("flops", "FLOPs", "mean"),
+    ("peak_rss_increase", "peak RSS (trial)", "mean"),
+    ("gpu_peak_allocated", "GPU peak", "mean"),
+    ("energy", "energy", "mean"),
+    ("co2e", "CO2e", "mean"),
+    ("cost", "cost", "mean"),
+)
+
+
+def compute_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str]]:
+    """Headings, one row per arm (per-trial means ± sd; time-to-target's olympic mean) and
+    the notes that say how each figure was obtained. Columns no arm has are left out."""
+    arms = {n: a.get("compute") or {} for n, a in doc["arms"].items()}
+    cols = []
+    for key, head, kind in COMPUTE_COLUMNS:
+        if kind == "olympic":
+            if any((c.get("time_to_target") or {}).get("n") for c in arms.values()):
+                cols.append((key, head, kind))
+        elif any(
+            ((c.get("figures") or {}).get(key) or {}).get("mean") is not None for c in arms.values()
+        ):
+            cols.append((key, head, kind))
+    rows = []
+    for name, c in arms.items():
+        row = [name]
+        for key, _, kind in cols:
+            if kind == "olympic":
+                t = c.get("time_to_target") or {}
+                row.append(
+                    si(t.get("value"), "s") if t.get("valid") else "invalid" if t.get("n") else "—"
+                )
+                continue
+            f = (c.get("figures") or {}).get(key) or {}
+            unit = f.get("unit", "")
+            text = si(f.get("mean"), unit)
+            if f.get("sd") and f.get("mean") is not None:
+                text += f" ± {si(f['sd'], unit)}"
+            row.append(text)
+        rows.append(row)
+    notes = []
+    for key, head, kind in cols:
+        if kind == "olympic":
+            ttt: dict[str, Any] = next(
+                (
+                    c["time_to_target"]
+                    for c in arms.values()
+                    if (c.get("time_to_target") or {}).get("n")
+                ),
+                {},
+            )
+            notes.append(
+                f"{head}: {ttt.get('target_metric')} reaching {ttt.get('target')}, MLPerf olympic "
+                "mean of train time (fastest and slowest run dropped)"
+            )
+            continue
+        methods = sorted(
+            {
+                m
+                for c in arms.values()
+                for m in (((c.get("figures") or {}).get(key) or {}).get("methods") or [])
+            }
+        )
+        if methods:
+            notes.append(f"{head}: " + "; ".join(methods))
+    hw = (doc.get("compute") or {}).get("hardware") or {}
+    if hw.get("text"):
+        notes.append(
+            "hardware: "
+            + hw["text"]
+            + (" (mixed: figures not comparable one to one)" if hw.get("mixed") else "")
+        )
+    settings = (doc.get("compute") or {}).get("settings") or {}
+    if any(h == "CO2e" for _, h, _ in cols):
+        notes.append(
+            f"CO2e = energy × PUE {settings.get('pue')} × {settings.get('grid_intensity')} "
+            f"gCO2e/kWh ({settings.get('grid_intensity_source')})"
+        )
+    return ["arm"] + [h for _, h, _ in cols], rows, notes
+
+
+def cost_text(c: dict[str, Any]) -> str:
+    """The comparison's cost ratios, short: "1.0× FLOPs, 1.4× time"."""
+    text = str(c.get("cost_text") or "").removeprefix("for ")
+    return text.replace(" the ", " ").replace(" and ", ", ")

@@ -70,6 +70,24 @@ def render_html(doc: dict[str, Any], details: dict[str, Any] | None = None) -> s
     ]
     body += ["<h2>Figures</h2>", '<div class="figs">', *[f for f in figs if f], "</div>"]
     body += ["<h2>Arms</h2>", _arms_table(doc, conf)]
+    heads, rows, notes = fmt.compute_rows(doc)
+    if len(heads) > 1:
+        body.append("<h2>Compute per trial</h2><table><tr>")
+        body.append(
+            "".join(f"<th{' class=l' if i == 0 else ''}>{_e(h)}</th>" for i, h in enumerate(heads))
+        )
+        body.append("</tr>")
+        for row in rows:
+            body.append(
+                "<tr>"
+                + "".join(
+                    f"<td{' class=l' if i == 0 else ''}>{_e(v)}</td>" for i, v in enumerate(row)
+                )
+                + "</tr>"
+            )
+        body.append(
+            "</table><ul class='muted'>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+        )
     if line := fmt.seed_plan_line(doc):
         body.append(f"<p>{_e(line)}</p>")
     fails = [(n, f) for n, a in doc["arms"].items() for f in a["failures"]]
@@ -108,7 +126,7 @@ def _verdict_table(rows: list[dict[str, Any]], against: str) -> str:
     head = (
         f"<table><tr><th class='l'>arm</th><th class='l'>{against}</th><th class='l'>verdict</th>"
         "<th>effect</th><th>interval</th><th>p</th><th>p adj.</th><th>d<sub>z</sub></th>"
-        "<th>P(better)</th><th>pairs</th><th class='l'>power</th></tr>"
+        "<th>P(better)</th><th>pairs</th><th class='l'>power</th><th class='l'>cost</th></tr>"
     )
     out = [head]
     for c in rows:
@@ -120,7 +138,8 @@ def _verdict_table(rows: list[dict[str, Any]], against: str) -> str:
             f"<td>{fmt.signed(c['effect'])}</td><td>{fmt.interval(c['interval'], sign=True)}</td>"
             f"<td>{fmt.pvalue(c['p'])}</td><td>{fmt.pvalue(c.get('p_adjusted'))}</td>"
             f"<td>{fmt.num(c.get('d_z'), 2)}</td><td>{fmt.prob(c)}</td><td>{c['n_pairs']}</td>"
-            f"<td class='l'>{_e(fmt.power_note(c))}</td></tr>"
+            f"<td class='l'>{_e(fmt.power_note(c))}</td><td class='l'>{_e(fmt.cost_text(c))}</td>"
+            "</tr>"
         )
     return "".join(out) + "</table>"
 
@@ -306,12 +325,13 @@ def _compute_plot(doc: dict[str, Any]) -> str | None:
 
 def _compute_x(c: dict[str, Any]) -> tuple[float | None, str]:
     """The best compute figure an arm has: FLOPs when counted, else train time, else wall time."""
-    flops = (c.get("flops") or {}).get("mean") if isinstance(c.get("flops"), dict) else None
+    figures = c.get("figures") or {}
+    flops = (figures.get("flops") or {}).get("mean")
     if flops:
         return float(flops), "FLOPs per trial (matmul/conv, counted on one step)"
-    train = c.get("train_time") if isinstance(c.get("train_time"), dict) else None
-    if train and train.get("mean"):
-        return float(train["mean"]), "train time per trial (s)"
+    train = (figures.get("train_time") or {}).get("mean")
+    if train:
+        return float(train), "train time per trial (s)"
     wall = c.get("wall_time_mean_s")
     if wall:
         return float(wall), "wall time per trial (s)"
