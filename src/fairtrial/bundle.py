@@ -87,7 +87,7 @@ class Limits:
 
 
 # -- TOML (the normalised spec as a spec file) ---------------------------------------------
-_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _toml_str(text: str) -> str:
@@ -97,7 +97,7 @@ def _toml_str(text: str) -> str:
 
 def _toml_key(key: str) -> str:
     parts = key.split(".")
-    if all(_BARE.match(p) for p in parts):
+    if all(_BARE.fullmatch(p) for p in parts):
         return ".".join(parts)
     return _toml_str(key)
 
