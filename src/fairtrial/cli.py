@@ -528,6 +528,210 @@ def demo(workers: int | None, store: str | None) -> None:
     _run_and_report(spec, _ledger(store), _backend("local", workers, None), False, True)
 
 
+# -- rigor guards: register, diff, bundle, verify, replicate ------------------------------------
+
+
+@cli.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
+@store_option
+def register(spec_path: Path, store: str | None) -> None:
+    """Preregister SPEC before any trial runs: freeze its hypothesis, primary metric, smallest
+    effect, alpha, arms, seeds and analysis plan under a hash in the store's hash-chained log.
+    Reports of the experiment then say "preregistered HASH DATE" or list every deviation."""
+    from fairtrial.prereg import iso_date
+    from fairtrial.prereg import register as do_register
+    from fairtrial.spec import load_spec
+
+    spec = load_spec(spec_path)
+    entry = do_register(spec, _ledger(store))
+    short = entry["record_hash"][:12]
+    date = iso_date(entry["created_at"])
+    if entry["already"]:
+        _out.print(f"already preregistered {short} {date}: {escape(spec.name)} (unchanged)")
+        return
+    h = spec.hypothesis
+    _out.print(f"preregistered {short} {date}: {escape(spec.name)} ({spec.experiment_id})")
+    _out.print(
+        f"  {len(spec.arms)} arms ({escape(', '.join(spec.arms))}) × seeds 0..{spec.seeds - 1} "
+        f"(root {spec.root_seed}); metric {spec.metric} ({spec.direction}); "
+        f"smallest effect {h.smallest_effect if h.smallest_effect is not None else 'not set'}; "
+        f"alpha {h.alpha}"
+    )
+    if h.claim:
+        _out.print(f"  claim: {escape(h.claim)}")
+    _out.print(f"  log entry #{entry['seq']}, chain head {entry['head'][:12]}")
+    if entry["supersedes"]:
+        _out.print(
+            f"  supersedes {entry['supersedes'][:12]} (an earlier plan of the same name, kept "
+            "in the log)"
+        )
+
+
+def _capture(ledger: Any, ref: str) -> Any:
+    """A capture of REF: a bundle file, a trial (EXPERIMENT/ARM/SEED) or an experiment."""
+    from fairtrial import diff as d
+
+    path = Path(ref)
+    if path.is_file() and not ref.endswith(".toml"):
+        from fairtrial.bundle import read_bundle
+
+        with read_bundle(path) as b:
+            return b.capture()
+    parts = ref.rsplit("/", 2)
+    if len(parts) == 3 and parts[2].isdigit() and not path.exists():
+        exp = ledger.find_experiment(parts[0])
+        trial = ledger.trial(f"{exp.id}/{parts[1]}/{parts[2]}")
+        return d.trial_capture(ledger, trial, exp)
+    return d.ledger_experiment_capture(ledger, _find(ledger, ref))
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@store_option
+def diff(a: str, b: str, as_json: bool, store: str | None) -> None:
+    """Every captured difference between A and B: config, code (commit and diff), data
+    checksum, packages, hardware, environment variables, seeds.
+
+    A and B are each a trial (EXPERIMENT/ARM/SEED, e.g. warmup/proposed/3), an experiment
+    (name, id or spec path) or a bundle file (read, never executed). Exit status 0 when
+    nothing differs, 1 when something does.
+    """
+    from fairtrial.diff import diff as do_diff
+    from fairtrial.diff import format_diff
+
+    ledger = _ledger(store)
+    result = do_diff(_capture(ledger, a), _capture(ledger, b))
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        _out.print(escape(format_diff(result)))
+    if not result["identical"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("experiment")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Bundle file to write (default: NAME-ID.tar.gz here).",
+)
+@store_option
+def bundle(experiment: str, output: Path | None, store: str | None) -> None:
+    """Write EXPERIMENT as one portable archive: normalised spec, preregistration, code
+    snapshot (recipe files, git commit and diff), environment lock, task checksums, per-trial
+    results, metrics, analysis, provenance, sealed test log excerpt, and a manifest with the
+    sha256 of every file. Check it with `fairtrial verify FILE`."""
+    from fairtrial.bundle import write_bundle
+
+    ledger = _ledger(store)
+    exp = _find(ledger, experiment)
+    out = output or Path(f"{exp.name}-{exp.id}.tar.gz")
+    manifest = write_bundle(ledger, exp, out)
+    size = out.stat().st_size
+    _out.print(
+        f"bundle {escape(str(out))}: {len(manifest['files']) + 1} files, {size / 1024:.1f} KiB, "
+        f"sha256 {manifest['sha256']}"
+    )
+
+
+@cli.command()
+@click.argument("bundle_path", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def verify(bundle_path: Path, as_json: bool) -> None:
+    """Check a bundle without running any of it: safe member names and types, size limits,
+    gzip checksum, every file against the manifest, and the members against each other.
+    Exit status 2 with the name of each modified file when a check fails."""
+    from fairtrial.bundle import verify_bundle
+
+    result = verify_bundle(bundle_path)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    e = result["experiment"]
+    _out.print(
+        f"verified {escape(str(bundle_path))}: {result['files']} files match the manifest; "
+        f"experiment {escape(e['name'])} ({e['id']}), {result['finished']}/{result['trials']} "
+        f"trials finished; {escape(result['preregistered'] or 'not preregistered')}"
+    )
+    _out.print(f"sha256 {result['sha256']}")
+
+
+@cli.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--seeds",
+    type=click.Choice(["same", "fresh"]),
+    default="same",
+    show_default=True,
+    help="same: the bundle's seeds; fresh: a new root seed and, for procedurally generated "
+    "tasks (mnist1d, modular_addition), a fresh data draw.",
+)
+@click.option(
+    "--tolerance",
+    type=float,
+    help="Per-arm means agree within ±X (default: the hypothesis' smallest effect).",
+)
+@click.option("--root-seed", type=int, help="With --seeds fresh: this root seed.")
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "inline"]),
+    default="local",
+    show_default=True,
+)
+@click.option("--workers", type=click.IntRange(min=1), help="Trials at once (default: cores).")
+@click.option(
+    "--folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to run (default ./.fairtrial/replications/...).",
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Record as JSON."
+)
+@store_option
+def replicate(
+    bundle_path: Path,
+    seeds: str,
+    tolerance: float | None,
+    root_seed: int | None,
+    backend: str,
+    workers: int | None,
+    folder: Path | None,
+    output: Path | None,
+    store: str | None,
+) -> None:
+    """Re-run the experiment in BUNDLE and judge whether it agrees with the original.
+
+    This RUNS THE BUNDLED RECIPE CODE (verify the bundle and read its code/ first if you do not
+    trust its author); it runs in a folder of its own that holds the code snapshot, the spec
+    and the replication's ledger. Per arm, an equivalence test of the means within
+    ±tolerance; per claim, the original verdict must come out again. The record (replicated,
+    not replicated, inconclusive; ACM vocabulary) is stored in the ledger and written as JSON.
+    Exit status: 0 replicated, 1 not replicated, 3 inconclusive.
+    """
+    from fairtrial.replicate import copy_record, format_record
+    from fairtrial.replicate import replicate as do_replicate
+
+    record = do_replicate(
+        bundle_path,
+        seeds="fresh" if seeds == "fresh" else "same",
+        tolerance=tolerance,
+        root_seed=root_seed,
+        store=store,
+        folder=folder,
+        backend=_backend(backend, workers, None),
+        console=_err,
+    )
+    if output is not None:
+        copy_record(record, output)
+    _out.print(escape(format_record(record)))
+    _out.print(f"record {record['id'][:12]} stored; JSON: {record['replication']['folder']}")
+    sys.exit({"replicated": 0, "not replicated": 1}.get(record["outcome"], 3))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line and exit 2 for user errors, never a traceback."""
     try:

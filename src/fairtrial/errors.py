@@ -8,6 +8,9 @@
     ├── RecipeError                a recipe cannot be imported or broke the recipe contract
     ├── LedgerError                the store cannot be opened or holds something unexpected
     ├── ExperimentNotFound         no experiment matches a name, path or id
+    ├── RegistrationError          a preregistration cannot be made (e.g. trials already ran)
+    ├── BundleError                a bundle is unsafe, corrupt or modified (names the member)
+    ├── ReplicationError           a bundle cannot be replicated as asked (e.g. no tolerance)
     └── MissingDependency          an optional extra is not installed (says which one)
 
 Exceptions raised *inside* a trial never cross this tree: a trial that raises is a result
@@ -39,6 +42,18 @@ class LedgerError(FairtrialError):
 
 class ExperimentNotFound(FairtrialError):
     """No experiment in the ledger matches the given name, spec path or id."""
+
+
+class RegistrationError(FairtrialError):
+    """A preregistration cannot be made: e.g. the experiment's trials already started."""
+
+
+class BundleError(FairtrialError):
+    """A bundle cannot be read safely, is corrupt, or differs from its manifest."""
+
+
+class ReplicationError(FairtrialError):
+    """A bundle cannot be replicated as asked (no tolerance, no code snapshot, ...)."""
 
 
 class MissingDependency(FairtrialError):

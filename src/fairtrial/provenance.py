@@ -7,8 +7,12 @@ are recorded on the trial row itself.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 import platform
+import re
+import shlex
 import subprocess
 import sys
 from importlib import metadata
@@ -32,7 +36,38 @@ RELEVANT_ENV = (
     "VIRTUAL_ENV",
     "CONDA_DEFAULT_ENV",
 )
+#: Prefixes of further variables that change results or speed (libraries' own settings).
+RELEVANT_PREFIXES = (
+    "CUDA_",
+    "CUBLAS_",
+    "CUDNN_",
+    "NCCL_",
+    "NVIDIA_",
+    "OMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "BLIS_",
+    "KMP_",
+    "PYTORCH_",
+    "TORCH_",
+    "XLA_",
+    "JAX_",
+    "TF_",
+    "HF_",
+    "TOKENIZERS_",
+    "FAIRTRIAL_",
+)
+#: Variables that decide which code and libraries are loaded.
+CODE_PATH_ENV = ("PYTHONPATH", "LD_LIBRARY_PATH", "LD_PRELOAD", "DYLD_LIBRARY_PATH")
+#: Parts of names whose values are never recorded (they end up in bundles that get shared).
+SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "AUTH", "COOKIE")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+):[^@/\s]+@")
 _MAX_DIFF = 1_000_000  # characters of uncommitted diff kept; more is marked truncated
+#: Recipe files kept in a code snapshot: at most this many files and bytes (more are listed
+#: as skipped, never silently dropped).
+SNAPSHOT_MAX_FILES = 200
+SNAPSHOT_MAX_BYTES = 2_000_000
+_SKIP_DIRS = {".git", ".fairtrial", ".venv", "venv", "__pycache__", "node_modules", ".tox"}
 
 
 def _run(args: list[str], cwd: Path) -> str | None:
@@ -130,5 +165,149 @@ def collect(code_dir: Path | None = None) -> dict[str, Any]:
         "gpus": gpus(),
         "git": git_state(code_dir),
         "packages": packages(),
-        "env": {k: os.environ[k] for k in RELEVANT_ENV if k in os.environ},
+        "env": captured_env(),
     }
+
+
+def captured_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment variables that may change a result, secrets left out.
+
+    Exact names (:data:`RELEVANT_ENV`, :data:`CODE_PATH_ENV`) and library prefixes
+    (:data:`RELEVANT_PREFIXES`); a variable whose name contains a word of
+    :data:`SECRET_WORDS` is never recorded, and passwords inside URLs are masked.
+    """
+    env = dict(os.environ if environ is None else environ)
+    out: dict[str, str] = {}
+    for name, value in env.items():
+        wanted = name in RELEVANT_ENV or name in CODE_PATH_ENV or name.startswith(RELEVANT_PREFIXES)
+        if not wanted or any(word in name.upper() for word in SECRET_WORDS):
+            continue
+        out[name] = _URL_PASSWORD.sub(r"\1:***@", value)
+    return dict(sorted(out.items()))
+
+
+def environment_lock() -> dict[str, Any]:
+    """The environment lock: interpreter, platform and every installed distribution's version.
+
+    ``sha256`` identifies the package set (two environments with the same hash have the same
+    distributions at the same versions); ``requirements`` is the same set in pip's format.
+    """
+    pkgs = packages()
+    blob = "\n".join(f"{k}=={v}" for k, v in pkgs.items())
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "packages": pkgs,
+        "sha256": hashlib.sha256(blob.encode()).hexdigest(),
+        "requirements": blob + "\n",
+    }
+
+
+def _module_file(module: str, base_dir: Path | None) -> Path | None:
+    """The file ``module`` is imported from by a fresh worker (the spec folder first), found
+    without importing it and regardless of what this process has already imported."""
+    from importlib.machinery import PathFinder
+
+    origin = None
+    if base_dir is not None:
+        search: list[str] | None = [str(base_dir)]
+        parts = module.split(".")
+        for i in range(len(parts)):
+            found = PathFinder.find_spec(".".join(parts[: i + 1]), search)
+            if found is None:
+                break
+            if i == len(parts) - 1:
+                origin = found.origin
+            search = list(found.submodule_search_locations or [])
+    if origin is None:
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        origin = spec.origin if spec is not None else None
+    if not origin or not Path(origin).is_file():
+        return None
+    return Path(origin).resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def code_snapshot(recipe: str | None, command: str | None, base_dir: Path | None) -> dict[str, Any]:
+    """The recipe's files, with their contents, to store with the trial's provenance.
+
+    * ``module:function`` recipe: the module's file; when it lies in the spec's folder, every
+      ``.py`` file of that folder (recursively, skipping hidden and environment folders), and
+      when it lies in a package elsewhere, the ``.py`` files of the package's folder.
+    * command recipe: each word of the command that names a file in the spec's folder.
+
+    Files in the spec's folder are keyed by their path relative to it (``files``); files
+    elsewhere (an installed package, a built-in recipe) by their module path (``external``).
+    At most :data:`SNAPSHOT_MAX_FILES` files and :data:`SNAPSHOT_MAX_BYTES` bytes are kept;
+    the rest are listed in ``skipped``. Returns ``{"files": {rel: bytes}, "external": {rel:
+    bytes}, "skipped": [...], "recipe": ..., "command": ..., "module": ...}``.
+    """
+    base = base_dir.resolve() if base_dir is not None else None
+    candidates: list[tuple[str, str, Path]] = []  # (where, key, path)
+    module_name = None
+    if recipe is not None:
+        module_name = recipe.partition(":")[0]
+        mod_file = _module_file(module_name, base)
+        if mod_file is not None:
+            if base is not None and _inside(mod_file, base):
+                for path in sorted(base.rglob("*.py")):
+                    rel = path.relative_to(base)
+                    if any(part in _SKIP_DIRS or part.startswith(".") for part in rel.parts[:-1]):
+                        continue
+                    candidates.append(("files", rel.as_posix(), path))
+            else:
+                depth = module_name.count(".")
+                root = mod_file.parents[depth] if depth < len(mod_file.parents) else mod_file
+                key = mod_file.relative_to(root).as_posix()
+                candidates.append(("external", key, mod_file))
+                if (mod_file.parent / "__init__.py").exists():
+                    for path in sorted(mod_file.parent.glob("*.py")):
+                        if path != mod_file:
+                            candidates.append(("external", path.relative_to(root).as_posix(), path))
+    if command is not None and base is not None:
+        try:
+            words = shlex.split(command)
+        except ValueError:
+            words = command.split()
+        for word in words:
+            if "{" in word or word.startswith("-"):
+                continue
+            path = (base / word).resolve()
+            if _inside(path, base) and path.is_file():
+                candidates.append(("files", path.relative_to(base).as_posix(), path))
+    out: dict[str, Any] = {
+        "recipe": recipe,
+        "command": command,
+        "module": module_name,
+        "files": {},
+        "external": {},
+        "skipped": [],
+    }
+    total = 0
+    for where, key, path in candidates:
+        if key in out[where]:
+            continue
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            out["skipped"].append(f"{key}: cannot read ({exc.strerror})")
+            continue
+        kept = len(out["files"]) + len(out["external"])
+        if kept >= SNAPSHOT_MAX_FILES or total + len(content) > SNAPSHOT_MAX_BYTES:
+            out["skipped"].append(f"{key}: over the snapshot limit ({len(content)} bytes)")
+            continue
+        total += len(content)
+        out[where][key] = content
+    return out

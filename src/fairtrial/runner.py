@@ -310,6 +310,9 @@ def _run(
         return summary
 
     prov = provenance.collect(spec.base_dir)
+    prov["code"] = ledger.put_code_snapshot(
+        provenance.code_snapshot(spec.recipe, spec.command, spec.base_dir)
+    )
     prov["run"] = {"backend": backend.name, "workers": backend.workers, "threads": backend.threads}
     provenance_id = ledger.put_provenance(prov)
     workroot = Path(".fairtrial") / "trials" / eid

@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -106,6 +107,64 @@ test_evaluations = Table(
     Column("predictions_sha256", String(64), nullable=False),
     Column("predictions_json", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+)
+
+# -- rigor guards (issue #5): new tables only --------------------------------------------------
+# The two logs below are append-only hash chains: each row stores the hash of the row before it
+# (``prev_hash``) and its own hash over its fields and ``prev_hash`` (``entry_hash``), so editing,
+# deleting or reordering a row breaks every hash after it (see ``fairtrial.ledger.chain``).
+# ``seq`` is the row's position in its chain; as the primary key it also makes two concurrent
+# appends collide instead of forking the chain (the loser retries on the new head).
+
+preregistrations = Table(
+    "preregistrations",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False, index=True),  # the experiment's name
+    Column("experiment_id", String(64), nullable=False),  # of the registered spec
+    Column("spec_hash", String(64), nullable=False),
+    Column("record_hash", String(64), nullable=False),  # sha256 of record_json
+    Column("record_json", Text, nullable=False),  # the frozen plan (prereg.plan_record)
+    Column("created_at", Float, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+)
+
+test_log = Table(
+    "test_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("experiment_id", String(64), nullable=False, index=True),
+    Column("trial_id", String(300), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("task", String(200), nullable=False),
+    Column("task_checksum", String(64), nullable=False),
+    Column("metric", String(64), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("predictions_sha256", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+)
+
+code_files = Table(
+    "code_files",
+    metadata,
+    Column("sha256", String(64), primary_key=True),  # content-addressed recipe files
+    Column("size", Integer, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+)
+
+replications = Table(
+    "replications",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 of record_json
+    Column("experiment_id", String(64), nullable=False, index=True),  # the original's
+    Column("experiment_name", String(200), nullable=False),
+    Column("bundle_sha256", String(64), nullable=False),
+    Column("outcome", String(32), nullable=False),  # replicated | not replicated | inconclusive
+    Column("created_at", Float, nullable=False),
+    Column("record_json", Text, nullable=False),
 )
 
 # The compute record of each attempt of each trial (fairtrial.meter): wall/CPU time, memory,

@@ -13,17 +13,30 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, create_engine, delete, event, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from fairtrial.errors import ExperimentNotFound, LedgerError, MissingDependency
+from fairtrial.ledger import chain
 from fairtrial.ledger import schema as s
+from fairtrial.ledger.chain import ChainCheck
 
 DEFAULT_STORE = ".fairtrial/ledger.db"
 #: statuses a run treats as done (failures are results: they are kept, not re-run)
@@ -366,7 +379,10 @@ class Ledger:
     def add_test_evaluation(
         self, trial_id: str, attempt: int, experiment_id: str, payload: dict[str, Any]
     ) -> None:
-        with self.engine.begin() as c:
+        """Store a test evaluation and append it to the sealed test log, in one transaction."""
+
+        def write(c: Connection) -> None:
+            now = time.time()
             c.execute(
                 insert(s.test_evaluations).values(
                     trial_id=trial_id,
@@ -379,9 +395,27 @@ class Ledger:
                     n=payload["n"],
                     predictions_sha256=payload["predictions_sha256"],
                     predictions_json=_dumps(payload["predictions"]),
-                    created_at=time.time(),
+                    created_at=now,
                 )
             )
+            _append(
+                c,
+                s.test_log,
+                TEST_LOG_FIELDS,
+                {
+                    "experiment_id": experiment_id,
+                    "trial_id": trial_id,
+                    "attempt": attempt,
+                    "task": payload["task"],
+                    "task_checksum": payload["task_checksum"],
+                    "metric": payload["metric"],
+                    "score": float(payload["score"]),
+                    "predictions_sha256": payload["predictions_sha256"],
+                    "created_at": now,
+                },
+            )
+
+        self._chained_write(write)
 
     def test_evaluations(self, experiment_id: str) -> list[dict[str, Any]]:
         t = s.test_evaluations
@@ -398,6 +432,152 @@ class Ledger:
             }
             for r in rows
         ]
+
+    # -- hash-chained logs (preregistrations, sealed test log) --------------------------------
+    def _chained_write(self, write: Callable[[Connection], None]) -> None:
+        """Run ``write`` in a transaction, retrying when a concurrent append took the same seq."""
+        for attempt in range(20):
+            try:
+                with self.engine.begin() as c:
+                    write(c)
+                return
+            except (IntegrityError, OperationalError) as exc:
+                text = str(exc.orig).lower()
+                if not any(w in text for w in ("unique", "duplicate", "locked", "busy")):
+                    raise LedgerError(f"cannot append to a log: {_one_line(exc.orig)}") from None
+                if attempt == 19:
+                    raise LedgerError(f"cannot append to a log: {_one_line(exc.orig)}") from None
+                time.sleep(0.01 * (attempt + 1))
+
+    def add_preregistration(
+        self,
+        *,
+        name: str,
+        experiment_id: str,
+        spec_hash: str,
+        record: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Append a preregistration record to its chain; returns the stored entry."""
+        blob = _dumps(record)
+        fields = {
+            "name": name,
+            "experiment_id": experiment_id,
+            "spec_hash": spec_hash,
+            "record_hash": hashlib.sha256(blob.encode()).hexdigest(),
+            "record_json": blob,
+            "created_at": time.time(),
+        }
+        out: dict[str, Any] = {}
+
+        def write(c: Connection) -> None:
+            out.update(_append(c, s.preregistrations, PREREG_FIELDS, fields))
+
+        self._chained_write(write)
+        return out
+
+    def preregistrations(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Preregistration entries in chain order (all, or those of experiment ``name``)."""
+        t = s.preregistrations
+        q = select(t).order_by(t.c.seq)
+        if name is not None:
+            q = q.where(t.c.name == name)
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings().all()]
+
+    def test_log(self, experiment_id: str | None = None) -> list[dict[str, Any]]:
+        """Sealed test log entries in chain order (all, or those of one experiment)."""
+        t = s.test_log
+        q = select(t).order_by(t.c.seq)
+        if experiment_id is not None:
+            q = q.where(t.c.experiment_id == experiment_id)
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings().all()]
+
+    def check_chain(self, which: str) -> ChainCheck:
+        """Recompute the hash chain ``"preregistrations"`` or ``"test_log"``."""
+        if which == "preregistrations":
+            rows, fields = self.preregistrations(), PREREG_FIELDS
+        elif which == "test_log":
+            rows, fields = self.test_log(), TEST_LOG_FIELDS
+        else:
+            raise ValueError(f"unknown chain '{which}'; valid: preregistrations, test_log")
+        return chain.check(rows, fields, which.replace("_", " "))
+
+    def test_evaluation_keys(self) -> list[tuple[str, int, str, float]]:
+        """(trial_id, attempt, predictions_sha256, score) of every stored test evaluation."""
+        t = s.test_evaluations
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(t.c.trial_id, t.c.attempt, t.c.predictions_sha256, t.c.score).order_by(
+                    t.c.id
+                )
+            ).all()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    # -- code snapshots and replications ------------------------------------------------------
+    def put_code_files(self, contents: Iterable[bytes]) -> list[str]:
+        """Store file contents by sha256 (once each); returns their hashes."""
+        out = []
+        with self.engine.begin() as c:
+            for content in contents:
+                digest = hashlib.sha256(content).hexdigest()
+                out.append(digest)
+                t = s.code_files
+                if c.execute(select(t.c.sha256).where(t.c.sha256 == digest)).first() is None:
+                    c.execute(insert(t).values(sha256=digest, size=len(content), content=content))
+        return out
+
+    def put_code_snapshot(self, snapshot: dict[str, Any]) -> dict[str, Any]:
+        """Store the contents of a :func:`fairtrial.provenance.code_snapshot`; returns it with
+        each file's content replaced by ``{"sha256", "size"}`` (what provenance records)."""
+        out = dict(snapshot)
+        for where in ("files", "external"):
+            contents: dict[str, bytes] = snapshot.get(where, {})
+            hashes = self.put_code_files(contents.values())
+            out[where] = {
+                key: {"sha256": h, "size": len(content)}
+                for (key, content), h in zip(contents.items(), hashes, strict=True)
+            }
+        return out
+
+    def code_file(self, sha256: str) -> bytes:
+        t = s.code_files
+        with self.engine.connect() as c:
+            row = c.execute(select(t.c.content).where(t.c.sha256 == sha256)).first()
+        if row is None:
+            raise LedgerError(f"no code file with sha256 {sha256[:12]} in {self._where()}")
+        return bytes(row[0])
+
+    def add_replication(self, record: dict[str, Any]) -> str:
+        """Store a replication record (its id is the sha256 of its JSON); returns the id."""
+        blob = _dumps(record)
+        rid = hashlib.sha256(blob.encode()).hexdigest()
+        original = record["original"]
+        with self.engine.begin() as c:
+            t = s.replications
+            if c.execute(select(t.c.id).where(t.c.id == rid)).first() is None:
+                c.execute(
+                    insert(t).values(
+                        id=rid,
+                        experiment_id=original["experiment_id"],
+                        experiment_name=original["name"],
+                        bundle_sha256=record["bundle"]["sha256"],
+                        outcome=record["outcome"],
+                        created_at=time.time(),
+                        record_json=blob,
+                    )
+                )
+        return rid
+
+    def replications(self, experiment_id: str | None = None) -> list[dict[str, Any]]:
+        """Stored replication records, oldest first (all, or those of one original experiment)."""
+        t = s.replications
+        q = select(t).order_by(t.c.created_at)
+        if experiment_id is not None:
+            q = q.where(t.c.experiment_id == experiment_id)
+        with self.engine.connect() as c:
+            rows = c.execute(q).mappings().all()
+        return [{**json.loads(r["record_json"]), "id": r["id"]} for r in rows]
 
     # -- compute --------------------------------------------------------------------------------
     def add_compute(self, trial_id: str, attempt: int, record: dict[str, Any]) -> None:
@@ -468,6 +648,45 @@ class Ledger:
             raise LedgerError(f"no provenance '{provenance_id}'")
         data: dict[str, Any] = json.loads(row[0])
         return data
+
+
+#: the columns each chain's entry hash covers
+PREREG_FIELDS: tuple[str, ...] = (
+    "seq",
+    "name",
+    "experiment_id",
+    "spec_hash",
+    "record_hash",
+    "record_json",
+    "created_at",
+)
+TEST_LOG_FIELDS: tuple[str, ...] = (
+    "seq",
+    "experiment_id",
+    "trial_id",
+    "attempt",
+    "task",
+    "task_checksum",
+    "metric",
+    "score",
+    "predictions_sha256",
+    "created_at",
+)
+
+
+def _append(
+    c: Connection, table: Table, fields: tuple[str, ...], values: dict[str, Any]
+) -> dict[str, Any]:
+    """Append one entry to a hash chain inside the open transaction ``c``."""
+    head = c.execute(
+        select(table.c.seq, table.c.entry_hash).order_by(table.c.seq.desc()).limit(1)
+    ).first()
+    seq, prev = (1, chain.GENESIS) if head is None else (head[0] + 1, head[1])
+    row = {**values, "seq": seq}
+    row["prev_hash"] = prev
+    row["entry_hash"] = chain.entry_hash(prev, {k: row[k] for k in fields})
+    c.execute(insert(table).values(**row))
+    return row
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

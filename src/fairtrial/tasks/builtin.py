@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from fairtrial.errors import MissingDependency, TaskError
 from fairtrial.tasks.base import Task
-from fairtrial.tasks.registry import register_task
+from fairtrial.tasks.registry import register_redraw, register_task
 
 __all__ = [
     "PINNED_CHECKSUMS",
@@ -267,6 +267,21 @@ def make_mnist1d(
     return x.astype(np.float32), y
 
 
+def _mnist1d_task(name: str, seed: int) -> Task:
+    x, y = make_mnist1d(seed=seed)
+    return Task.from_arrays(
+        name,
+        x,
+        y,
+        metric="accuracy",
+        fractions=(0.6, 0.2, 0.2),
+        split_seed=0,
+        description=f"MNIST-1D: {len(y)} sequences of length {x.shape[1]}, 10 classes",
+        source=f"procedural, MNIST-1D defaults (Greydanus 2020), seed {seed}",
+        meta={"seq_length": int(x.shape[1])},
+    )
+
+
 @register_task("mnist1d")
 def mnist1d() -> Task:
     """MNIST-1D with the published defaults (Greydanus 2020), drawn with seed 42.
@@ -275,20 +290,17 @@ def mnist1d() -> Task:
     regression reaches about a third), easy for small CNNs: a cheap task on which
     architectural ideas still make a visible difference. See :func:`make_mnist1d`.
     """
-    x, y = make_mnist1d()
-    return _verified(
-        Task.from_arrays(
-            "mnist1d",
-            x,
-            y,
-            metric="accuracy",
-            fractions=(0.6, 0.2, 0.2),
-            split_seed=0,
-            description=f"MNIST-1D: {len(y)} sequences of length {x.shape[1]}, 10 classes",
-            source="procedural, MNIST-1D defaults (Greydanus 2020), seed 42",
-            meta={"seq_length": int(x.shape[1])},
-        )
-    )
+    return _verified(_mnist1d_task("mnist1d", 42))
+
+
+@register_redraw("mnist1d")
+def mnist1d_draw(draw: int) -> Task:
+    """``mnist1d@DRAW``: a fresh MNIST-1D draw generated with seed ``DRAW`` (42 is the default).
+
+    Same generating process and sizes, new examples; its checksum is not pinned (it is recorded
+    with every trial like any other task's).
+    """
+    return _mnist1d_task(f"mnist1d@{draw}", draw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,6 +320,23 @@ def make_modular_addition(modulus: int = 97) -> tuple[NDArray[np.int64], NDArray
     return np.stack([a, b], axis=1), (a + b) % modulus
 
 
+def _modular_task(name: str, split_seed: int) -> Task:
+    modulus = 97
+    x, y = make_modular_addition(modulus)
+    return Task.from_arrays(
+        name,
+        x,
+        y,
+        metric="accuracy",
+        fractions=(0.5, 0.1, 0.4),
+        split_seed=split_seed,
+        description=f"(a + b) mod {modulus}: all {len(y)} pairs as 2 token ids, {modulus} classes",
+        source="procedural (Power et al. 2022 grokking task)"
+        + (f", split seed {split_seed}" if split_seed else ""),
+        meta={"modulus": modulus, "n_tokens": modulus},
+    )
+
+
 @register_task("modular_addition")
 def modular_addition() -> Task:
     """(a + b) mod 97 over all 9409 pairs: the grokking task (Power et al. 2022).
@@ -317,19 +346,14 @@ def modular_addition() -> Task:
     long after training accuracy saturated. Tokens are the residues 0..96; a recipe that
     wants an "=" or operator token adds it itself (``meta`` gives the vocabulary size).
     """
-    modulus = 97
-    x, y = make_modular_addition(modulus)
-    return _verified(
-        Task.from_arrays(
-            "modular_addition",
-            x,
-            y,
-            metric="accuracy",
-            fractions=(0.5, 0.1, 0.4),
-            split_seed=0,
-            description=f"(a + b) mod {modulus}: all {len(y)} pairs as 2 token ids, "
-            f"{modulus} classes",
-            source="procedural (Power et al. 2022 grokking task)",
-            meta={"modulus": modulus, "n_tokens": modulus},
-        )
-    )
+    return _verified(_modular_task("modular_addition", 0))
+
+
+@register_redraw("modular_addition")
+def modular_addition_draw(draw: int) -> Task:
+    """``modular_addition@DRAW``: the same table split afresh (split seed ``DRAW``).
+
+    The table of all pairs is the whole population, so a fresh draw is a fresh choice of
+    which pairs train, validate and test.
+    """
+    return _modular_task(f"modular_addition@{draw}", draw)

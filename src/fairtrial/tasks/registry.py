@@ -12,6 +12,8 @@ from fairtrial.tasks.base import Task
 
 TaskFactory = Callable[[], Task]
 _BUILTIN: dict[str, TaskFactory] = {}
+#: Built-in tasks that are generated procedurally and can be drawn afresh: ``name@DRAW``.
+_REDRAW: dict[str, Callable[[int], Task]] = {}
 _CACHE: dict[tuple[str, str], Task] = {}
 
 
@@ -23,6 +25,27 @@ def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
         return fn
 
     return deco
+
+
+def register_redraw(name: str) -> Callable[[Callable[[int], Task]], Callable[[int], Task]]:
+    """Register how built-in task ``name`` is drawn afresh: ``factory(draw) -> Task``.
+
+    ``get_task("NAME@DRAW")`` then returns draw ``DRAW`` (a whole number >= 0): new data from
+    the same generating process (and/or a new split), for replications that test whether a
+    result generalises beyond one draw of the data.
+    """
+
+    def deco(fn: Callable[[int], Task]) -> Callable[[int], Task]:
+        _REDRAW[name] = fn
+        return fn
+
+    return deco
+
+
+def redrawable_tasks() -> list[str]:
+    """Names of the built-in tasks whose data can be drawn afresh (``name@draw``)."""
+    _load_builtins()
+    return sorted(_REDRAW)
 
 
 def builtin_tasks() -> list[str]:
@@ -80,6 +103,21 @@ def get_task(ref: str, base_dir: Path | None = None) -> Task:
                 f"task '{ref}' returned {type(task).__name__}; it must return fairtrial.Task "
                 "(build one with Task.from_arrays)"
             )
+    elif "@" in ref:
+        _load_builtins()
+        name, _, draw = ref.partition("@")
+        if name not in _BUILTIN:
+            raise TaskError(
+                f"unknown task '{name}' in '{ref}'; valid: {', '.join(sorted(_BUILTIN))}"
+            )
+        if name not in _REDRAW:
+            raise TaskError(
+                f"task '{name}' is a fixed dataset: its data cannot be drawn afresh "
+                f"('{ref}'); tasks that can: {', '.join(sorted(_REDRAW))}"
+            )
+        if not draw.isdigit():
+            raise TaskError(f"task '{ref}': the draw after '@' must be a whole number >= 0")
+        task = _REDRAW[name](int(draw))
     else:
         _load_builtins()
         if ref not in _BUILTIN:

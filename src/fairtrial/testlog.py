@@ -1,0 +1,109 @@
+"""The sealed test log: every test evaluation, in an append-only hash chain.
+
+Each ``ctx.evaluate_test`` call reaches the ledger as one row of ``test_evaluations`` and, in
+the same transaction, one entry of the ``test_log`` chain (task, task checksum, experiment,
+trial, attempt, time, score and the sha256 of the predictions); see
+:meth:`fairtrial.ledger.Ledger.add_test_evaluation`. :func:`summary` says how often this
+experiment looked at the test split and how many experiments in the ledger looked at the same
+task's test split: when several did, picking the best of them on test scores is model selection
+on the test set, the leak that Dwork et al. (2015), "The reusable holdout", Science 349(6248),
+show inflates results. A trial scores the test split once; selection belongs on validation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fairtrial.ledger import ExperimentRow, Ledger
+
+
+def verify(ledger: Ledger) -> dict[str, Any]:
+    """Check the chain and cross-check it against stored evaluations and trial results.
+
+    Finds: edited, deleted or inserted log entries (the chain); test evaluations with no log
+    entry (written around the log); finished trials whose result is not the logged score.
+    Returns ``{"ok", "entries", "head", "problems"}``.
+    """
+    check = ledger.check_chain("test_log")
+    problems = list(check.problems)
+    log = ledger.test_log()
+    logged = {(e["trial_id"], e["attempt"], e["predictions_sha256"]) for e in log}
+    unlogged = [k for k in ledger.test_evaluation_keys() if (k[0], k[1], k[2]) not in logged]
+    if unlogged:
+        shown = ", ".join(f"{t} (attempt {a})" for t, a, _, _ in unlogged[:5])
+        problems.append(
+            f"test log: {len(unlogged)} test evaluation(s) missing from the log: {shown}"
+        )
+    by_trial: dict[tuple[str, int], float] = {
+        (e["trial_id"], e["attempt"]): e["score"] for e in log
+    }
+    for exp in {e["experiment_id"] for e in log}:
+        for t in ledger.trials(exp):
+            if t.status != "finished" or t.result is None:
+                continue
+            score = by_trial.get((t.id, t.attempt))
+            if score is None:
+                problems.append(f"test log: finished trial {t.id} has no logged evaluation")
+            elif score != t.result:
+                problems.append(
+                    f"test log: trial {t.id} reports {t.result!r} but its logged test score "
+                    f"is {score!r}: the result was changed after it was scored"
+                )
+    return {"ok": not problems, "entries": check.entries, "head": check.head, "problems": problems}
+
+
+def excerpt(ledger: Ledger, experiment_id: str) -> list[dict[str, Any]]:
+    """The log entries of one experiment, with their chain hashes (what bundles carry)."""
+    return ledger.test_log(experiment_id)
+
+
+def summary(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any]:
+    """What the report shows about test-split access for ``exp``.
+
+    Keys: ``evaluations`` (log entries of this experiment), ``trials`` (distinct trials that
+    scored the test split), ``repeated`` (trials that scored it more than once: retried
+    attempts), ``experiments_on_task`` (experiments in this ledger that scored the same task's
+    test split, same checksum, this one included), ``other_experiments`` (their ids and names),
+    ``chain_ok``, ``chain_problems``, ``head`` (the chain's head hash) and ``warning`` (text, or
+    None).
+    """
+    log = ledger.test_log()
+    mine = [e for e in log if e["experiment_id"] == exp.id]
+    per_trial: dict[str, int] = {}
+    for e in mine:
+        per_trial[e["trial_id"]] = per_trial.get(e["trial_id"], 0) + 1
+    same_task = {
+        e["experiment_id"]
+        for e in log
+        if e["task"] == exp.task and e["task_checksum"] == exp.task_checksum
+    } | ({exp.id} if mine else set())
+    names = {e.id: e.name for e in ledger.experiments()}
+    others = sorted(same_task - {exp.id})
+    check = verify(ledger)
+    warnings = []
+    if others:
+        warnings.append(
+            f"{len(same_task)} experiments in this ledger have evaluated the test split of "
+            f"'{exp.task}' ({', '.join(names.get(o, o) for o in others[:5])}"
+            f"{', ...' if len(others) > 5 else ''} besides this one): if any choice among "
+            "them was made on test scores, model selection leaked into the test set; choose "
+            "on the validation split and report the test score of the chosen one only"
+        )
+    repeated = sorted(t for t, n in per_trial.items() if n > 1)
+    if repeated:
+        warnings.append(
+            f"{len(repeated)} trial(s) scored the test split more than once (retried attempts)"
+        )
+    if not check["ok"]:
+        warnings.append("the sealed test log fails its integrity check: " + check["problems"][0])
+    return {
+        "evaluations": len(mine),
+        "trials": len(per_trial),
+        "repeated": repeated,
+        "experiments_on_task": len(same_task),
+        "other_experiments": [{"id": o, "name": names.get(o)} for o in others],
+        "chain_ok": check["ok"],
+        "chain_problems": check["problems"],
+        "head": check["head"],
+        "warning": "; ".join(warnings) or None,
+    }
