@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fairtrial import meter, stats
+from fairtrial import diff, meter, prereg, stats, testlog
 from fairtrial.ledger import ExperimentRow, Ledger, TrialRow
 from fairtrial.plan import paired_values, plan_seeds, seeds_needed
 
@@ -411,13 +411,15 @@ def analyze(
             "metric": exp.metric,
             "direction": exp.direction,
             "spec_hash": exp.spec_hash,
-            "preregistered": None,
+            "preregistered": prereg.status(ledger, exp),
             "task_checksum": exp.task_checksum,
             "seeds": exp.seeds,
             "root_seed": exp.root_seed,
             "claim": exp.spec.get("hypothesis", {}).get("claim", ""),
             "trials": len(trials),
             "test_evaluations": len(ledger.test_evaluations(exp.id)),
+            "test_log": testlog.summary(ledger, exp),
+            "arm_isolation": diff.arm_isolation(ledger, exp),
         },
         "arms": arms,
         "comparisons": comparisons,

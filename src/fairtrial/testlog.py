@@ -37,9 +37,10 @@ def verify(ledger: Ledger) -> dict[str, Any]:
     by_trial: dict[tuple[str, int], float] = {
         (e["trial_id"], e["attempt"]): e["score"] for e in log
     }
+    before = ledger.test_evaluations_before_log()
     for exp in {e["experiment_id"] for e in log}:
         for t in ledger.trials(exp):
-            if t.status != "finished" or t.result is None:
+            if t.status != "finished" or t.result is None or (t.id, t.attempt) in before:
                 continue
             score = by_trial.get((t.id, t.attempt))
             if score is None:
@@ -96,6 +97,13 @@ def summary(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any]:
         )
     if not check["ok"]:
         warnings.append("the sealed test log fails its integrity check: " + check["problems"][0])
+    trial_ids = {t.id for t in ledger.trials(exp.id)}
+    unsealed = sum(tid in trial_ids for tid, _ in ledger.test_evaluations_before_log())
+    if unsealed:
+        warnings.append(
+            f"{unsealed} test evaluation(s) of this experiment predate the sealed test log "
+            "(made by an older fairtrial): they are stored but not chained"
+        )
     return {
         "evaluations": len(mine),
         "trials": len(per_trial),
@@ -105,5 +113,6 @@ def summary(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any]:
         "chain_ok": check["ok"],
         "chain_problems": check["problems"],
         "head": check["head"],
+        "before_log": unsealed,
         "warning": "; ".join(warnings) or None,
     }

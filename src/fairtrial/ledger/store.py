@@ -26,6 +26,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     update,
@@ -144,6 +145,13 @@ class Ledger:
 
     def _check_version(self) -> None:
         with self.engine.begin() as c:
+            since = c.execute(
+                select(s.meta.c.value).where(s.meta.c.key == "test_log_since")
+            ).first()
+            if since is None:
+                # the sealed test log starts now; evaluations already stored predate it
+                last = c.execute(select(func.max(s.test_evaluations.c.id))).scalar()
+                c.execute(insert(s.meta).values(key="test_log_since", value=str(last or 0)))
             row = c.execute(select(s.meta.c.value).where(s.meta.c.key == "schema")).first()
             if row is None:
                 c.execute(insert(s.meta).values(key="schema", value=str(s.SCHEMA_VERSION)))
@@ -504,15 +512,32 @@ class Ledger:
         return chain.check(rows, fields, which.replace("_", " "))
 
     def test_evaluation_keys(self) -> list[tuple[str, int, str, float]]:
-        """(trial_id, attempt, predictions_sha256, score) of every stored test evaluation."""
+        """(trial_id, attempt, predictions_sha256, score) of every stored test evaluation made
+        since the sealed test log existed in this ledger (see :meth:`test_log_since`)."""
         t = s.test_evaluations
         with self.engine.connect() as c:
             rows = c.execute(
-                select(t.c.trial_id, t.c.attempt, t.c.predictions_sha256, t.c.score).order_by(
-                    t.c.id
-                )
+                select(t.c.trial_id, t.c.attempt, t.c.predictions_sha256, t.c.score)
+                .where(t.c.id > self.test_log_since())
+                .order_by(t.c.id)
             ).all()
         return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def test_evaluations_before_log(self) -> set[tuple[str, int]]:
+        """(trial_id, attempt) of the evaluations made before the sealed test log existed."""
+        t = s.test_evaluations
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(t.c.trial_id, t.c.attempt).where(t.c.id <= self.test_log_since())
+            ).all()
+        return {(r[0], r[1]) for r in rows}
+
+    def test_log_since(self) -> int:
+        """The last test evaluation id made before this ledger had a sealed test log (0 for a
+        ledger that had it from the start): older evaluations cannot be in the log."""
+        with self.engine.connect() as c:
+            row = c.execute(select(s.meta.c.value).where(s.meta.c.key == "test_log_since")).first()
+        return int(row[0]) if row else 0
 
     # -- code snapshots and replications ------------------------------------------------------
     def put_code_files(self, contents: Iterable[bytes]) -> list[str]:

@@ -42,6 +42,7 @@ def render_text(doc: dict[str, Any]) -> Group:
         (f"\nclaim: {e['claim']}" if e["claim"] else ""),
     )
     parts: list[Any] = [Panel(head, expand=False)]
+    parts.append(Text("\n".join(fmt.rigor_lines(doc)), style="dim"))
     conf = f"{doc['settings']['confidence']:.0%}"
     if doc["comparisons"]:
         t = Table(
@@ -187,6 +188,8 @@ def render_md(doc: dict[str, Any]) -> str:
         f"Task `{e['task']}`, metric {e['metric']} ({fmt.direction_word(doc)} is better), "
         f"{e['seeds']} seeds, experiment `{e['id']}`."
         + (f" Claim: {e['claim']}" if e["claim"] else ""),
+        "",
+        *[f"- {line}" for line in fmt.rigor_lines(doc)],
         "",
     ]
     head = (

@@ -233,3 +233,27 @@ def cost_text(c: dict[str, Any]) -> str:
     """The comparison's cost ratios, short: "1.0× FLOPs, 1.4× time"."""
     text = str(c.get("cost_text") or "").removeprefix("for ")
     return text.replace(" the ", " ").replace(" and ", ", ")
+
+
+def rigor_lines(doc: dict[str, Any]) -> list[str]:
+    """Preregistration, the sealed test log and arm isolation, one line each."""
+    e = doc["experiment"]
+    pre = e.get("preregistered")
+    lines = [
+        "preregistration: "
+        + (pre["text"] if pre else "none (`fairtrial register SPEC` before the first run)")
+    ]
+    log = e.get("test_log")
+    if log:
+        line = (
+            f"sealed test log: {log['evaluations']} test evaluation(s) by this experiment; "
+            f"{log['experiments_on_task']} experiment(s) in this ledger evaluated this task's "
+            "test split"
+        )
+        if log.get("warning"):
+            line += f". Warning: {log['warning']}"
+        lines.append(line)
+    iso = e.get("arm_isolation")
+    if iso and iso.get("text"):
+        lines.append(("" if iso.get("ok") else "Warning: ") + f"hidden variables: {iso['text']}")
+    return lines

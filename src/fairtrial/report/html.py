@@ -47,6 +47,9 @@ def render_html(doc: dict[str, Any], details: dict[str, Any] | None = None) -> s
     ]
     if e.get("claim"):
         body.append(f"<p><strong>Claim:</strong> {_e(e['claim'])}</p>")
+    body.append(
+        "<ul class='muted'>" + "".join(f"<li>{_e(x)}</li>" for x in fmt.rigor_lines(doc)) + "</ul>"
+    )
     if doc["comparisons"]:
         body += [
             f"<h2>Verdicts</h2><p class='muted'>Effect: the arm minus the baseline, positive is "
