@@ -228,3 +228,22 @@ def test_unknown_task_lists_valid_names() -> None:
     msg = str(err.value)
     for name in FACTORIES:
         assert name in msg
+
+
+def test_modules_are_imported_from_the_spec_folder_each_time(tmp_path: Path) -> None:
+    """Two spec folders with a module of the same name, in one process: each gets its own."""
+    import os
+
+    from fairtrial.tasks import import_object
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, value in ((a, 1), (b, 2)):
+        folder.mkdir()
+        (folder / "samename_recipe.py").write_text(f"def value():\n    return {value}\n")
+    assert import_object("samename_recipe:value", a, "recipe")() == 1  # type: ignore[operator]
+    assert import_object("samename_recipe:value", b, "recipe")() == 2  # type: ignore[operator]
+    # an edited file is read again
+    (a / "samename_recipe.py").write_text("def value():\n    return 3\n")
+    st = (a / "samename_recipe.py").stat()
+    os.utime(a / "samename_recipe.py", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert import_object("samename_recipe:value", a, "recipe")() == 3  # type: ignore[operator]

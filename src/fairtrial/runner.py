@@ -149,12 +149,14 @@ class _LedgerSink:
             "partial": "the worker was lost (killed, crashed or timed out): only the wall "
             "time seen by the run is known",
         }
-        self.ledger.add_compute(job.trial_id, job.attempt, compute)
         if outcome.status == "lost":
             final = self._lost(job, outcome)
-            if final is None:
+            if final is None:  # retried: this attempt's record stays "lost"
+                self.ledger.add_compute(job.trial_id, job.attempt, compute)
                 return
             outcome = final
+            compute = {**compute, "status": final.status}
+        self.ledger.add_compute(job.trial_id, job.attempt, compute)
         self.ledger.finish(
             job.trial_id,
             job.attempt,

@@ -58,19 +58,57 @@ def _load_builtins() -> None:
     import fairtrial.tasks.builtin  # noqa: F401  (registers on import)
 
 
+def _local_source(module_name: str, base: Path) -> Path | None:
+    """The file in ``base`` that ``module_name`` would be imported from, if there is one."""
+    parts = module_name.split(".")
+    for candidate in (
+        base.joinpath(*parts).with_suffix(".py"),
+        base.joinpath(*parts, "__init__.py"),
+    ):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def _forget_if_stale(module_name: str, local: Path) -> None:
+    """Drop a cached module that came from another folder, or from an older version of the file.
+
+    Modules are cached by name for the whole process: without this, a long-lived process (the
+    inline backend, a notebook, a test session) that runs two specs with a ``toy.py`` each
+    would run the first folder's ``toy`` for both, and an edited recipe would not be re-read.
+    """
+    module = sys.modules.get(module_name)
+    if module is None:
+        return
+    file = getattr(module, "__file__", None)
+    same = file is not None and Path(file).resolve() == local
+    if same and getattr(module, "__fairtrial_mtime__", None) in (None, local.stat().st_mtime_ns):
+        return
+    top = module_name.split(".")[0]
+    for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+
+
 def import_object(ref: str, base_dir: Path | None, what: str) -> object:
     """Import ``module:attr``, looking in ``base_dir`` (the spec's folder) first."""
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"{what} '{ref}' is not of the form 'module:function'")
     added = False
+    local: Path | None = None
     if base_dir is not None:
         path = str(Path(base_dir).resolve())
+        local = _local_source(module_name, Path(path))
+        if local is not None:
+            _forget_if_stale(module_name, local)
         if path not in sys.path:
             sys.path.insert(0, path)
             added = True
     try:
         module = importlib.import_module(module_name)
+        if local is not None and not hasattr(module, "__fairtrial_mtime__"):
+            module.__fairtrial_mtime__ = local.stat().st_mtime_ns  # type: ignore[attr-defined]
     except ImportError as exc:
         raise ValueError(f"{what} '{ref}': cannot import module '{module_name}' ({exc})") from exc
     finally:
