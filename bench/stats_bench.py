@@ -22,26 +22,23 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.metadata
 import json
 import os
 import platform
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fairtrial import stats as S
 
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from log_overhead import _version
 
 
 def machine_info() -> dict[str, Any]:
