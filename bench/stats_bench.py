@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import platform
 import statistics
 import sys
@@ -39,19 +38,16 @@ from fairtrial import stats as S
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from log_overhead import _version
+from log_overhead import machine_info as machine_record
 
 
 def machine_info() -> dict[str, Any]:
-    from fairtrial.provenance import cpu_model
-
-    try:
-        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        load = "n/a"
+    """The machine, as bench/log_overhead.py records it, and the versions compared here."""
+    info = machine_record()
     return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "load_average": load,
+        "cpu": info["cpu"],
+        "cores": info["usable_cores"],
+        "load_average": info["load_average"],
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         **{lib: _version(lib) for lib in ("fairtrial", "numpy", "scipy", "rliable", "arch")},
     }

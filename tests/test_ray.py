@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +16,7 @@ from fairtrial.backends.ray import RayBackend  # noqa: E402
 from fairtrial.ledger import Ledger  # noqa: E402
 from fairtrial.runner import run_experiment  # noqa: E402
 from fairtrial.spec import load_spec  # noqa: E402
+from test_run import _run_killing_victims  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -69,27 +66,7 @@ def test_a_killed_ray_worker_is_retried_as_the_next_attempt(
 ) -> None:
     spec = load_spec(write_spec(toy_spec(seeds=2, arms='[arms.victim]\nmode = "pidfile"\n')))
     led = Ledger(tmp_path / "w.db")
-    workroot = tmp_path / ".fairtrial" / "trials" / spec.experiment_id / "victim"
-
-    def killer() -> None:
-        killed: set[Path] = set()
-        deadline = time.monotonic() + 60
-        while len(killed) < 2 and time.monotonic() < deadline:
-            for pidfile in workroot.glob("*/pid"):
-                if pidfile not in killed:
-                    os.kill(int(pidfile.read_text()), signal.SIGKILL)
-                    killed.add(pidfile)
-            time.sleep(0.02)
-
-    th = threading.Thread(target=killer)
-    th.start()
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        summary = run_experiment(spec, led, RayBackend(), show_progress=False)
-    finally:
-        os.chdir(cwd)
-        th.join()
+    summary = _run_killing_victims(spec, led, tmp_path, RayBackend())
     assert (summary.finished, summary.failed, summary.retried) == (4, 0, 2)
     by = {(t.arm, t.seed): t for t in led.trials(spec.experiment_id)}
     for seed in range(2):

@@ -227,7 +227,9 @@ def test_command_recipe_in_a_subprocess(write_spec: Callable[..., Path], ledger:
     )
 
 
-def _run_killing_victims(spec: Spec, led: Ledger, tmp_path: Path, **kw: Any) -> RunSummary:
+def _run_killing_victims(
+    spec: Spec, led: Ledger, tmp_path: Path, backend: Any = None, **kw: Any
+) -> RunSummary:
     """Run ``spec``, SIGKILLing the worker of each trial of arm "victim" on its first attempt."""
     workroot = tmp_path / ".fairtrial" / "trials" / spec.experiment_id / "victim"
 
@@ -246,7 +248,8 @@ def _run_killing_victims(spec: Spec, led: Ledger, tmp_path: Path, **kw: Any) -> 
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        return run_experiment(spec, led, LocalBackend(workers=2), show_progress=False, **kw)
+        backend = backend or LocalBackend(workers=2)
+        return run_experiment(spec, led, backend, show_progress=False, **kw)
     finally:
         os.chdir(cwd)
         th.join()
