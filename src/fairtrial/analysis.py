@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -549,19 +549,34 @@ def learning_curves(
     first metric any trial logged. Only the steps every finished seed of an arm logged are
     averaged, so the band never mixes different sets of seeds.
     """
+    trials = [t for t in ledger.trials(exp.id) if t.status == "finished"]
+    points = (
+        (t.arm, t.seed, step, metric, value)
+        for t in trials
+        for _, step, _, metric, value in ledger.metrics(t.id, t.attempt)
+    )
+    return curves_from_points(points, exp, name, confidence)
+
+
+def curves_from_points(
+    points: Iterable[tuple[str, int, int | None, str, float]],
+    exp: ExperimentRow,
+    name: str | None = None,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """:func:`learning_curves` from ``(arm, seed, step, metric, value)`` points of finished
+    trials (the ledger's, or a bundle's ``results/metrics.jsonl``)."""
     from scipy import stats as sps
 
-    trials = [t for t in ledger.trials(exp.id) if t.status == "finished"]
     series: dict[str, dict[str, dict[int, dict[int, float]]]] = {}
     names: list[str] = []
-    for t in trials:
-        for _, step, _, metric, value in ledger.metrics(t.id, t.attempt):
-            if metric not in names:
-                names.append(metric)
-            if step is not None and math.isfinite(value):
-                series.setdefault(metric, {}).setdefault(t.arm, {}).setdefault(t.seed, {})[
-                    int(step)
-                ] = float(value)
+    for arm, seed, step, metric, value in points:
+        if metric not in names:
+            names.append(metric)
+        if step is not None and math.isfinite(value):
+            series.setdefault(metric, {}).setdefault(arm, {}).setdefault(seed, {})[int(step)] = (
+                float(value)
+            )
     if name is None:
         want = f"val_{exp.metric}"
         name = want if want in series else next((n for n in names if n in series), None)
@@ -618,17 +633,37 @@ def disagreements(ledger: Ledger, exp: ExperimentRow, limit: int = 12) -> dict[s
             continue
         preds.setdefault(t.arm, []).append(np.asarray(ev["predictions"]))
     order = [a["name"] for a in exp.arms["arms"] if a["name"] in preds]
-    if len(order) < 2:
-        return None
-    truth = task.y[task.test_idx]
+    return disagreement_table(preds, order, task, limit)
+
+
+def majority_votes(
+    preds: Mapping[str, Sequence[Any]], order: Sequence[str]
+) -> dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]]:
+    """Per arm, each test example's most common label across seeds and the share that chose it.
+
+    ``preds`` maps an arm to its seeds' prediction vectors (one label per test example).
+    """
     votes: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
     for arm in order:
-        m = np.stack(preds[arm])  # seeds × examples
+        m = np.stack([np.asarray(p) for p in preds[arm]])  # seeds × examples
         labels, inv = np.unique(m, return_inverse=True)
         inv = inv.reshape(m.shape)
         counts = np.stack([(inv == k).sum(axis=0) for k in range(len(labels))])
         top = counts.argmax(axis=0)
         votes[arm] = (labels[top], counts.max(axis=0) / m.shape[0])
+    return votes
+
+
+def disagreement_table(
+    preds: Mapping[str, Sequence[Any]], order: Sequence[str], task: Any, limit: int = 12
+) -> dict[str, Any] | None:
+    """:func:`disagreements` from each arm's per-seed predictions and the task they scored."""
+    if len(order) < 2:
+        return None
+    truth = task.y[task.test_idx]
+    votes = majority_votes(preds, order)
+    if any(len(votes[a][0]) != len(truth) for a in order):
+        return None
     majority = np.stack([votes[a][0] for a in order])
     differ = np.flatnonzero((majority != majority[0]).any(axis=0))
     # most contested first: arms split on the label and the seeds agree least

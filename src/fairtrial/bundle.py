@@ -25,6 +25,7 @@ Layout::
     results/trials.json           every trial: arm, seed, status, result, seeds, config, ...
     results/metrics.jsonl         every logged metric point
     results/analysis.json         the analysis document (DESIGN.md's JSON)
+    results/predictions.json      each finished trial's test predictions (hashes in testlog.json)
     testlog.json                  the experiment's sealed test log entries, with their hashes
 
 Reading (:func:`read_bundle`) never imports or runs anything from the bundle. It validates
@@ -248,6 +249,18 @@ def bundle_files(ledger: Ledger, exp: ExperimentRow) -> dict[str, bytes]:
             lines.append(json.dumps(row, allow_nan=False))
     files["results/metrics.jsonl"] = ("\n".join(lines) + ("\n" if lines else "")).encode()
     files["results/analysis.json"] = _dumps(_clean(analyze(ledger, exp)))
+    current = {t.id: t.attempt for t in trials if t.status == "finished"}
+    # compact: one label per test example per trial adds up
+    files["results/predictions.json"] = json.dumps(
+        {
+            ev["trial_id"]: {"attempt": ev["attempt"], "predictions": ev["predictions"]}
+            for ev in ledger.test_evaluations(exp.id)
+            if current.get(ev["trial_id"]) == ev["attempt"]
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        allow_nan=False,
+    ).encode()
     files["testlog.json"] = _dumps(
         _clean(
             {"summary": testlog.summary(ledger, exp), "entries": testlog.excerpt(ledger, exp.id)}
@@ -668,6 +681,18 @@ def _check_contents(b: Bundle) -> None:
                 f"results/trials.json: trial {e['trial_id']} reports {t.get('result')!r}, its "
                 f"sealed test log entry {e['score']!r} (edited)"
             )
+    if "results/predictions.json" in b.manifest["files"]:
+        logged = {
+            (e["trial_id"], e["attempt"]): e.get("predictions_sha256")
+            for e in b.json("testlog.json").get("entries", [])
+        }
+        for trial_id, p in b.json("results/predictions.json").items():
+            digest = hashlib.sha256(json.dumps(p["predictions"]).encode()).hexdigest()
+            if logged.get((trial_id, p["attempt"]), digest) != digest:
+                problems.append(
+                    f"results/predictions.json: trial {trial_id}'s predictions differ from "
+                    f"those its sealed test log entry hashed (edited)"
+                )
     if problems:
         raise BundleError("bundle is inconsistent: " + "; ".join(problems))
 

@@ -11,6 +11,7 @@
     ├── RegistrationError          a preregistration cannot be made (e.g. trials already ran)
     ├── BundleError                a bundle is unsafe, corrupt or modified (names the member)
     ├── ReplicationError           a bundle cannot be replicated as asked (e.g. no tolerance)
+    ├── RegistryError              a registry refused a request, or cannot be reached
     └── MissingDependency          an optional extra is not installed (says which one)
 
 Exceptions raised *inside* a trial never cross this tree: a trial that raises is a result
@@ -54,6 +55,14 @@ class BundleError(FairtrialError):
 
 class ReplicationError(FairtrialError):
     """A bundle cannot be replicated as asked (no tolerance, no code snapshot, ...)."""
+
+
+class RegistryError(FairtrialError):
+    """A registry request is invalid or was refused; ``status`` is the HTTP status it maps to."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class MissingDependency(FairtrialError):

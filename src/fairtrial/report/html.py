@@ -125,6 +125,36 @@ def render_html(doc: dict[str, Any], details: dict[str, Any] | None = None) -> s
     )
 
 
+#: the report's stylesheet, which the registry's pages share
+CSS = _CSS
+
+
+def figures(doc: dict[str, Any], curves: dict[str, Any] | None = None) -> dict[str, str]:
+    """The report's figures as inline SVG (escaped), by name; figures without data are left out."""
+    made = {
+        "paired": _paired_plot(doc),
+        "forest": _forest_plot(doc),
+        "curves": _curves_plot(curves, doc),
+        "compute": _compute_plot(doc),
+    }
+    return {k: v for k, v in made.items() if v}
+
+
+def verdict_table(rows: list[dict[str, Any]], against: str) -> str:
+    """The verdicts (``against="vs"``) or ablations (``"removed"``) table as escaped HTML."""
+    return _verdict_table(rows, against)
+
+
+def arms_table(doc: dict[str, Any]) -> str:
+    """The per-arm table (n, failures, mean, interval) as escaped HTML."""
+    return _arms_table(doc, f"{doc['settings']['confidence']:.0%}")
+
+
+def draw_input(x: list[Any] | None, how: dict[str, Any] | None) -> str:
+    """A test input drawn as SVG (image, signal) or as escaped text."""
+    return _draw(x, how or {})
+
+
 def _verdict_table(rows: list[dict[str, Any]], against: str) -> str:
     head = (
         f"<table><tr><th class='l'>arm</th><th class='l'>{against}</th><th class='l'>verdict</th>"

@@ -1,0 +1,440 @@
+"""The registry's web application: a JSON API (with its OpenAPI description) and the web UI.
+
+Built on FastAPI (Starlette underneath, served by uvicorn). Reads are public; every write needs
+a token in ``Authorization: Bearer ...`` (see :meth:`Registry.create_token`). Uploads are
+streamed to a temporary file with a byte limit (413 past it), verified as bundles and never
+executed. Every response carries a restrictive content-security policy: no scripts at all, styles
+and images from the registry itself only, no framing. Errors are JSON ``{"error": "..."}`` with a
+4xx status for the client's mistakes; a 500 says only that something broke (details go to the
+server's log, never to the client).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import fairtrial
+from fairtrial.bundle import Limits
+from fairtrial.diff import diff as diff_captures
+from fairtrial.errors import BundleError, FairtrialError, RegistryError
+from fairtrial.server.registry import MAX_PAGE, SORTS, Filters, Registry
+
+log = logging.getLogger("fairtrial.server")
+
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+#: what an upload may weigh (compressed); a bundle of 40 digits trials is ~100 KiB
+DEFAULT_MAX_UPLOAD = 64 << 20
+#: a replication record is a few KiB to a few hundred
+MAX_RECORD = 4 << 20
+#: what the registry lets a bundle unpack to (the CLI's own limits are far looser)
+SERVER_LIMITS = Limits(
+    max_members=5_000, max_member_bytes=128 << 20, max_total_bytes=512 << 20, max_depth=16
+)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": text,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"error": {"type": "string"}},
+                    "required": ["error"],
+                }
+            }
+        },
+    }
+    for code, text in [
+        (400, "bad request"),
+        (401, "no valid token (writes need 'Authorization: Bearer TOKEN')"),
+        (404, "no such task, experiment or page"),
+        (413, "the request body is larger than the registry accepts"),
+        (415, "wrong content type"),
+        (422, "the request or the upload is invalid; the message names what and why"),
+    ]
+}
+
+
+def _err(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_limited(request: Request, limit: int, dest: Any | None = None) -> bytes:
+    """The request body, refusing (413) as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise RegistryError(f"request body of {declared} bytes: the limit is {limit}", 413)
+        except ValueError:
+            raise RegistryError("Content-Length is not a number", 400) from None
+    got = 0
+    chunks: list[bytes] = []
+    async for chunk in request.stream():
+        got += len(chunk)
+        if got > limit:
+            raise RegistryError(f"request body passed {limit} bytes: the limit", 413)
+        if dest is not None:
+            dest.write(chunk)
+        else:
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    store: str | Path | None = None,
+    *,
+    max_upload: int = DEFAULT_MAX_UPLOAD,
+    registry: Registry | None = None,
+) -> FastAPI:
+    """The registry app on ``store`` (default ``./.fairtrial/registry.db``)."""
+    reg = registry or Registry(store, limits=SERVER_LIMITS)
+    app = FastAPI(
+        title="fairtrial registry",
+        version=fairtrial.__version__,
+        description="Bundles, replications and leaderboards ranked by what holds up. Reads are "
+        "public; writes need a token in 'Authorization: Bearer TOKEN'.",
+        docs_url=None,  # the interactive docs load scripts from a CDN; the registry works offline
+        redoc_url=None,
+    )
+    app.state.registry = reg
+
+    @app.middleware("http")
+    async def headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        try:
+            response = await call_next(request)
+        except Exception:  # pragma: no cover - the handlers below catch what they know
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            response = _err(500, "internal error (logged by the registry)")
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        return response
+
+    @app.exception_handler(RegistryError)
+    async def registry_error(request: Request, exc: RegistryError) -> Response:
+        return _error_response(request, exc.status, str(exc))
+
+    @app.exception_handler(BundleError)
+    async def bundle_error(request: Request, exc: BundleError) -> Response:
+        return _error_response(request, 422, f"bundle refused: {exc}")
+
+    @app.exception_handler(FairtrialError)
+    async def fairtrial_error(request: Request, exc: FairtrialError) -> Response:
+        return _error_response(request, 400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for e in exc.errors()[:5]:
+            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("query", "path", "body"))
+            problems.append(f"{where or 'request'}: {e.get('msg', 'invalid')}")
+        return _error_response(request, 422, "; ".join(problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        text = exc.detail if isinstance(exc.detail, str) else "error"
+        if exc.status_code == 404:
+            text = f"no such page: {request.url.path[:200]}"
+        return _error_response(request, exc.status_code, text)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error_response(request, 500, "internal error (logged by the registry)")
+
+    def _auth(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        token_id = reg.check_token(token.strip()) if scheme.lower() == "bearer" else None
+        if token_id is None:
+            raise RegistryError(
+                "this write needs a valid token: 'Authorization: Bearer TOKEN' (fairtrial serve "
+                "--create-token NAME makes one)",
+                401,
+            )
+        return token_id
+
+    # -- API: writes --------------------------------------------------------------------------
+    @app.post(
+        "/api/bundles",
+        tags=["write"],
+        summary="Upload a bundle (verified on arrival, never executed)",
+        status_code=201,
+        responses={200: {"description": "this bundle was already stored"}, **_ERRORS},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                },
+            }
+        },
+    )
+    async def upload_bundle(request: Request) -> Response:
+        token_id = _auth(request)
+        fd, name = tempfile.mkstemp(prefix="fairtrial-upload-", suffix=".tar.gz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                await _read_limited(request, max_upload, f)
+            if os.path.getsize(name) == 0:
+                raise RegistryError("empty upload: send the bundle file as the request body", 422)
+            summary, created = await run_in_threadpool(reg.add_bundle, name, token_id)
+        finally:
+            os.unlink(name)
+        return JSONResponse({**summary, "created": created}, status_code=201 if created else 200)
+
+    @app.post(
+        "/api/experiments/{ref}/replications",
+        tags=["write"],
+        summary="Upload a replication record of this experiment's bundle",
+        status_code=201,
+        responses={200: {"description": "this record was already stored"}, **_ERRORS},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
+    async def upload_replication(ref: str, request: Request) -> Response:
+        token_id = _auth(request)
+        raw = await _read_limited(request, MAX_RECORD)
+        try:
+            record = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise RegistryError("replication record: the body is not JSON", 422) from None
+        sha = await run_in_threadpool(reg.resolve, ref)
+        if not isinstance(record, dict) or (record.get("bundle") or {}).get("sha256") != sha:
+            bundle = record.get("bundle") if isinstance(record, dict) else None
+            got = bundle.get("sha256") if isinstance(bundle, dict) else None
+            raise RegistryError(
+                f"replication record: bundle.sha256 {str(got)[:12]!r} is not experiment "
+                f"{sha[:12]}'s bundle",
+                422,
+            )
+        summary, created = await run_in_threadpool(reg.add_replication, record, token_id)
+        return JSONResponse({**summary, "created": created}, status_code=201 if created else 200)
+
+    @app.put(
+        "/api/tasks/{task}/reference",
+        tags=["write"],
+        summary="Make an experiment's baseline the task's reference baseline",
+        responses=_ERRORS,
+    )
+    def set_reference(
+        task: str, request: Request, experiment: Annotated[str, Query(max_length=64)]
+    ) -> dict[str, Any]:
+        _auth(request)
+        return {"task": task, "reference_baseline": reg.set_reference(task, experiment)}
+
+    # -- API: reads ---------------------------------------------------------------------------
+    @app.get("/api", tags=["read"], summary="What this registry serves")
+    def api_index() -> dict[str, Any]:
+        return {
+            "registry": "fairtrial",
+            "version": fairtrial.__version__,
+            "openapi": "/openapi.json",
+            "tasks": "/api/tasks",
+            "experiments": "/api/experiments",
+        }
+
+    @app.get("/api/tasks", tags=["read"], summary="Tasks with experiment and replication counts")
+    def api_tasks() -> list[dict[str, Any]]:
+        return reg.tasks()
+
+    @app.get(
+        "/api/tasks/{task}/leaderboard",
+        tags=["read"],
+        summary="A task's leaderboard: one entry per arm, best first",
+        responses=_ERRORS,
+    )
+    def api_leaderboard(
+        task: str,
+        sort: Annotated[str, Query(description=", ".join(SORTS))] = "score",
+        order: Annotated[str | None, Query(pattern="^(asc|desc)$")] = None,
+        metric: Annotated[str | None, Query(max_length=64)] = None,
+        kind: Annotated[str, Query(pattern="^(all|arm|baseline)$")] = "all",
+        device: Annotated[str | None, Query(pattern="^(cpu|gpu)$")] = None,
+        hardware: Annotated[str | None, Query(max_length=100)] = None,
+        max_time: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+        max_flops: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+        verdict: Annotated[
+            str | None, Query(pattern="^(better|worse|equivalent|inconclusive)$")
+        ] = None,
+        q: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    ) -> dict[str, Any]:
+        filters = Filters(
+            metric=metric,
+            kind=kind,
+            device=device,
+            hardware=hardware,
+            max_time=max_time,
+            max_flops=max_flops,
+            verdict=verdict,
+            q=q,
+        )
+        return reg.leaderboard(
+            task, sort=sort, order=order, filters=filters, limit=limit, offset=offset
+        )
+
+    @app.get(
+        "/api/experiments",
+        tags=["read"],
+        summary="Search and filter experiments, newest first",
+        responses=_ERRORS,
+    )
+    def api_search(
+        q: Annotated[str | None, Query(max_length=200)] = None,
+        task: Annotated[str | None, Query(max_length=200)] = None,
+        device: Annotated[str | None, Query(pattern="^(cpu|gpu)$")] = None,
+        verdict: Annotated[
+            str | None, Query(pattern="^(better|worse|equivalent|inconclusive)$")
+        ] = None,
+        replicated: bool | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    ) -> dict[str, Any]:
+        return reg.search(
+            q,
+            task=task,
+            device=device,
+            verdict=verdict,
+            replicated=replicated,
+            limit=limit,
+            offset=offset,
+        )
+
+    @app.get(
+        "/api/experiments/{ref}",
+        tags=["read"],
+        summary="An experiment: its registry row, full analysis, figures and replications",
+        responses=_ERRORS,
+    )
+    def api_experiment(ref: str) -> dict[str, Any]:
+        return reg.experiment(ref)
+
+    @app.get(
+        "/api/experiments/{ref}/replications",
+        tags=["read"],
+        summary="The experiment's replication records",
+        responses=_ERRORS,
+    )
+    def api_replications(ref: str) -> list[dict[str, Any]]:
+        return reg.replications(ref)
+
+    @app.get(
+        "/api/experiments/{ref}/predictions",
+        tags=["read"],
+        summary="Each arm's majority prediction for a test example, with the truth",
+        responses=_ERRORS,
+    )
+    def api_predictions(
+        ref: str, index: Annotated[int | None, Query(ge=0, le=10**7)] = None
+    ) -> dict[str, Any]:
+        info, table = reg.predictions(ref)
+        if table is None:
+            raise RegistryError(
+                f"experiment {info['id'][:12]}: no predictions ({info['why']})", 404
+            )
+        if index is None:
+            return {**info, "n_test": table["n_test"], "arms": list(table["arms"])}
+        return {**info, **example(table, index)}
+
+    @app.get(
+        "/api/experiments/{ref}/bundle",
+        tags=["read"],
+        summary="The experiment's bundle, byte for byte as uploaded",
+        responses={
+            200: {
+                "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}
+            },
+            **_ERRORS,
+        },
+    )
+    def api_bundle(ref: str) -> Response:
+        sha = reg.resolve(ref)
+        return Response(
+            reg.bundle(sha),
+            media_type="application/gzip",
+            headers={"Content-Disposition": f'attachment; filename="{sha[:16]}.tar.gz"'},
+        )
+
+    @app.get(
+        "/api/compare",
+        tags=["read"],
+        summary="Two experiments side by side: every captured difference (fairtrial diff)",
+        responses=_ERRORS,
+    )
+    def api_compare(
+        a: Annotated[str, Query(max_length=64)], b: Annotated[str, Query(max_length=64)]
+    ) -> dict[str, Any]:
+        return compare(reg, a, b)
+
+    from fairtrial.server.pages import add_pages
+
+    add_pages(app, reg)
+    return app
+
+
+def example(table: dict[str, Any], index: int) -> dict[str, Any]:
+    """One test example of a predictions table: truth and each arm's majority label."""
+    n = int(table["n_test"])
+    if not 0 <= index < n:
+        raise RegistryError(f"index {index}: valid test examples are 0..{n - 1}", 404)
+    truth = table["truth"][index]
+    return {
+        "index": index,
+        "truth": truth,
+        "arms": {
+            arm: {
+                "prediction": t["labels"][index],
+                "agreement": t["agreement"][index],
+                "correct": t["labels"][index] == truth,
+                "seeds": t["seeds"],
+            }
+            for arm, t in table["arms"].items()
+        },
+    }
+
+
+def compare(reg: Registry, a: str, b: str) -> dict[str, Any]:
+    """Both experiments' summaries and verdicts, and the diff of their captures."""
+    sa, sb = reg.resolve(a), reg.resolve(b)
+    docs = {sa: reg.doc(sa), sb: reg.doc(sb)}
+    found = diff_captures(reg.capture(sa), reg.capture(sb))
+    return {
+        "a": {**reg.summary(sa), "comparisons": docs[sa]["comparisons"]},
+        "b": {**reg.summary(sb), "comparisons": docs[sb]["comparisons"]},
+        "diff": found,
+    }
+
+
+def _error_response(request: Request, status: int, message: str) -> Response:
+    if request.url.path.startswith("/api") or request.url.path == "/openapi.json":
+        return _err(status, message)
+    from fairtrial.server.pages import error_page
+
+    return error_page(status, message)

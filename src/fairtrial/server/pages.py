@@ -1,0 +1,301 @@
+"""The registry's web UI: server-rendered pages, no scripts, no CDN, escaped by default.
+
+Jinja2 autoescapes every value; the only markup passed through unescaped is the SVG that
+:mod:`fairtrial.report.svg` draws, which escapes every text it contains. Sorting and filtering
+are plain links and GET forms, so every view has a URL and works without JavaScript.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+import fairtrial
+from fairtrial.diff import diff as diff_captures
+from fairtrial.errors import RegistryError
+from fairtrial.report import fmt
+from fairtrial.report import html as report_html
+from fairtrial.server.registry import MAX_PAGE, SORTS, Filters, Registry
+
+HERE = Path(__file__).parent
+_ENV = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_CSS = report_html.CSS + (HERE / "static" / "registry.css").read_text()
+
+
+def num(x: Any, digits: int = 4) -> str:
+    """A number for a table cell: ``—`` when missing, else ``digits`` decimals."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{float(x):.{digits}f}"
+
+
+def signed(x: Any, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{float(x):+.{digits}f}"
+
+
+def si(x: Any, unit: str = "") -> str:
+    """1.23e9 -> '1.23 G' (FLOPs, joules)."""
+    if x is None:
+        return "—"
+    v = float(x)
+    for size, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= size:
+            return f"{v / size:.3g} {prefix}{unit}"
+    return f"{v:.3g} {unit}".rstrip()
+
+
+def seconds(x: Any) -> str:
+    if x is None:
+        return "—"
+    v = float(x)
+    return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s" if v < 120 else f"{v / 60:.1f} min"
+
+
+def date(ts: Any) -> str:
+    import datetime as dt
+
+    if ts is None:
+        return "—"
+    return dt.datetime.fromtimestamp(float(ts), dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+_ENV.filters.update(num=num, signed=signed, si=si, seconds=seconds, date=date)
+_ENV.globals.update(version=fairtrial.__version__)
+
+
+def render(template: str, code: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_ENV.get_template(template).render(**context), status_code=code)
+
+
+def error_page(status: int, message: str) -> HTMLResponse:
+    return render("error.html", status, status=status, message=message, title=f"{status}")
+
+
+def _svg(markup: str | None) -> Markup:
+    """SVG drawn by fairtrial.report.svg (whose text is escaped) passed through as markup."""
+    return Markup(markup or "")
+
+
+def add_pages(app: FastAPI, reg: Registry) -> None:
+    """Mount the web UI's routes on ``app``."""
+
+    @app.get("/static/style.css", include_in_schema=False)
+    def style() -> Response:
+        return Response(
+            _CSS, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
+        )
+
+    @app.get("/", include_in_schema=False, response_class=HTMLResponse)
+    def tasks_page() -> HTMLResponse:
+        tasks = reg.tasks()
+        recent = reg.search(limit=10)["experiments"]
+        return render("tasks.html", tasks=tasks, recent=recent, title="tasks")
+
+    @app.get("/search", include_in_schema=False, response_class=HTMLResponse)
+    def search_page(
+        q: Annotated[str | None, Query(max_length=200)] = None,
+        task: Annotated[str | None, Query(max_length=200)] = None,
+        offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    ) -> HTMLResponse:
+        found = reg.search(q or None, task=task or None, limit=50, offset=offset)
+        return render("search.html", found=found, q=q or "", task=task or "", title="search")
+
+    @app.get("/tasks/{task}", include_in_schema=False, response_class=HTMLResponse)
+    def leaderboard_page(
+        request: Request,
+        task: str,
+        sort: Annotated[str, Query(max_length=20)] = "score",
+        order: Annotated[str | None, Query(pattern="^(asc|desc)$")] = None,
+        metric: Annotated[str | None, Query(max_length=64)] = None,
+        kind: Annotated[str, Query(pattern="^(all|arm|baseline)$")] = "all",
+        device: Annotated[str | None, Query(pattern="^(|cpu|gpu)$")] = None,
+        hardware: Annotated[str | None, Query(max_length=100)] = None,
+        max_time: Annotated[str | None, Query(max_length=30)] = None,
+        max_flops: Annotated[str | None, Query(max_length=30)] = None,
+        q: Annotated[str | None, Query(max_length=200)] = None,
+        offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    ) -> HTMLResponse:
+        filters = Filters(
+            metric=metric or None,
+            kind=kind,
+            device=device or None,
+            hardware=hardware or None,
+            max_time=_number("max_time", max_time),
+            max_flops=_number("max_flops", max_flops),
+            q=q or None,
+        )
+        board = reg.leaderboard(task, sort=sort, order=order, filters=filters, offset=offset)
+        params = {
+            k: v
+            for k, v in dict(request.query_params).items()
+            if v and k not in ("sort", "order", "offset")
+        }
+
+        def link(**change: Any) -> str:
+            merged = {**params, "sort": board["sort"], "order": board["order"], **change}
+            return f"/tasks/{task}?" + urlencode({k: v for k, v in merged.items() if v})
+
+        def sort_link(key: str) -> str:
+            # clicking the column already sorted flips its order
+            if key == board["sort"]:
+                return link(sort=key, order="asc" if board["order"] == "desc" else "desc")
+            return link(sort=key, order="")
+
+        return render(
+            "leaderboard.html",
+            board=board,
+            filters=filters,
+            sort_link=sort_link,
+            link=link,
+            sorts=SORTS,
+            page=MAX_PAGE,
+            title=f"{task} leaderboard",
+        )
+
+    @app.get("/experiments/{ref}", include_in_schema=False, response_class=HTMLResponse)
+    def experiment_page(ref: str) -> HTMLResponse:
+        e = reg.experiment(ref)
+        doc = e["analysis"]
+        figures = {k: _svg(v) for k, v in e["figures"].items()}
+        heads, rows, notes = fmt.compute_rows(doc)
+        pred = doc.get("predictions")
+        disagree = None
+        if pred:
+            disagree = {
+                "examples": pred["examples"],
+                "arms": list(pred["examples"][0]["arms"]) if pred["examples"] else [],
+                "drawn": {
+                    str(x["index"]): _svg(
+                        report_html.draw_input(
+                            (pred.get("inputs") or {}).get(str(x["index"])), pred.get("input")
+                        )
+                    )
+                    for x in pred["examples"]
+                },
+                "line": fmt.disagreement_line(pred),
+                "accuracy": pred.get("majority_vote_accuracy") or {},
+            }
+        return render(
+            "experiment.html",
+            e=e,
+            doc=doc,
+            figures=figures,
+            verdicts=Markup(report_html.verdict_table(doc["comparisons"], "vs"))
+            if doc["comparisons"]
+            else None,
+            ablations=Markup(report_html.verdict_table(doc["ablations"], "removed"))
+            if doc["ablations"]
+            else None,
+            arms_table=Markup(report_html.arms_table(doc)),
+            rigor=fmt.rigor_lines(doc),
+            methods=fmt.methods(doc),
+            compute=(heads, rows, notes),
+            disagree=disagree,
+            title=e["name"],
+        )
+
+    @app.get("/experiments/{ref}/predictions", include_in_schema=False, response_class=HTMLResponse)
+    def predictions_page(
+        ref: str,
+        index: Annotated[str | None, Query(max_length=12)] = None,
+    ) -> HTMLResponse:
+        from fairtrial.server.app import example
+
+        info, table = reg.predictions(ref)
+        e = reg.summary(info["id"])
+        if table is None:
+            return render(
+                "predictions.html", e=e, info=info, table=None, ex=None, title="predictions"
+            )
+        n = int(table["n_test"])
+        disagree = info.get("disagreements") or {}
+        contested = [x["index"] for x in disagree.get("examples", [])]
+        if index in (None, ""):
+            i = contested[0] if contested else 0
+        else:
+            try:
+                i = int(index)
+            except ValueError:
+                raise RegistryError(
+                    f"index '{index}': give a test example number 0..{n - 1}", 422
+                ) from None
+        ex = example(table, i)
+        drawn = _svg(report_html.draw_input(_input(info["task"], i), _how(info["task"])))
+        return render(
+            "predictions.html",
+            e=e,
+            info=info,
+            table=table,
+            ex=ex,
+            drawn=drawn,
+            n=n,
+            contested=contested,
+            prev=(i - 1) % n,
+            next=(i + 1) % n,
+            title="predictions",
+        )
+
+    @app.get("/compare", include_in_schema=False, response_class=HTMLResponse)
+    def compare_page(
+        a: Annotated[str | None, Query(max_length=64)] = None,
+        b: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> HTMLResponse:
+        if not a or not b:
+            return render("compare.html", pair=None, a=a or "", b=b or "", title="compare")
+        sa, sb = reg.resolve(a), reg.resolve(b)
+        pair = {"a": reg.experiment(sa), "b": reg.experiment(sb)}
+        found = diff_captures(reg.capture(sa), reg.capture(sb))
+        return render("compare.html", pair=pair, diff=found, a=sa, b=sb, title="compare")
+
+
+def _number(name: str, text: str | None) -> float | None:
+    if text in (None, ""):
+        return None
+    try:
+        v = float(str(text).replace("_", ""))
+    except ValueError:
+        raise RegistryError(
+            f"{name} '{str(text)[:30]}': give a number, e.g. 1.5 or 2e9", 422
+        ) from None
+    if not math.isfinite(v) or v < 0:
+        raise RegistryError(f"{name} '{str(text)[:30]}': give a number >= 0", 422)
+    return v
+
+
+def _task(name: str) -> Any:
+    from fairtrial.tasks import get_task
+
+    if ":" in name:  # the uploader's code: never imported here
+        return None
+    try:
+        return get_task(name)
+    except Exception:
+        return None
+
+
+def _input(task_name: str, index: int) -> list[Any] | None:
+    task = _task(task_name)
+    if task is None:
+        return None
+    return [float(v) for v in task.x[task.test_idx[index]].ravel().tolist()]
+
+
+def _how(task_name: str) -> dict[str, Any] | None:
+    from fairtrial.analysis import _input_shape
+
+    task = _task(task_name)
+    return None if task is None else _input_shape(task)

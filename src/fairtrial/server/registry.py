@@ -1,0 +1,666 @@
+"""The registry's store: bundles, replications, tokens and leaderboards over SQLAlchemy Core.
+
+``Registry(store)`` opens (and creates) the registry's tables in an SQLite file (default
+``./.fairtrial/registry.db``) or a PostgreSQL URL, with the ledger's URL handling. Every write is
+one transaction: a bundle with its experiment, entries and trials lands whole or not at all, and
+a replication record lands together with its experiment's updated counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    and_,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+
+from fairtrial.bundle import Limits
+from fairtrial.errors import RegistryError
+from fairtrial.ledger.store import _safe, _sqlite_pragmas, store_url
+from fairtrial.server import schema as s
+from fairtrial.server.ingest import ingest
+
+DEFAULT_REGISTRY = ".fairtrial/registry.db"
+OUTCOMES = ("replicated", "not replicated", "inconclusive")
+#: leaderboard sort keys: column and the order that puts the best first
+SORTS: dict[str, tuple[str, str]] = {
+    "score": ("score", "desc"),
+    "mean": ("mean", "best"),
+    "effect": ("effect", "desc"),
+    "seeds": ("n", "desc"),
+    "time": ("wall_time_mean_s", "asc"),
+    "flops": ("flops_mean", "asc"),
+    "energy": ("energy_mean_j", "asc"),
+    "replicated": ("replicated", "desc"),
+    "uploaded": ("uploaded_at", "desc"),
+}
+MAX_PAGE = 200
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a leaderboard shows: which metric, arms, hardware and compute budget."""
+
+    metric: str | None = None
+    kind: str = "all"  # all | arm | baseline
+    device: str | None = None  # cpu | gpu
+    hardware: str | None = None  # substring of the hardware description
+    max_time: float | None = None  # seconds of wall time per trial
+    max_flops: float | None = None  # FLOPs per trial
+    verdict: str | None = None
+    q: str | None = None  # substring of the experiment's name, claim, recipe or arms
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern matching ``text`` literally (``\\`` escapes)."""
+    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class Registry:
+    """Open with ``Registry(store)``: a URL, a file path, or None for the default file."""
+
+    def __init__(self, store: str | Path | None = None, *, limits: Limits | None = None) -> None:
+        self.url = store_url(store if store is not None else DEFAULT_REGISTRY)
+        self.limits = limits or Limits()
+        try:
+            self.engine: Engine = create_engine(self.url, future=True)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise RegistryError(f"cannot open registry store '{_safe(store)}': {exc}") from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        for attempt in range(5):
+            try:
+                s.metadata.create_all(self.engine)
+                break
+            except (OperationalError, IntegrityError, ProgrammingError) as exc:
+                text = str(exc.orig).lower()
+                if attempt == 4 or not any(w in text for w in ("exist", "duplicate", "unique")):
+                    raise RegistryError(
+                        f"cannot open registry store '{_safe(store)}': "
+                        f"{' '.join(str(exc.orig).split())}"
+                    ) from None
+                time.sleep(0.05 * (attempt + 1))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- tokens -------------------------------------------------------------------------------
+    def create_token(self, name: str) -> str:
+        """A new write token; only its sha256 is stored, so this is the one time it is seen."""
+        token = "ft_" + secrets.token_urlsafe(32)
+        with self.engine.begin() as c:
+            c.execute(
+                insert(s.tokens).values(
+                    id=secrets.token_hex(8),
+                    name=name[:200],
+                    token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+                    created_at=time.time(),
+                )
+            )
+        return token
+
+    def check_token(self, token: str | None) -> str | None:
+        """The id of the live token ``token`` is, or None."""
+        if not token:
+            return None
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(s.tokens.c.id).where(
+                    s.tokens.c.token_sha256 == digest, s.tokens.c.revoked_at.is_(None)
+                )
+            ).first()
+        return None if row is None else str(row[0])
+
+    def tokens(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(
+                    s.tokens.c.id, s.tokens.c.name, s.tokens.c.created_at, s.tokens.c.revoked_at
+                ).order_by(s.tokens.c.created_at)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def revoke_token(self, token_id: str) -> bool:
+        with self.engine.begin() as c:
+            done = c.execute(
+                update(s.tokens)
+                .where(s.tokens.c.id == token_id, s.tokens.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            ).rowcount
+        return bool(done)
+
+    # -- writes -------------------------------------------------------------------------------
+    def add_bundle(
+        self, path: str | Path, token_id: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """Verify, analyse and store the bundle at ``path``: (its summary, whether it is new).
+
+        Raises :class:`BundleError` (the bundle is refused; nothing is stored)."""
+        sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        if self._exists(sha):
+            return self.summary(sha), False
+        got = ingest(path, limits=self.limits, now=time.time())
+        got.experiment["token_id"] = token_id
+        try:
+            with self.engine.begin() as c:
+                c.execute(
+                    insert(s.bundles).values(
+                        sha256=got.sha256,
+                        size=len(got.content),
+                        content=got.content,
+                        uploaded_at=got.experiment["uploaded_at"],
+                    )
+                )
+                c.execute(insert(s.experiments).values(**got.experiment))
+                if got.entries:
+                    c.execute(insert(s.entries), got.entries)
+                if got.trials:
+                    c.execute(insert(s.trials), got.trials)
+        except IntegrityError:
+            if self._exists(sha):  # the same bundle uploaded twice at once
+                return self.summary(sha), False
+            raise
+        return self.summary(sha), True
+
+    def add_replication(
+        self, record: Any, token_id: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """Store a replication record (``fairtrial replicate``'s JSON) against its bundle."""
+        rec = _check_record(record)
+        sha = rec["bundle"]["sha256"]
+        exp = self._row(sha)
+        if exp is None:
+            raise RegistryError(
+                f"replication record: bundle {sha[:12]} is not in this registry; push the bundle "
+                "first (fairtrial push BUNDLE --to URL)",
+                404,
+            )
+        if rec["original"]["experiment_id"] != exp["experiment_id"]:
+            raise RegistryError(
+                f"replication record: original.experiment_id {rec['original']['experiment_id']!r} "
+                f"is not bundle {sha[:12]}'s experiment ({exp['experiment_id'][:12]})",
+                422,
+            )
+        blob = json.dumps(rec, sort_keys=True, separators=(",", ":"))
+        rid = hashlib.sha256(blob.encode()).hexdigest()
+        column = {"replicated": "replicated", "not replicated": "failed"}.get(
+            rec["outcome"], "inconclusive"
+        )
+        rep = rec.get("replication") or {}
+        try:
+            with self.engine.begin() as c:
+                c.execute(
+                    insert(s.replications).values(
+                        id=rid,
+                        experiment=sha,
+                        outcome=rec["outcome"],
+                        seeds=str(rep.get("seeds") or "")[:16],
+                        host=str(rep.get("host") or "")[:200],
+                        badge=(str((rec.get("acm") or {}).get("badge") or "")[:64] or None),
+                        created_at=str(rec.get("created_at") or "")[:32],
+                        uploaded_at=time.time(),
+                        token_id=token_id,
+                        record_json=blob,
+                    )
+                )
+                col = s.experiments.c[column]
+                c.execute(
+                    update(s.experiments).where(s.experiments.c.id == sha).values({col: col + 1})
+                )
+        except IntegrityError:
+            return {"id": rid, "experiment": sha, "outcome": rec["outcome"]}, False
+        return {"id": rid, "experiment": sha, "outcome": rec["outcome"]}, True
+
+    def set_reference(self, task: str, experiment: str) -> str:
+        """Make ``experiment``'s baseline the task's reference baseline; returns its key."""
+        row = self.experiment_row(experiment)
+        if row["task"] != task:
+            raise RegistryError(
+                f"experiment {row['id'][:12]} is on task '{row['task']}', not '{task}'", 422
+            )
+        with self.engine.begin() as c:
+            c.execute(s.meta.delete().where(s.meta.c.key == f"reference:{task}"))
+            c.execute(insert(s.meta).values(key=f"reference:{task}", value=row["baseline_key"]))
+        return str(row["baseline_key"])
+
+    # -- reads --------------------------------------------------------------------------------
+    def _exists(self, sha: str) -> bool:
+        with self.engine.connect() as c:
+            return (
+                c.execute(select(s.experiments.c.id).where(s.experiments.c.id == sha)).first()
+                is not None
+            )
+
+    def _row(self, sha: str) -> dict[str, Any] | None:
+        cols = [
+            c
+            for c in s.experiments.c
+            if c.name
+            not in ("doc_json", "figures_json", "predictions_json", "search", "capture_json")
+        ]
+        with self.engine.connect() as c:
+            row = c.execute(select(*cols).where(s.experiments.c.id == sha)).mappings().first()
+        return None if row is None else dict(row)
+
+    def resolve(self, ref: str) -> str:
+        """The full id of the experiment ``ref`` names: a bundle sha256 or a unique prefix
+        of at least 8 hex digits."""
+        ref = ref.strip().lower()
+        if not (8 <= len(ref) <= 64) or any(ch not in "0123456789abcdef" for ch in ref):
+            raise RegistryError(
+                f"experiment '{ref[:80]}': give the bundle's sha256 (or at least its first 8 hex "
+                "digits)",
+                404,
+            )
+        if len(ref) == 64:
+            if not self._exists(ref):
+                raise RegistryError(f"experiment {ref[:12]}: not in this registry", 404)
+            return ref
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(s.experiments.c.id).where(s.experiments.c.id.like(ref + "%")).limit(2)
+            ).all()
+        if not rows:
+            raise RegistryError(f"experiment {ref}: not in this registry", 404)
+        if len(rows) > 1:
+            raise RegistryError(f"experiment {ref}: more than one matches; give more digits", 404)
+        return str(rows[0][0])
+
+    def experiment_row(self, ref: str) -> dict[str, Any]:
+        row = self._row(self.resolve(ref))
+        assert row is not None
+        return row
+
+    def summary(self, ref: str) -> dict[str, Any]:
+        """The experiment's registry row (no analysis) with links."""
+        row = self.experiment_row(ref)
+        return _public(row)
+
+    def experiment(self, ref: str) -> dict[str, Any]:
+        """What the experiment page shows: row, analysis, figures, predictions, replications."""
+        sha = self.resolve(ref)
+        with self.engine.connect() as c:
+            row = c.execute(select(s.experiments).where(s.experiments.c.id == sha)).mappings().one()
+        out = _public(dict(row))
+        out["analysis"] = json.loads(row["doc_json"])
+        out["figures"] = json.loads(row["figures_json"])
+        out["predictions"] = (
+            json.loads(row["predictions_json"]) if row["predictions_json"] else None
+        )
+        out["replications"] = self.replications(sha)
+        out["reference"] = row["baseline_key"] == self.reference(row["task"])
+        return out
+
+    def doc(self, ref: str) -> dict[str, Any]:
+        sha = self.resolve(ref)
+        with self.engine.connect() as c:
+            text = c.execute(
+                select(s.experiments.c.doc_json).where(s.experiments.c.id == sha)
+            ).scalar_one()
+        return dict(json.loads(text))
+
+    def predictions(self, ref: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        sha = self.resolve(ref)
+        with self.engine.connect() as c:
+            row = (
+                c.execute(
+                    select(
+                        s.experiments.c.task,
+                        s.experiments.c.name,
+                        s.experiments.c.doc_json,
+                        s.experiments.c.predictions_json,
+                    ).where(s.experiments.c.id == sha)
+                )
+                .mappings()
+                .one()
+            )
+        doc = json.loads(row["doc_json"])
+        info = {
+            "id": sha,
+            "task": row["task"],
+            "name": row["name"],
+            "why": (doc.get("registry") or {}).get("predictions"),
+            "disagreements": doc.get("predictions"),
+        }
+        return info, (json.loads(row["predictions_json"]) if row["predictions_json"] else None)
+
+    def replications(self, ref: str) -> list[dict[str, Any]]:
+        sha = self.resolve(ref)
+        r = s.replications
+        with self.engine.connect() as c:
+            rows = (
+                c.execute(select(r).where(r.c.experiment == sha).order_by(r.c.uploaded_at))
+                .mappings()
+                .all()
+            )
+        out = []
+        for row in rows:
+            rec = json.loads(row["record_json"])
+            out.append(
+                {
+                    "id": row["id"],
+                    "outcome": row["outcome"],
+                    "seeds": row["seeds"],
+                    "host": row["host"],
+                    "badge": row["badge"],
+                    "created_at": row["created_at"],
+                    "uploaded_at": row["uploaded_at"],
+                    "claims": rec.get("claims", []),
+                    "arms": rec.get("arms", []),
+                    "failures": rec.get("failures", []),
+                    "record": rec,
+                }
+            )
+        return out
+
+    def capture(self, ref: str) -> dict[str, Any]:
+        sha = self.resolve(ref)
+        with self.engine.connect() as c:
+            text = c.execute(
+                select(s.experiments.c.capture_json).where(s.experiments.c.id == sha)
+            ).scalar_one()
+        return dict(json.loads(text))
+
+    def bundle(self, ref: str) -> bytes:
+        sha = self.resolve(ref)
+        with self.engine.connect() as c:
+            return bytes(
+                c.execute(select(s.bundles.c.content).where(s.bundles.c.sha256 == sha)).scalar_one()
+            )
+
+    def reference(self, task: str) -> str | None:
+        """The task's reference baseline: set explicitly, else the baseline most experiments of
+        the task share (ties: the one uploaded first)."""
+        with self.engine.connect() as c:
+            set_ = c.execute(
+                select(s.meta.c.value).where(s.meta.c.key == f"reference:{task}")
+            ).first()
+            if set_ is not None:
+                return str(set_[0])
+            e = s.experiments
+            row = c.execute(
+                select(e.c.baseline_key)
+                .where(e.c.task == task)
+                .group_by(e.c.baseline_key)
+                .order_by(func.count().desc(), func.min(e.c.uploaded_at))
+                .limit(1)
+            ).first()
+        return None if row is None else str(row[0])
+
+    def tasks(self) -> list[dict[str, Any]]:
+        e = s.experiments
+        with self.engine.connect() as c:
+            rows = (
+                c.execute(
+                    select(
+                        e.c.task,
+                        func.count().label("experiments"),
+                        func.sum(e.c.replicated).label("replicated"),
+                        func.sum(e.c.failed).label("failed"),
+                        func.max(e.c.uploaded_at).label("last_upload"),
+                        func.min(e.c.metric).label("metric"),
+                    )
+                    .group_by(e.c.task)
+                    .order_by(func.count().desc(), e.c.task)
+                )
+                .mappings()
+                .all()
+            )
+        return [dict(r) for r in rows]
+
+    def leaderboard(
+        self,
+        task: str,
+        *,
+        sort: str = "score",
+        order: str | None = None,
+        filters: Filters = Filters(),
+        limit: int = 50,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        """A task's entries (one per arm of each experiment), best first by ``sort``."""
+        if sort not in SORTS:
+            raise RegistryError(f"sort '{sort[:40]}': valid: {', '.join(SORTS)}", 422)
+        if order not in (None, "asc", "desc"):
+            raise RegistryError(f"order '{str(order)[:40]}': valid: asc, desc", 422)
+        if filters.kind not in ("all", "arm", "baseline"):
+            raise RegistryError(f"kind '{filters.kind[:40]}': valid: all, arm, baseline", 422)
+        if filters.device not in (None, "cpu", "gpu"):
+            raise RegistryError(f"device '{str(filters.device)[:40]}': valid: cpu, gpu", 422)
+        if not (1 <= limit <= MAX_PAGE) or offset < 0:
+            raise RegistryError(f"limit must be 1..{MAX_PAGE} and offset >= 0", 422)
+        en, ex = s.entries, s.experiments
+        with self.engine.connect() as c:
+            metrics = c.execute(
+                select(en.c.metric, func.count())
+                .where(en.c.task == task)
+                .group_by(en.c.metric)
+                .order_by(func.count().desc(), en.c.metric)
+            ).all()
+            if not metrics:
+                raise RegistryError(f"task '{task[:80]}': no experiments in this registry", 404)
+            metric = filters.metric or str(metrics[0][0])
+            if metric not in {m[0] for m in metrics}:
+                raise RegistryError(
+                    f"metric '{metric[:40]}': task '{task}' has {', '.join(m[0] for m in metrics)}",
+                    422,
+                )
+            direction = c.execute(
+                select(en.c.direction).where(en.c.task == task, en.c.metric == metric).limit(1)
+            ).scalar_one()
+            where: list[ColumnElement[bool]] = [en.c.task == task, en.c.metric == metric]
+            if filters.kind != "all":
+                where.append(en.c.kind == filters.kind)
+            if filters.device:
+                where.append(en.c.device == filters.device)
+            if filters.hardware:
+                where.append(func.lower(en.c.hardware).like(_like(filters.hardware), escape="\\"))
+            if filters.max_time is not None:
+                where.append(en.c.wall_time_mean_s <= filters.max_time)
+            if filters.max_flops is not None:
+                where.append(en.c.flops_mean <= filters.max_flops)
+            if filters.verdict:
+                where.append(en.c.verdict == filters.verdict)
+            need_join = sort == "replicated" or bool(filters.q)
+            if filters.q:
+                where.append(ex.c.search.like(_like(filters.q), escape="\\"))
+            base = en.join(ex, ex.c.id == en.c.experiment) if need_join else en
+            total = c.execute(
+                select(func.count()).select_from(base).where(and_(*where))
+            ).scalar_one()
+            col_name, best = SORTS[sort]
+            col = ex.c.replicated if sort == "replicated" else en.c[col_name]
+            if best == "best":
+                best = "desc" if direction == "max" else "asc"
+            how = order or best
+            key = col.desc() if how == "desc" else col.asc()
+            ids = (
+                c.execute(
+                    select(en.c.id)
+                    .select_from(base)
+                    .where(and_(*where))
+                    .order_by(col.is_(None), key, en.c.id)
+                    .limit(limit)
+                    .offset(offset)
+                )
+                .scalars()
+                .all()
+            )
+            rows = []
+            if ids:
+                got = (
+                    c.execute(
+                        select(
+                            en,
+                            ex.c.replicated,
+                            ex.c.failed.label("replication_failed"),
+                            ex.c.inconclusive,
+                            ex.c.preregistered,
+                            ex.c.seeds,
+                        )
+                        .select_from(en.join(ex, ex.c.id == en.c.experiment))
+                        .where(en.c.id.in_(ids))
+                    )
+                    .mappings()
+                    .all()
+                )
+                by_id = {r["id"]: dict(r) for r in got}
+                rows = [by_id[i] for i in ids]
+        reference = self.reference(task)
+        for r in rows:
+            r["reference"] = r["baseline_key"] == reference
+            r["badge"] = badge(r["replicated"], r["replication_failed"])
+        return {
+            "task": task,
+            "metric": metric,
+            "metrics": [m[0] for m in metrics],
+            "direction": direction,
+            "sort": sort,
+            "order": how,
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "reference_baseline": reference,
+            "rows": rows,
+        }
+
+    def search(
+        self,
+        q: str | None = None,
+        *,
+        task: str | None = None,
+        device: str | None = None,
+        verdict: str | None = None,
+        replicated: bool | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        """Experiments matching every filter given, newest first."""
+        if not (1 <= limit <= MAX_PAGE) or offset < 0:
+            raise RegistryError(f"limit must be 1..{MAX_PAGE} and offset >= 0", 422)
+        e = s.experiments
+        where: list[ColumnElement[bool]] = []
+        if q:
+            where.append(e.c.search.like(_like(q), escape="\\"))
+        if task:
+            where.append(e.c.task == task)
+        if device:
+            where.append(e.c.device == device)
+        if verdict:
+            where.append(e.c.verdicts.like(_like(": " + verdict), escape="\\"))
+        if replicated is True:
+            where.append(e.c.replicated > 0)
+        if replicated is False:
+            where.append(e.c.replicated == 0)
+        cols = [
+            c
+            for c in e.c
+            if c.name
+            not in ("doc_json", "figures_json", "predictions_json", "search", "capture_json")
+        ]
+        cond = and_(true(), *where)
+        with self.engine.connect() as c:
+            total = c.execute(select(func.count()).select_from(e).where(cond)).scalar_one()
+            rows = (
+                c.execute(
+                    select(*cols)
+                    .where(cond)
+                    .order_by(e.c.uploaded_at.desc(), e.c.id)
+                    .limit(limit)
+                    .offset(offset)
+                )
+                .mappings()
+                .all()
+            )
+        return {
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "experiments": [_public(dict(r)) for r in rows],
+        }
+
+
+def badge(replicated: int, failed: int) -> str:
+    """The replication badge: ``not yet replicated``, ``replicated ×N`` and/or
+    ``failed to replicate ×M``."""
+    parts = []
+    if replicated:
+        parts.append(f"replicated ×{replicated}")
+    if failed:
+        parts.append(f"failed to replicate ×{failed}")
+    return ", ".join(parts) or "not yet replicated"
+
+
+def _public(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = {
+        k: v
+        for k, v in row.items()
+        if k
+        not in (
+            "doc_json",
+            "figures_json",
+            "predictions_json",
+            "search",
+            "capture_json",
+            "token_id",
+        )
+    }
+    out["badge"] = badge(int(row.get("replicated") or 0), int(row.get("failed") or 0))
+    out["links"] = {
+        "page": f"/experiments/{row['id']}",
+        "analysis": f"/api/experiments/{row['id']}",
+        "bundle": f"/api/experiments/{row['id']}/bundle",
+        "replications": f"/api/experiments/{row['id']}/replications",
+    }
+    return out
+
+
+def _check_record(record: Any) -> dict[str, Any]:
+    """A replication record's structure, checked field by field (one message per problem)."""
+    if not isinstance(record, dict):
+        raise RegistryError("replication record: expected a JSON object", 422)
+    if record.get("format") != "fairtrial-replication":
+        raise RegistryError(
+            "replication record: 'format' must be 'fairtrial-replication' (fairtrial replicate "
+            "writes it)",
+            422,
+        )
+    if record.get("outcome") not in OUTCOMES:
+        raise RegistryError(
+            f"replication record: 'outcome' {str(record.get('outcome'))[:40]!r}: valid: "
+            + ", ".join(OUTCOMES),
+            422,
+        )
+    bundle = record.get("bundle")
+    sha = bundle.get("sha256") if isinstance(bundle, dict) else None
+    if not (
+        isinstance(sha, str) and len(sha) == 64 and all(ch in "0123456789abcdef" for ch in sha)
+    ):
+        raise RegistryError("replication record: 'bundle.sha256' must be the bundle's sha256", 422)
+    orig = record.get("original")
+    if not (isinstance(orig, dict) and isinstance(orig.get("experiment_id"), str)):
+        raise RegistryError("replication record: 'original.experiment_id' is missing", 422)
+    for key in ("arms", "claims", "failures"):
+        if not isinstance(record.get(key, []), list):
+            raise RegistryError(f"replication record: '{key}' must be a list", 422)
+    if record.get("replication") is not None and not isinstance(record["replication"], dict):
+        raise RegistryError("replication record: 'replication' must be an object", 422)
+    return record

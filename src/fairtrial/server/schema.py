@@ -1,0 +1,153 @@
+"""The registry's tables (SQLAlchemy Core): the same SQL layer as the ledger, its own database.
+
+A registry is usually a database of its own (``.fairtrial/registry.db`` or a PostgreSQL URL);
+the tables carry a ``registry_`` prefix so that one PostgreSQL database can also hold a ledger.
+
+What a page needs is stored ready to read, so that every page is one or two indexed queries:
+``registry_entries`` holds one leaderboard row per arm (interval, verdict, compute, the
+conservative bound it ranks by), and ``registry_experiments`` holds the analysis document, the
+figures (SVG) and the predictions table, computed once when the bundle arrives. Replication
+counts are kept on the experiment row and updated in the transaction that stores a record.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+SCHEMA_VERSION = 1
+metadata = MetaData()
+
+meta = Table(
+    "registry_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Write tokens: only the sha256 of each token is kept. Tokens are 32 random bytes, so a fast hash
+# is enough (a password hash's work factor protects guessable secrets, which these are not).
+tokens = Table(
+    "registry_tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)
+
+bundles = Table(
+    "registry_bundles",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("uploaded_at", Float, nullable=False),
+)
+
+experiments = Table(
+    "registry_experiments",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the bundle's sha256
+    Column("experiment_id", String(64), nullable=False, index=True),  # the spec hash
+    Column("name", String(200), nullable=False),
+    Column("task", String(200), nullable=False, index=True),
+    Column("metric", String(64), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("seeds", Integer, nullable=False),
+    Column("claim", Text, nullable=False),
+    Column("recipe", String(300), nullable=False),
+    Column("baseline_key", String(64), nullable=False),
+    Column("uploaded_at", Float, nullable=False, index=True),
+    Column("token_id", String(16)),
+    Column("fairtrial", String(32)),
+    Column("hardware", String(300), nullable=False),
+    Column("device", String(8), nullable=False),  # cpu | gpu
+    Column("preregistered", String(32), nullable=False),  # no | yes | deviations | broken
+    Column("verdicts", String(300), nullable=False),  # "proposed: better", ...
+    Column("trials", Integer, nullable=False),
+    Column("wall_time_total_s", Float),
+    Column("flops_total", Float),
+    Column("energy_total_j", Float),
+    Column("replicated", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("inconclusive", Integer, nullable=False, default=0),
+    Column("search", Text, nullable=False),  # lower-cased name, claim, task, recipe, arms
+    Column("doc_json", Text, nullable=False),
+    Column("figures_json", Text, nullable=False),
+    Column("predictions_json", Text),
+    Column("capture_json", Text, nullable=False),  # for diff (fairtrial.diff.capture)
+)
+
+entries = Table(
+    "registry_entries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("experiment", String(64), nullable=False, index=True),
+    Column("task", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("arm", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),  # baseline | arm
+    Column("metric", String(64), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("failed_trials", Integer, nullable=False),
+    Column("mean", Float),
+    Column("low", Float),
+    Column("high", Float),
+    # the interval's worse end, signed so that higher is better: what the leaderboard ranks by
+    Column("score", Float),
+    Column("effect", Float),
+    Column("effect_low", Float),
+    Column("effect_high", Float),
+    Column("verdict", String(16)),
+    Column("p_adjusted", Float),
+    Column("wall_time_mean_s", Float),
+    Column("flops_mean", Float),
+    Column("energy_mean_j", Float),
+    Column("hardware", String(300), nullable=False),
+    Column("device", String(8), nullable=False),
+    Column("baseline_key", String(64), nullable=False),
+    Column("uploaded_at", Float, nullable=False),
+    Index("registry_entries_task_score", "task", "score"),
+    Index("registry_entries_task_mean", "task", "mean"),
+)
+
+trials = Table(
+    "registry_trials",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("experiment", String(64), nullable=False, index=True),
+    Column("trial_id", String(300), nullable=False),
+    Column("arm", String(200), nullable=False),
+    Column("seed", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("result", Float),
+    Column("wall_time", Float),
+)
+
+replications = Table(
+    "registry_replications",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 of the record as uploaded
+    Column("experiment", String(64), nullable=False, index=True),
+    Column("outcome", String(32), nullable=False),
+    Column("seeds", String(16), nullable=False),
+    Column("host", String(200), nullable=False),
+    Column("badge", String(64)),
+    Column("created_at", String(32), nullable=False),
+    Column("uploaded_at", Float, nullable=False),
+    Column("token_id", String(16)),
+    Column("record_json", Text, nullable=False),
+)
