@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Set everything up and run the checks: ruff, mypy, and the test suite on SQLite and on a real
-# PostgreSQL server started on loopback for the run. Extra arguments go to pytest.
+# PostgreSQL server started on loopback for the run, and a headless-browser test in Debian's
+# Chromium. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh sklearn,torch,postgres,ray,dev,crosscheck
+scripts/setup.sh sklearn,torch,postgres,ray,server,webtest,dev,crosscheck
 if [ -z "${FAIRTRIAL_TEST_POSTGRES:-}" ]; then
   pgdir="$(mktemp -d /tmp/fairtrial-pg.XXXXXX)"
   trap 'scripts/postgres.sh stop "$pgdir"' EXIT
@@ -12,6 +13,13 @@ if [ -z "${FAIRTRIAL_TEST_POSTGRES:-}" ]; then
     echo "PostgreSQL test server: $url"
   else
     echo "no PostgreSQL server could be started: its tests will skip (and fail under CI=true)"
+  fi
+fi
+if [ -z "${FAIRTRIAL_TEST_CHROMIUM:-}" ]; then
+  if chromium="$(scripts/chromium.sh)"; then
+    export FAIRTRIAL_TEST_CHROMIUM="$chromium"
+  else
+    echo "no Chromium: the browser test will skip (and fail under CI=true)"
   fi
 fi
 echo "== ruff"; .venv/bin/ruff check src tests bench examples && .venv/bin/ruff format --check src tests bench examples

@@ -84,3 +84,128 @@ def toy_spec(name: str = "toy", seeds: int = 3, arms: str = "", extra: str = "")
 
     {textwrap.dedent(arms)}
     """
+
+
+# -- the registry: real bundles from real runs, a real server on loopback ------------------------
+REGISTRY_SPEC = """
+[experiment]
+name = '{name}'
+task = 'digits'
+recipe = 'mlp'
+seeds = 3
+[hypothesis]
+claim = '{claim}'
+smallest_effect = 0.005
+[baseline]
+hidden = 16
+depth = 1
+epochs = 2
+lr = 0.01
+norm = 'none'
+[arms.{arm}]
+{change}
+"""
+
+
+@pytest.fixture(scope="session")
+def registry_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Bundles of two real digits experiments (MLP, 2 arms × 3 seeds, inline backend) and a
+    real replication record of the first: {"layernorm", "lr", "record"} -> path."""
+    pytest.importorskip("torch")
+    from fairtrial.backends import InlineBackend
+    from fairtrial.bundle import write_bundle
+    from fairtrial.replicate import replicate
+    from fairtrial.runner import run_experiment
+    from fairtrial.spec import load_spec
+
+    root = tmp_path_factory.mktemp("registry-bundles")
+    led = Ledger(root / "ledger.db")
+    out: dict[str, Path] = {}
+    for name, arm, change, claim in [
+        ("layernorm", "layernorm", "norm = 'layer'", "layer norm helps a small MLP"),
+        ("lr", "slow", "lr = 0.002", "a smaller learning rate helps"),
+    ]:
+        spec_path = root / f"{name}.toml"
+        spec_path.write_text(
+            REGISTRY_SPEC.format(name=f"digits-{name}", arm=arm, change=change, claim=claim)
+        )
+        spec = load_spec(spec_path)
+        run_experiment(spec, led, InlineBackend(), show_progress=False)
+        out[name] = root / f"{name}.tar.gz"
+        write_bundle(led, led.experiment(spec.experiment_id), out[name])
+    led.close()
+    record = replicate(
+        out["layernorm"],
+        store=root / "replications.db",
+        folder=root / "replication",
+        backend=InlineBackend(),
+        show_progress=False,
+    )
+    out["record"] = root / "record.json"
+    out["record"].write_text(__import__("json").dumps(record))
+    return out
+
+
+class RegistryServer:
+    """`fairtrial serve` in a subprocess on a free loopback port, with one write token."""
+
+    def __init__(self, store: str, workdir: Path) -> None:
+        import socket
+        import subprocess
+        import time
+        import urllib.request
+
+        from fairtrial.server import Registry
+
+        reg = Registry(store)
+        self.token = reg.create_token("tests")
+        reg.close()
+        self.store = store
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRTRIAL_")}
+        self.log = open(workdir / "serve.log", "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fairtrial.cli", "serve", "--store", store,
+             "--port", str(self.port), "--max-upload-mb", "8"],
+            cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/api", timeout=2):
+                    break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        "fairtrial serve did not start: " + (workdir / "serve.log").read_text()
+                    ) from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def registry_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistryServer]:
+    """A real registry server, once on SQLite and once on PostgreSQL, empty but for a token."""
+    if request.param == "sqlite":
+        stores: Iterator[str] = iter([str(tmp_path / "registry.db")])
+    else:
+        stores = _postgres_database()
+    store = next(stores)
+    server = RegistryServer(store, tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+        for _ in stores:  # drops the PostgreSQL database
+            pass

@@ -661,7 +661,7 @@ def verify(bundle_path: Path, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("bundle_ref", metavar="BUNDLE")
 @click.option(
     "--seeds",
     type=click.Choice(["same", "fresh"]),
@@ -691,9 +691,21 @@ def verify(bundle_path: Path, as_json: bool) -> None:
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Record as JSON."
 )
+@click.option(
+    "--push",
+    "push_record",
+    is_flag=True,
+    help="Upload the record to the registry (the one BUNDLE came from, or --to).",
+)
+@click.option(
+    "--to",
+    "registry",
+    envvar="FAIRTRIAL_REGISTRY",
+    help="With --push and a bundle file: the registry URL (env FAIRTRIAL_REGISTRY).",
+)
 @store_option
 def replicate(
-    bundle_path: Path,
+    bundle_ref: str,
     seeds: str,
     tolerance: float | None,
     root_seed: int | None,
@@ -701,9 +713,15 @@ def replicate(
     workers: int | None,
     folder: Path | None,
     output: Path | None,
+    push_record: bool,
+    registry: str | None,
     store: str | None,
 ) -> None:
     """Re-run the experiment in BUNDLE and judge whether it agrees with the original.
+
+    BUNDLE is a bundle file or an experiment's registry URL
+    (http://HOST:PORT/experiments/ID), which is downloaded and checked against its sha256
+    first. With --push the record goes back to the registry (token from FAIRTRIAL_TOKEN).
 
     This RUNS THE BUNDLED RECIPE CODE (verify the bundle and read its code/ first if you do not
     trust its author); it runs in a folder of its own that holds the code snapshot, the spec
@@ -714,7 +732,18 @@ def replicate(
     """
     from fairtrial.replicate import copy_record, format_record
     from fairtrial.replicate import replicate as do_replicate
+    from fairtrial.server import client
 
+    if client.is_url(bundle_ref):
+        bundle_path, source = client.fetch_bundle(bundle_ref, Path(".fairtrial") / "downloads")
+        _err.print(f"downloaded {escape(bundle_ref)} to {escape(str(bundle_path))}")
+        registry = registry or source
+    else:
+        bundle_path = Path(bundle_ref)
+    if push_record:
+        if not registry:
+            raise click.UsageError("--push needs a registry: a BUNDLE URL, or --to URL")
+        client._token(None)  # fail before the run, not after it
     record = do_replicate(
         bundle_path,
         seeds="fresh" if seeds == "fresh" else "same",
@@ -729,7 +758,132 @@ def replicate(
         copy_record(record, output)
     _out.print(escape(format_record(record)))
     _out.print(f"record {record['id'][:12]} stored; JSON: {record['replication']['folder']}")
+    if push_record and registry:
+        sent = client.push_replication(record, registry)
+        _out.print(
+            f"pushed to {escape(registry)}/experiments/{sent['experiment']} "
+            f"({'new' if sent['created'] else 'already there'})"
+        )
     sys.exit({"replicated": 0, "not replicated": 1}.get(record["outcome"], 3))
+
+
+registry_store_option = click.option(
+    "--store",
+    envvar="FAIRTRIAL_REGISTRY_STORE",
+    default=None,
+    help="Registry store: a SQLAlchemy URL (sqlite:///..., postgresql://...) or a file path. "
+    "Default ./.fairtrial/registry.db (env FAIRTRIAL_REGISTRY_STORE).",
+)
+
+
+@cli.command()
+@registry_store_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(min=0.001),
+    default=64,
+    show_default=True,
+    help="Largest bundle upload accepted (compressed).",
+)
+@click.option(
+    "--create-token",
+    metavar="NAME",
+    help="Make a write token named NAME, print it once (only its hash is stored), and exit.",
+)
+@click.option("--tokens", "list_tokens", is_flag=True, help="List the write tokens and exit.")
+@click.option("--revoke-token", metavar="ID", help="Revoke the token with this id and exit.")
+def serve(
+    store: str | None,
+    host: str,
+    port: int,
+    max_upload_mb: float,
+    create_token: str | None,
+    list_tokens: bool,
+    revoke_token: str | None,
+) -> None:
+    """Run the registry: JSON API (OpenAPI at /openapi.json) and web UI.
+
+    Reads are public; uploads (bundles, replication records) need a token made with
+    --create-token NAME and sent as 'Authorization: Bearer TOKEN' (fairtrial push reads it
+    from FAIRTRIAL_TOKEN). Uploaded bundles are verified and analysed, never executed.
+    """
+    from fairtrial.errors import require
+    from fairtrial.server import Registry
+
+    if create_token or list_tokens or revoke_token:
+        reg = Registry(store)
+        try:
+            if create_token:
+                _out.print(reg.create_token(create_token), highlight=False, soft_wrap=True)
+                _err.print(
+                    f"token '{escape(create_token)}' created; it is shown only this once "
+                    "(export FAIRTRIAL_TOKEN=...)"
+                )
+            if revoke_token:
+                if not reg.revoke_token(revoke_token):
+                    raise click.UsageError(f"no live token with id '{revoke_token}'")
+                _out.print(f"token {escape(revoke_token)} revoked")
+            if list_tokens:
+                for t in reg.tokens():
+                    state = "revoked" if t["revoked_at"] else "live"
+                    _out.print(f"{t['id']}  {escape(t['name'])}  {state}", highlight=False)
+        finally:
+            reg.close()
+        return
+    require("fastapi", "server", "fairtrial serve")
+    require("uvicorn", "server", "fairtrial serve")
+    require("jinja2", "server", "fairtrial serve")
+    import uvicorn
+
+    from fairtrial.server.app import create_app
+
+    app = create_app(store, max_upload=int(max_upload_mb * (1 << 20)))
+    reg = app.state.registry
+    _err.print(
+        f"fairtrial registry on http://{host}:{port} (store {escape(reg.url.split('@')[-1])}); "
+        f"{len([t for t in reg.tokens() if not t['revoked_at']])} write token(s)"
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+@cli.command()
+@click.argument("path", metavar="BUNDLE_OR_RECORD", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--to",
+    "registry",
+    required=True,
+    envvar="FAIRTRIAL_REGISTRY",
+    help="Registry URL, e.g. http://127.0.0.1:8000 (env FAIRTRIAL_REGISTRY).",
+)
+def push(path: Path, registry: str) -> None:
+    """Upload a bundle (or a replication record's JSON) to a registry.
+
+    The token comes from FAIRTRIAL_TOKEN. The registry verifies the bundle (it never runs it),
+    re-analyses its results and lists it on its task's leaderboard.
+    """
+    from fairtrial.server import client
+
+    if not path.is_file():
+        raise click.UsageError(f"{path}: no such file")
+    if path.suffix == ".json":
+        try:
+            record = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise click.UsageError(f"{path}: not a JSON replication record ({exc})") from None
+        sent = client.push_replication(record, registry)
+        what = f"replication record ({sent['outcome']})"
+    else:
+        sent = client.push_bundle(path, registry)
+        what = f"experiment {escape(sent['name'])} ({escape(sent['badge'])})"
+        sent["experiment"] = sent["id"]
+    _out.print(
+        f"pushed {what}: {escape(registry.rstrip('/'))}/experiments/{sent['experiment']} "
+        f"({'new' if sent['created'] else 'already there'})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
