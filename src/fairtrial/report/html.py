@@ -217,6 +217,7 @@ def _paired_plot(doc: dict[str, Any]) -> str | None:
     if len(arms) < 2:
         return None
     vals = [v for n in arms for v in doc["arms"][n]["values"] if v is not None]
+    vals += [v for n in arms for v in doc["arms"][n]["interval"] or [] if v is not None]
     longest = max(len(n) for n in arms)
     fig = svg.Figure(
         (-0.5, len(arms) - 0.5),

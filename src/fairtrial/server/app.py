@@ -19,17 +19,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import fairtrial
 from fairtrial.bundle import Limits
 from fairtrial.diff import diff as diff_captures
 from fairtrial.errors import BundleError, FairtrialError, RegistryError
-from fairtrial.server.registry import MAX_PAGE, SORTS, Filters, Registry
+from fairtrial.server.registry import MAX_PAGE, OUTCOMES, SORTS, Filters, Registry
 
 log = logging.getLogger("fairtrial.server")
 
@@ -68,6 +69,38 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (422, "the request or the upload is invalid; the message names what and why"),
     ]
 }
+
+
+#: what the registry checks of a replication record before storing it (``fairtrial replicate``
+#: writes the rest: claims, arms, host, ACM badge)
+_RECORD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["format", "outcome", "bundle", "original"],
+    "properties": {
+        "format": {"type": "string", "enum": ["fairtrial-replication"]},
+        "outcome": {"type": "string", "enum": list(OUTCOMES)},
+        "bundle": {
+            "type": "object",
+            "required": ["sha256"],
+            "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+        },
+        "original": {
+            "type": "object",
+            "required": ["experiment_id"],
+            "properties": {"experiment_id": {"type": "string"}},
+        },
+        "arms": {"type": "array"},
+        "claims": {"type": "array"},
+        "failures": {"type": "array"},
+        "replication": {"type": ["object", "null"]},
+    },
+}
+
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="token",
+    description="a write token (fairtrial serve --create-token NAME makes one)",
+)
 
 
 def _err(status: int, message: str) -> JSONResponse:
@@ -162,10 +195,13 @@ def create_app(
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error_response(request, 500, "internal error (logged by the registry)")
 
-    def _auth(request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        token_id = reg.check_token(token.strip()) if scheme.lower() == "bearer" else None
+    # A dependency, so that the OpenAPI description declares the bearer scheme on every write and
+    # the token is checked before anything else about the request: without a valid token a write
+    # is a 401, whatever else is wrong with it.
+    def _auth(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    ) -> str:
+        token_id = reg.check_token(credentials.credentials.strip()) if credentials else None
         if token_id is None:
             raise RegistryError(
                 "this write needs a valid token: 'Authorization: Bearer TOKEN' (fairtrial serve "
@@ -191,15 +227,17 @@ def create_app(
             }
         },
     )
-    async def upload_bundle(request: Request) -> Response:
-        token_id = _auth(request)
+    async def upload_bundle(request: Request, token_id: str = Depends(_auth)) -> Response:
         fd, name = tempfile.mkstemp(prefix="fairtrial-upload-", suffix=".tar.gz")
         try:
             with os.fdopen(fd, "wb") as f:
                 await _read_limited(request, max_upload, f)
             if os.path.getsize(name) == 0:
                 raise RegistryError("empty upload: send the bundle file as the request body", 422)
-            summary, created = await run_in_threadpool(reg.add_bundle, name, token_id)
+            try:
+                summary, created = await run_in_threadpool(reg.add_bundle, name, token_id)
+            except BundleError as exc:  # the temporary file's name means nothing to the client
+                raise BundleError(str(exc).replace(name, "the upload")) from None
         finally:
             os.unlink(name)
         return JSONResponse({**summary, "created": created}, status_code=201 if created else 200)
@@ -213,12 +251,13 @@ def create_app(
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
+                "content": {"application/json": {"schema": _RECORD_SCHEMA}},
             }
         },
     )
-    async def upload_replication(ref: str, request: Request) -> Response:
-        token_id = _auth(request)
+    async def upload_replication(
+        ref: str, request: Request, token_id: str = Depends(_auth)
+    ) -> Response:
         raw = await _read_limited(request, MAX_RECORD)
         try:
             record = json.loads(raw)
@@ -243,9 +282,10 @@ def create_app(
         responses=_ERRORS,
     )
     def set_reference(
-        task: str, request: Request, experiment: Annotated[str, Query(max_length=64)]
+        task: str,
+        experiment: Annotated[str, Query(max_length=64)],
+        _token: str = Depends(_auth),
     ) -> dict[str, Any]:
-        _auth(request)
         return {"task": task, "reference_baseline": reg.set_reference(task, experiment)}
 
     # -- API: reads ---------------------------------------------------------------------------
@@ -271,7 +311,9 @@ def create_app(
     )
     def api_leaderboard(
         task: str,
-        sort: Annotated[str, Query(description=", ".join(SORTS))] = "score",
+        # the valid keys are declared in the description; the registry checks them itself so that
+        # a wrong one gets a message listing them
+        sort: Annotated[str, Query(json_schema_extra={"enum": list(SORTS)})] = "score",
         order: Annotated[str | None, Query(pattern="^(asc|desc)$")] = None,
         metric: Annotated[str | None, Query(max_length=64)] = None,
         kind: Annotated[str, Query(pattern="^(all|arm|baseline)$")] = "all",

@@ -459,9 +459,10 @@ class Registry:
                 raise RegistryError(f"task '{task[:80]}': no experiments in this registry", 404)
             metric = filters.metric or str(metrics[0][0])
             if metric not in {m[0] for m in metrics}:
+                # 404 like an unknown task: which metrics exist depends on what was uploaded
                 raise RegistryError(
                     f"metric '{metric[:40]}': task '{task}' has {', '.join(m[0] for m in metrics)}",
-                    422,
+                    404,
                 )
             direction = c.execute(
                 select(en.c.direction).where(en.c.task == task, en.c.metric == metric).limit(1)
