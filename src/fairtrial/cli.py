@@ -743,7 +743,7 @@ def replicate(
     if push_record:
         if not registry:
             raise click.UsageError("--push needs a registry: a BUNDLE URL, or --to URL")
-        client._token(None)  # fail before the run, not after it
+        client.require_token()  # fail before the run, not after it
     record = do_replicate(
         bundle_path,
         seeds="fresh" if seeds == "fresh" else "same",

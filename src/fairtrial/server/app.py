@@ -28,7 +28,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import fairtrial
 from fairtrial.bundle import Limits
-from fairtrial.diff import diff as diff_captures
 from fairtrial.errors import BundleError, FairtrialError, RegistryError
 from fairtrial.server.registry import MAX_PAGE, OUTCOMES, SORTS, Filters, Registry
 
@@ -465,12 +464,10 @@ def example(table: dict[str, Any], index: int) -> dict[str, Any]:
 def compare(reg: Registry, a: str, b: str) -> dict[str, Any]:
     """Both experiments' summaries and verdicts, and the diff of their captures."""
     sa, sb = reg.resolve(a), reg.resolve(b)
-    docs = {sa: reg.doc(sa), sb: reg.doc(sb)}
-    found = diff_captures(reg.capture(sa), reg.capture(sb))
     return {
-        "a": {**reg.summary(sa), "comparisons": docs[sa]["comparisons"]},
-        "b": {**reg.summary(sb), "comparisons": docs[sb]["comparisons"]},
-        "diff": found,
+        "a": {**reg.summary(sa), "comparisons": reg.doc(sa)["comparisons"]},
+        "b": {**reg.summary(sb), "comparisons": reg.doc(sb)["comparisons"]},
+        "diff": reg.diff(sa, sb),
     }
 
 

@@ -42,7 +42,8 @@ def split_experiment_url(url: str) -> tuple[str, str]:
     return m.group("base").rstrip("/"), m.group("id").lower()
 
 
-def _token(token: str | None) -> str:
+def require_token(token: str | None = None) -> str:
+    """``token``, else ``FAIRTRIAL_TOKEN``; a one-line error when there is neither."""
     token = token or os.environ.get(TOKEN_ENV, "")
     if not token:
         raise RegistryError(
@@ -80,7 +81,7 @@ def push_bundle(path: str | Path, registry: str, token: str | None = None) -> di
         "POST",
         registry.rstrip("/") + "/api/bundles",
         p.read_bytes(),
-        {"Authorization": f"Bearer {_token(token)}", "Content-Type": "application/gzip"},
+        {"Authorization": f"Bearer {require_token(token)}", "Content-Type": "application/gzip"},
     )
     out: dict[str, Any] = json.loads(raw)
     return out
@@ -96,7 +97,7 @@ def push_replication(
         "POST",
         f"{registry.rstrip('/')}/api/experiments/{sha}/replications",
         body,
-        {"Authorization": f"Bearer {_token(token)}", "Content-Type": "application/json"},
+        {"Authorization": f"Bearer {require_token(token)}", "Content-Type": "application/json"},
     )
     out: dict[str, Any] = json.loads(raw)
     return out

@@ -236,9 +236,12 @@ def _prereg_state(status: Mapping[str, Any] | None) -> str:
     return "deviations" if status.get("deviations") else "yes"
 
 
-def ingest(path: str | Path, *, limits: Limits | None = None, now: float) -> Ingested:
-    """Verify and analyse the bundle at ``path``; raises :class:`BundleError` naming the
-    member when it is unsafe, corrupt, modified or inconsistent."""
+def ingest(
+    path: str | Path, content: bytes, *, limits: Limits | None = None, now: float
+) -> Ingested:
+    """Verify and analyse the bundle at ``path`` (whose bytes are ``content``); raises
+    :class:`BundleError` naming the member when it is unsafe, corrupt, modified or
+    inconsistent."""
     with read_bundle(path, limits=limits) as b:
         exp = b.experiment()
         trials = b.trials()
@@ -353,7 +356,7 @@ def ingest(path: str | Path, *, limits: Limits | None = None, now: float) -> Ing
         }
         for t in trials
     ]
-    return Ingested(sha, Path(path).read_bytes(), experiment, entries, trial_rows)
+    return Ingested(sha, content, experiment, entries, trial_rows)
 
 
 def _sum(values: Any) -> float | None:

@@ -18,7 +18,6 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 import fairtrial
-from fairtrial.diff import diff as diff_captures
 from fairtrial.errors import RegistryError
 from fairtrial.report import fmt
 from fairtrial.report import html as report_html
@@ -258,7 +257,7 @@ def add_pages(app: FastAPI, reg: Registry) -> None:
             return render("compare.html", pair=None, a=a or "", b=b or "", title="compare")
         sa, sb = reg.resolve(a), reg.resolve(b)
         pair = {"a": reg.experiment(sa), "b": reg.experiment(sb)}
-        found = diff_captures(reg.capture(sa), reg.capture(sb))
+        found = reg.diff(sa, sb)
         return render("compare.html", pair=pair, diff=found, a=sa, b=sb, title="compare")
 
 

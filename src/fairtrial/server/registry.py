@@ -160,10 +160,11 @@ class Registry:
         """Verify, analyse and store the bundle at ``path``: (its summary, whether it is new).
 
         Raises :class:`BundleError` (the bundle is refused; nothing is stored)."""
-        sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        content = Path(path).read_bytes()
+        sha = hashlib.sha256(content).hexdigest()
         if self._exists(sha):
             return self.summary(sha), False
-        got = ingest(path, limits=self.limits, now=time.time())
+        got = ingest(path, content, limits=self.limits, now=time.time())
         got.experiment["token_id"] = token_id
         try:
             with self.engine.begin() as c:
@@ -315,13 +316,17 @@ class Registry:
         out["reference"] = row["baseline_key"] == self.reference(row["task"])
         return out
 
-    def doc(self, ref: str) -> dict[str, Any]:
+    def _column(self, ref: str, column: str) -> Any:
+        """One stored column of the experiment ``ref`` names."""
         sha = self.resolve(ref)
         with self.engine.connect() as c:
-            text = c.execute(
-                select(s.experiments.c.doc_json).where(s.experiments.c.id == sha)
+            return c.execute(
+                select(s.experiments.c[column]).where(s.experiments.c.id == sha)
             ).scalar_one()
-        return dict(json.loads(text))
+
+    def doc(self, ref: str) -> dict[str, Any]:
+        """The registry's analysis of the experiment (the report's JSON)."""
+        return dict(json.loads(self._column(ref, "doc_json")))
 
     def predictions(self, ref: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
         sha = self.resolve(ref)
@@ -378,12 +383,14 @@ class Registry:
         return out
 
     def capture(self, ref: str) -> dict[str, Any]:
-        sha = self.resolve(ref)
-        with self.engine.connect() as c:
-            text = c.execute(
-                select(s.experiments.c.capture_json).where(s.experiments.c.id == sha)
-            ).scalar_one()
-        return dict(json.loads(text))
+        """Everything ``fairtrial diff`` compares, as captured from the bundle."""
+        return dict(json.loads(self._column(ref, "capture_json")))
+
+    def diff(self, a: str, b: str) -> dict[str, Any]:
+        """Every captured difference between two experiments (``fairtrial diff``)."""
+        from fairtrial.diff import diff
+
+        return diff(self.capture(a), self.capture(b))
 
     def bundle(self, ref: str) -> bytes:
         sha = self.resolve(ref)
