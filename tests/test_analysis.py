@@ -254,7 +254,7 @@ def test_failures_dropped_or_scored_worst(write_spec: Callable[..., Path], tmp_p
     with ledger.engine.begin() as c:
         c.execute(
             update(schema.trials)
-            .where(schema.trials.c.id == f"{exp.id}/flaky/2")
+            .where(schema.trials.c.id == ledger.trial_at(exp.id, "flaky", 2).id)
             .values(status="failed", result=None, error="RuntimeError: boom")
         )
     dropped = analyze(ledger, exp, FAST)

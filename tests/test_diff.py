@@ -41,7 +41,8 @@ def test_trials_differ_in_config_or_seeds_only(
     eid = run(write_spec(toy_spec(name="d", seeds=2, arms=ARMS)), ledger)
     exp = ledger.experiment(eid)
     base0, noisy0, base1 = (
-        ledger.trial(f"{eid}/{t}") for t in ("baseline/0", "noisy/0", "baseline/1")
+        ledger.trial_at(eid, arm, seed)
+        for arm, seed in (("baseline", 0), ("noisy", 0), ("baseline", 1))
     )
     arms = d.diff(d.trial_capture(ledger, base0, exp), d.trial_capture(ledger, noisy0, exp))
     assert arms["count"] == 1 and arms["groups"]["config"] == [{"key": "noise", "a": 0.0, "b": 0.3}]

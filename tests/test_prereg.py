@@ -121,7 +121,11 @@ def test_dropped_trials_and_changed_analysis_methods(
     run(path, ledger)
     exp = ledger.experiment(spec.experiment_id)
     with ledger.engine.begin() as c:
-        c.execute(delete(s.trials).where(s.trials.c.id == f"{spec.experiment_id}/noisy/2"))
+        c.execute(
+            delete(s.trials).where(
+                s.trials.c.id == ledger.trial_at(spec.experiment_id, "noisy", 2).id
+            )
+        )
     st = prereg.status(ledger, exp)
     assert kinds(st) == ["trials_dropped"]
     assert "1 of 6 registered trials" in st["deviations"][0]["detail"]  # type: ignore[index]
@@ -226,5 +230,9 @@ def test_auto_seeds_register_the_rule(write_spec: Callable[..., Path], ledger: L
     st = prereg.status(ledger, exp)
     assert st is not None and st["deviations"] == [], st["deviations"]
     with ledger.engine.begin() as c:
-        c.execute(delete(s.trials).where(s.trials.c.id == f"{spec.experiment_id}/noisy/4"))
+        c.execute(
+            delete(s.trials).where(
+                s.trials.c.id == ledger.trial_at(spec.experiment_id, "noisy", 4).id
+            )
+        )
     assert kinds(prereg.status(ledger, exp)) == ["trials_dropped"]

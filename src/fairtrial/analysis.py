@@ -34,7 +34,8 @@ from fairtrial.plan import paired_values, plan_seeds, seeds_needed
 FailurePolicy = Literal["drop", "worst"]
 #: from this many paired seeds on, the effect's interval is the BCa bootstrap; below, paired t
 BCA_MIN_PAIRS = 20
-VERDICTS = ("better", "worse", "equivalent", "inconclusive")
+#: ``invalid``: the data cannot support a verdict (every seed of an arm gave the same result)
+VERDICTS = ("better", "worse", "equivalent", "inconclusive", "invalid")
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,13 @@ def _unit_mde(n: int, alpha: float, power: float) -> float:
 def judge(c: dict[str, Any], hyp: Hypothesis, family_size: int) -> None:
     """Set ``verdict``, ``reason`` and ``seeds_needed`` of a comparison with ``p_adjusted``."""
     c["seeds_needed"] = None
+    if c.get("invalid"):
+        c["verdict"] = "invalid"
+        c["reason"] = c["invalid"]
+        return
+    if c.get("deterministic"):
+        c["verdict"], c["reason"] = c.pop("run_verdict", ("inconclusive", "no run of an arm"))
+        return
     if c["n_pairs"] < 2:
         c["verdict"] = "inconclusive"
         c["reason"] = f"{c['n_pairs']} paired seed(s): at least 2 are needed"
@@ -267,7 +275,8 @@ def _fmt_p(p: float | None) -> str:
 
 
 def _adjust(family: list[dict[str, Any]], hyp: Hypothesis) -> None:
-    ps = [c["p"] for c in family]
+    # an invalid comparison's p says nothing: it neither counts in the family nor is adjusted
+    ps = [None if c.get("invalid") else c["p"] for c in family]
     idx = [i for i, p in enumerate(ps) if p is not None]
     adjusted: list[float] = [float(p) for p in stats.holm([ps[i] for i in idx])] if idx else []
     for c in family:
@@ -278,26 +287,134 @@ def _adjust(family: list[dict[str, Any]], hyp: Hypothesis) -> None:
         judge(c, hyp, max(len(idx), 1))
 
 
+def compare_runs(
+    signed: Mapping[str, Mapping[int, float]], arm: str, against: str, hyp: Hypothesis
+) -> dict[str, Any]:
+    """One run per arm (``deterministic = true``): the difference of the two runs' scores.
+
+    A recipe without randomness gives the same result on every seed, so there is no
+    seed-to-seed spread to test against: the difference is exact for this data. With
+    ``smallest_effect`` a difference within it is ``equivalent``; otherwise any difference
+    decides. Further seeds are checks: one that differs from seed 0 makes the comparison
+    ``invalid`` (the recipe is not deterministic). The test split's own sampling error is
+    not modelled.
+    """
+    a, b = signed.get(against, {}), signed.get(arm, {})
+    out: dict[str, Any] = {
+        "n_pairs": 1 if 0 in a and 0 in b else 0,
+        "effect": None,
+        "sd_diff": None,
+        "interval": None,
+        "interval_method": "none: one run per arm (deterministic recipe)",
+        "bca_interval": None,
+        "t_interval": None,
+        "p": None,
+        "p_method": "none: one run per arm (deterministic recipe)",
+        "p_t": None,
+        "d_z": None,
+        "prob_improvement": None,
+        "tost": None,
+        "mde": None,
+        "wins": 0,
+        "losses": 0,
+        "ties": 0,
+        "deterministic": True,
+    }
+    for name, runs in ((arm, b), (against, a)):
+        if len(set(runs.values())) > 1:
+            seeds = ", ".join(str(s) for s in sorted(runs))
+            out["invalid"] = (
+                f"deterministic = true, but the seeds of arm {name} ({seeds}) gave different "
+                "results: the recipe has randomness; remove deterministic = true"
+            )
+            return out
+    if not out["n_pairs"]:
+        return out
+    effect = b[0] - a[0]
+    out.update(
+        effect=_r(effect),
+        wins=int(effect > 0),
+        losses=int(effect < 0),
+        ties=int(effect == 0),
+    )
+    se = hyp.smallest_effect
+    if se is not None and abs(effect) < se:
+        out["run_verdict"] = ("equivalent", f"one run per arm: |difference| < {se:g}")
+    elif effect == 0:
+        out["run_verdict"] = ("equivalent", "one run per arm: identical scores")
+    else:
+        word = "better" if effect > 0 else "worse"
+        margin = f" ≥ {se:g}" if se is not None else ""
+        out["run_verdict"] = (word, f"one run per arm: the difference{margin} is exact")
+    return out
+
+
+def seed_blind_reason(arm: str, seeds: Sequence[int]) -> str:
+    """Why a comparison with a seed-blind arm is ``invalid`` (one line)."""
+    return (
+        f"every seed of arm {arm} ({len(seeds)}) gave the same result: the recipe does not "
+        "use its seeds (or set deterministic = true if it has no randomness)"
+    )
+
+
+def seed_blind_arms(
+    arm_seeds: Mapping[str, Mapping[int, Any]],
+    predictions: Mapping[str, Mapping[int, str]],
+) -> dict[str, str]:
+    """Arms whose seeds did not reach the recipe's randomness: ``{arm: reason}``.
+
+    An arm with at least two finished seeds is seed-blind when every seed's test predictions
+    are identical (the same sha256; ``predictions`` maps arm -> seed -> hash); for an arm
+    without recorded predictions, when at least three seeds gave the very same score
+    (``arm_seeds``: arm -> seed -> score). Equal scores alone can happen by chance on a small
+    test set; equal predictions from different seeds, every time, do not.
+    """
+    out: dict[str, str] = {}
+    for arm, by_seed in arm_seeds.items():
+        seeds = sorted(by_seed)
+        hashes = predictions.get(arm) or {}
+        if all(s in hashes for s in seeds) and seeds:
+            blind = len(seeds) >= 2 and len({hashes[s] for s in seeds}) == 1
+        else:
+            blind = len(seeds) >= 3 and len(set(by_seed.values())) == 1
+        if blind:
+            out[arm] = seed_blind_reason(arm, seeds)
+    return out
+
+
 def analyze_scores(
     scores: Mapping[str, Mapping[int, float]],
     arm_table: Mapping[str, Any],
     direction: str,
     hyp: Hypothesis,
     options: Options = Options(),
+    *,
+    seed_blind: Mapping[str, str] | None = None,
+    deterministic: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Comparisons, ablations and interactions from per-arm ``{seed: score}`` maps.
 
     Pure: the same scores give the same document, whatever the ledger. ``arm_table`` is the
     spec's ``arm_table()`` (arms with kind and components; ablations as arm/removed/as).
+    ``seed_blind`` (:func:`seed_blind_arms`): arms whose seeds all gave the same result; every
+    comparison involving one is ``invalid``. ``deterministic``: the recipe has no randomness
+    (the spec says so): each arm is one run (its seed 0), compared by :func:`compare_runs`.
     """
     sign = 1.0 if direction == "max" else -1.0
     signed = {a: {s: sign * v for s, v in m.items()} for a, m in scores.items()}
     counter = iter(range(10**6))
+    blind = dict(seed_blind or {})
 
     def one(arm: str, against: str) -> dict[str, Any]:
+        if deterministic:
+            return compare_runs(signed, arm, against, hyp)
         _, a, b = paired_values(signed, arm, against)
         rng = np.random.default_rng([options.seed, next(counter)])
-        return compare(a, b, hyp, n_resamples=options.n_resamples, rng=rng)
+        out = compare(a, b, hyp, n_resamples=options.n_resamples, rng=rng)
+        why = blind.get(arm) or blind.get(against)
+        if why:
+            out["invalid"] = why
+        return out
 
     comparisons = [
         {"arm": a["name"], "against": "baseline", "family": "arms vs baseline"}
@@ -393,8 +510,22 @@ def analyze(
         for a in exp.arms["arms"]
     }
     scores = {name: dict(zip(a["seeds"], a["values"], strict=True)) for name, a in arms.items()}
+    current = {t.id: t for t in trials if t.status == "finished"}
+    hashes: dict[str, dict[int, str]] = {}
+    for ev in ledger.test_evaluations(exp.id):
+        tr = current.get(ev["trial_id"])
+        if tr is not None and ev["attempt"] == tr.attempt:
+            hashes.setdefault(tr.arm, {})[tr.seed] = ev["predictions_sha256"]
+    deterministic = bool(exp.spec.get("experiment", {}).get("deterministic"))
+    finished_scores = {
+        name: {t.seed: float(t.result or 0.0) for t in rows if t.id in current}
+        for name, rows in by_arm.items()
+    }
+    blind = {} if deterministic else seed_blind_arms(finished_scores, hashes)
+    for name, a in arms.items():
+        a["seed_blind"] = name in blind
     comparisons, ablations, interactions = analyze_scores(
-        scores, exp.arms, exp.direction, hyp, options
+        scores, exp.arms, exp.direction, hyp, options, seed_blind=blind, deterministic=deterministic
     )
     compute = _compute(ledger, exp, by_arm, trials, options)
     for name, a in arms.items():
@@ -417,6 +548,10 @@ def analyze(
             "root_seed": exp.root_seed,
             "claim": exp.spec.get("hypothesis", {}).get("claim", ""),
             "trials": len(trials),
+            # the code version(s) of the trials in this verdict (one, unless trials from
+            # before identities are mixed in) and how many were reused from other experiments
+            "code": sorted({t.code_hash or "unrecorded" for t in trials if t.attempt > 0}),
+            "reused": sum(t.reused for t in trials),
             "test_evaluations": len(ledger.test_evaluations(exp.id)),
             "test_log": testlog.summary(ledger, exp),
             "arm_isolation": diff.arm_isolation(ledger, exp),

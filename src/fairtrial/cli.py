@@ -111,6 +111,12 @@ def _backend(
 @click.option("--resume", is_flag=True, help="Only continue an experiment already in the store.")
 @click.option("--retry-failed", is_flag=True, help="Also re-run failed and diverged trials.")
 @click.option(
+    "--keep-going",
+    is_flag=True,
+    help="Run every trial even when the first trial of every arm failed with the same error "
+    "(by default the run stops there: the same error would repeat).",
+)
+@click.option(
     "--report/--no-report", "show_report", default=True, help="Print the report at the end."
 )
 def run(
@@ -124,9 +130,18 @@ def run(
     store: str | None,
     resume: bool,
     retry_failed: bool,
+    keep_going: bool,
     show_report: bool,
 ) -> None:
-    """Run every trial of SPEC not yet in the store (an interrupted run resumes)."""
+    """Run every trial of SPEC not yet in the store (an interrupted run resumes).
+
+    A trial whose identity (task data, recipe code, arm config, seed) already has a result in
+    the store is reused, from this experiment or any other; an edited recipe runs anew.
+
+    Exit status: 0 when every trial of the experiment finished; 1 when any failed, diverged
+    or is left unfinished (the run stopped early, or another run holds it); 2 for a user
+    error (bad spec, unknown experiment, missing extra); 130 when interrupted.
+    """
     from fairtrial.spec import load_spec
 
     spec = load_spec(spec_path)
@@ -146,6 +161,7 @@ def run(
         retry_failed,
         show_report,
         max_retries,
+        keep_going,
     )
 
 
@@ -156,6 +172,7 @@ def _run_and_report(
     retry_failed: bool,
     show_report: bool,
     max_retries: int | None = None,
+    keep_going: bool = False,
 ) -> None:
     from fairtrial.runner import run_experiment
 
@@ -173,22 +190,61 @@ def _run_and_report(
     )
     try:
         summary = run_experiment(
-            spec, ledger, backend, retry_failed=retry_failed, console=_err, max_retries=max_retries
+            spec,
+            ledger,
+            backend,
+            retry_failed=retry_failed,
+            console=_err,
+            max_retries=max_retries,
+            keep_going=keep_going,
         )
     except KeyboardInterrupt:
         _err.print(
             "[yellow]interrupted[/]: finished trials are kept; run the same command to resume"
         )
         sys.exit(130)
+    for line in run_summary_lines(summary):
+        _err.print(line)
+    if show_report:
+        _print_report(ledger, ledger.experiment(spec.experiment_id), "text", None)
+    if not summary.complete:
+        sys.exit(1)
+
+
+def run_summary_lines(summary: Any) -> list[str]:
+    """What a run did and, when not every trial finished, what to do about it."""
     done = summary.already_done
-    _err.print(
+    lines = [
         f"ran {summary.ran} trials in {summary.seconds:.1f} s ({summary.finished} finished, "
         f"{summary.failed} failed, {summary.diverged} diverged)"
         + (f"; {summary.retried} lost attempts retried" if summary.retried else "")
         + (f"; {done} were already in the store" if done else "")
-    )
-    if show_report:
-        _print_report(ledger, ledger.experiment(spec.experiment_id), "text", None)
+        + (
+            f" ({summary.reused} reused from other experiments with the same trial identity)"
+            if summary.reused
+            else ""
+        )
+    ]
+    if summary.stopped:
+        lines.append(f"[bold red]stopped early[/]: {escape(summary.stopped)}")
+    if summary.kept_failures:
+        lines.append(
+            f"[yellow]{summary.kept_failures} failed or diverged trial(s) from earlier runs are "
+            "kept as results[/]: fix the cause, then run again with --retry-failed to re-run them"
+        )
+    if summary.elsewhere:
+        lines.append(
+            f"[yellow]{summary.elsewhere} trial(s) are being run by another live run[/] on this "
+            "ledger: run this command again when it has ended"
+        )
+    st = summary.statuses
+    if not summary.complete:
+        parts = [f"{n} {k}" for k, n in sorted(st.items()) if k != "finished" and n]
+        lines.append(
+            f"[bold red]not every trial finished[/] ({st.get('finished', 0)}/{summary.total} "
+            f"finished; {', '.join(parts)}): exit status 1"
+        )
+    return lines
 
 
 def _print_report(
@@ -311,6 +367,13 @@ def plan(spec_path: Path, store: str | None) -> None:
         kind = a.kind + (f" of {a.parent} without {a.removed}" if a.kind == "ablation" else "")
         t.add_row(escape(a.name), escape(kind), escape(comps))
     _out.print(t)
+    from fairtrial.plan import seed_floor_warning
+
+    warning = None
+    if not spec.auto_seeds and not spec.deterministic:
+        warning = seed_floor_warning(spec.seeds, spec.arm_table(), spec.hypothesis.alpha)
+    if warning:
+        _out.print(f"[bold yellow]warning[/]: {escape(warning)}")
     _out.print(
         f"seeds: root {spec.root_seed}; seed 0 streams "
         + ", ".join(f"{k}={v}" for k, v in trials[0].seeds.items())
@@ -396,41 +459,81 @@ def status(experiment: str | None, store: str | None) -> None:
             _out.print("the store is empty: fairtrial run SPEC (or fairtrial demo)")
             return
         t = Table(title=f"Experiments in {ledger.dialect} store")
-        for col in ("id", "name", "task", "done", "finished", "failed", "running", "pending"):
+        for col in (
+            "id", "name", "task", "code", "finished", "failed", "diverged", "running",
+            "pending", "reused",
+        ):  # fmt: skip
             t.add_column(col)
+        failing = 0
         for e in exps:
             rows = ledger.trials(e.id)
 
             def count(*st: str, rows: list[Any] = rows) -> int:
                 return sum(r.status in st for r in rows)
 
+            failing += count("failed", "diverged")
             t.add_row(
                 e.id,
                 escape(e.name),
                 e.task,
-                f"{count('finished', 'failed', 'diverged')}/{len(rows)}",
-                str(count("finished")),
-                str(count("failed", "diverged")),
+                _code_versions(rows),
+                f"{count('finished')}/{len(rows)}",
+                _alarm(count("failed")),
+                _alarm(count("diverged")),
                 str(count("running")),
                 str(count("pending", "interrupted")),
+                str(sum(r.reused for r in rows)),
             )
         _out.print(t)
+        if failing:
+            _out.print(_RETRY_HINT)
         return
     exp = _find(ledger, experiment)
-    t = Table(title=f"{exp.name} ({exp.id})")
-    for col in ("arm", "seed", "status", "attempt", "result", "wall s", "reason"):
+    trials = ledger.trials(exp.id)
+    t = Table(title=f"{exp.name} ({exp.id}) · code {_code_versions(trials)}")
+    for col in ("arm", "seed", "status", "attempt", "result", "wall s", "trial", "reason"):
         t.add_column(col)
-    for r in ledger.trials(exp.id):
+    for r in trials:
         t.add_row(
             escape(r.arm),
             str(r.seed),
-            r.status,
+            r.status if r.status not in ("failed", "diverged") else f"[red]{r.status}[/]",
             str(r.attempt),
             "—" if r.result is None else f"{r.result:.4f}",
             "—" if r.wall_time is None else f"{r.wall_time:.2f}",
+            r.id[:12] + (f" (from {r.origin})" if r.reused else ""),
             escape((r.error or "")[:100]),
         )
     _out.print(t)
+    from fairtrial.runner import traceback_tail
+
+    shown: set[str] = set()
+    for r in trials:
+        if r.status in ("failed", "diverged") and r.error_detail:
+            key = r.error or ""
+            if key in shown:
+                continue
+            shown.add(key)
+            _out.print(f"[red]{escape(r.arm)} seed {r.seed}[/]: {escape(r.error or '')}")
+            _out.print("  " + escape(traceback_tail(r.error_detail)).replace("\n", "\n  "))
+    if any(r.status in ("failed", "diverged") for r in trials):
+        _out.print(_RETRY_HINT)
+
+
+_RETRY_HINT = (
+    "failed and diverged trials are kept as results: fix the cause, then "
+    "`fairtrial run SPEC --retry-failed` runs them again"
+)
+
+
+def _alarm(n: int) -> str:
+    return f"[red]{n}[/]" if n else "0"
+
+
+def _code_versions(rows: list[Any]) -> str:
+    """The code version(s) an experiment's trials ran (first 12 hex of the code hash)."""
+    codes = sorted({r.code_hash[:12] if r.code_hash else "unrecorded" for r in rows})
+    return ", ".join(codes) or "—"
 
 
 @cli.command()
@@ -580,7 +683,7 @@ def _capture(ledger: Any, ref: str) -> Any:
     parts = ref.rsplit("/", 2)
     if len(parts) == 3 and parts[2].isdigit() and not path.exists():
         exp = ledger.find_experiment(parts[0])
-        trial = ledger.trial(f"{exp.id}/{parts[1]}/{parts[2]}")
+        trial = ledger.trial_at(exp.id, parts[1], int(parts[2]))
         return d.trial_capture(ledger, trial, exp)
     return d.ledger_experiment_capture(ledger, _find(ledger, ref))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +16,7 @@ from fairtrial.spec import PILOT_SEEDS, Spec
 
 @dataclass(frozen=True)
 class TrialPlan:
-    """One trial to run: arm ``arm`` on seed index ``seed``."""
+    """One trial to run: arm ``arm`` on seed index ``seed``; ``trial_id`` is its identity."""
 
     trial_id: str
     experiment_id: str
@@ -22,24 +24,86 @@ class TrialPlan:
     seed: int
     config: dict[str, Any]
     seeds: dict[str, int]  # the derived stream seeds, recorded with the trial
+    code_hash: str = ""
 
 
-def plan_trials(spec: Spec) -> list[TrialPlan]:
+def trial_identity(
+    *,
+    task: str,
+    task_checksum: str,
+    metric: str,
+    code_hash: str,
+    config: Mapping[str, Any],
+    seeds: Mapping[str, int],
+) -> str:
+    """What makes two trials the same trial: the data (task and its checksum), the metric
+    that scores it, the code (:func:`fairtrial.provenance.code_hash`: the recipe and every
+    file it imports), the arm's config and the seed streams. A finished trial with the same
+    identity is reused by any experiment, never re-run; a change in any of these is a new
+    trial. How a trial is run (backend, time limit, retries) is not part of it."""
+    blob = json.dumps(
+        {
+            "task": task,
+            "task_checksum": task_checksum,
+            "metric": metric,
+            "code": code_hash,
+            "config": config,
+            "seeds": dict(seeds),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def plan_trials(spec: Spec, code_hash: str | None = None) -> list[TrialPlan]:
     """Trials ordered seed-major (seed 0 of every arm first), so a run stopped early has
-    complete pairs to compare instead of all seeds of one arm and none of another."""
+    complete pairs to compare instead of all seeds of one arm and none of another.
+
+    ``code_hash``: the hash of the code the trials run (default: :func:`spec_code_hash`, the
+    code as it is on disk now)."""
+    if code_hash is None:
+        code_hash = spec_code_hash(spec)
     eid = spec.experiment_id
-    return [
-        TrialPlan(
-            trial_id=f"{eid}/{arm.name}/{seed}",
-            experiment_id=eid,
-            arm=arm.name,
-            seed=seed,
-            config=arm.config,
-            seeds=trial_seeds(spec.root_seed, seed),
-        )
-        for seed in range(spec.seeds)
-        for arm in spec.arms.values()
-    ]
+    out = []
+    for seed in range(spec.seeds):
+        streams = trial_seeds(spec.root_seed, seed)
+        for arm in spec.arms.values():
+            identity = trial_identity(
+                task=spec.task,
+                task_checksum=spec.task_checksum,
+                metric=spec.metric,
+                code_hash=code_hash,
+                config=arm.config,
+                seeds=streams,
+            )
+            out.append(
+                TrialPlan(
+                    trial_id=identity,
+                    experiment_id=eid,
+                    arm=arm.name,
+                    seed=seed,
+                    config=arm.config,
+                    seeds=streams,
+                    code_hash=code_hash,
+                )
+            )
+    return out
+
+
+def spec_code_snapshot(spec: Spec) -> dict[str, Any]:
+    """The code ``spec``'s trials run, as it is on disk now (:func:`provenance.code_snapshot`)."""
+    from fairtrial import provenance
+
+    return provenance.code_snapshot(spec.recipe, spec.command, spec.base_dir, spec.task)
+
+
+def spec_code_hash(spec: Spec) -> str:
+    """The code hash of ``spec``'s trials as the code is now."""
+    from fairtrial import provenance
+
+    return provenance.code_hash(spec_code_snapshot(spec))
 
 
 # -- seeds = "auto" -------------------------------------------------------------------------------
@@ -56,13 +120,57 @@ def paired_values(
     )
 
 
+def permutation_floor(alpha: float) -> int:
+    """The fewest paired seeds with which the exact sign-flip permutation test can reject at
+    ``alpha``: its smallest two-sided p-value is 2 / 2^n (every difference the same sign), so
+    n seeds can never give a p below that, whatever the effect (5 seeds: 0.0625)."""
+    n = 2
+    while 2.0 / 2.0**n >= alpha:
+        n += 1
+    return n
+
+
+def family_sizes(arm_table: Mapping[str, Any]) -> list[int]:
+    """Sizes of the families Holm's correction runs over: the arms against the baseline, and
+    each arm's ablations."""
+    arms = sum(a["kind"] == "arm" for a in arm_table["arms"])
+    ablations: dict[str, int] = {}
+    for ab in arm_table["ablations"]:
+        ablations[ab["arm"]] = ablations.get(ab["arm"], 0) + 1
+    return [n for n in (arms, *ablations.values()) if n]
+
+
+def seed_floor(arm_table: Mapping[str, Any], alpha: float) -> int:
+    """The fewest seeds with which every comparison of the experiment can reach a verdict:
+    Holm's first step tests the smallest p at alpha / family size."""
+    return max((permutation_floor(alpha / m) for m in family_sizes(arm_table)), default=2)
+
+
+def seed_floor_warning(seeds: int, arm_table: Mapping[str, Any], alpha: float) -> str | None:
+    """One line when ``seeds`` can never give ``better`` or ``worse``, else None."""
+    floor = seed_floor(arm_table, alpha)
+    if seeds >= floor:
+        return None
+    m = max(family_sizes(arm_table), default=1)
+    return (
+        f"{seeds} seeds can never give a verdict of better or worse: the exact sign-flip "
+        f"permutation test's smallest p-value is 2/2^{seeds} = {2 / 2**seeds:.3g}, not below "
+        f"alpha {alpha:g}" + (f" / {m} comparisons (Holm)" if m > 1 else "") + f"; use at least "
+        f"{floor} seeds"
+    )
+
+
 def seeds_needed(sd_diff: float, smallest_effect: float, alpha: float, power: float) -> int:
-    """Paired seeds a paired t-test needs to detect ``smallest_effect`` with ``power``."""
+    """Paired seeds needed to detect ``smallest_effect`` with ``power`` at ``alpha``: what a
+    paired t-test needs, and never fewer than the permutation test that decides can use
+    (:func:`permutation_floor`)."""
     from fairtrial import stats
 
+    floor = permutation_floor(alpha)
     if sd_diff <= 0:
-        return 2
-    return int(stats.required_seeds(sd_diff, smallest_effect, alpha=alpha, power=power))
+        return floor
+    t_seeds = int(stats.required_seeds(sd_diff, smallest_effect, alpha=alpha, power=power))
+    return max(t_seeds, floor)
 
 
 def plan_seeds(
@@ -81,7 +189,8 @@ def plan_seeds(
     The sd of the paired differences of every arm against the baseline is estimated on the
     pilot's seeds (``scores``: per arm ``{seed: test score}``); the plan is the largest number
     of seeds a paired t-test needs to detect ``smallest_effect`` at ``power``, at
-    alpha / number of arms (Holm's first step), at least the pilot and at most ``max_seeds``.
+    alpha / number of arms (Holm's first step), never fewer than the permutation test can
+    reject with (:func:`seed_floor`), at least the pilot and at most ``max_seeds``.
     An arm whose pilot has fewer than 2 paired seeds cannot be planned: it asks for the cap.
     """
     sign = 1.0 if direction == "max" else -1.0
@@ -100,7 +209,8 @@ def plan_seeds(
             "sd_diff": round(sd, 6),
             "seeds_needed": seeds_needed(sd, smallest_effect, level, power),
         }
-    needed = max((v["seeds_needed"] for v in per_arm.values()), default=pilot)
+    floor = seed_floor(arm_table, alpha)
+    needed = max([floor, *(v["seeds_needed"] for v in per_arm.values())])
     return {
         "pilot": pilot,
         "max_seeds": max_seeds,
@@ -108,6 +218,8 @@ def plan_seeds(
         "seeds": min(max(needed, pilot), max_seeds),
         "capped": needed > max_seeds,
         "arms": per_arm,
+        "floor": floor,
         "rule": f"exact paired t-test power {power} to detect {smallest_effect:g} at alpha "
-        f"{alpha}/{max(len(arms), 1)}, with the sd of the paired differences of the pilot seeds",
+        f"{alpha}/{max(len(arms), 1)}, with the sd of the paired differences of the pilot seeds, "
+        f"and at least the {floor} seeds the permutation test needs to reject at all",
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import platform
 import re
@@ -240,42 +241,132 @@ def _inside(path: Path, folder: Path) -> bool:
     return True
 
 
-def code_snapshot(recipe: str | None, command: str | None, base_dir: Path | None) -> dict[str, Any]:
-    """The recipe's files, with their contents, to store with the trial's provenance.
+def _imported_names(path: Path, package: str) -> list[str]:
+    """Module names ``path`` imports (statically: every ``import`` and ``from`` anywhere in it,
+    relative ones resolved against ``package``); ``from m import n`` also names ``m.n``, which
+    is a module when ``n`` is a submodule."""
+    import ast
 
-    * ``module:function`` recipe: the module's file; when it lies in the spec's folder, every
-      ``.py`` file of that folder (recursively, skipping hidden and environment folders), and
-      when it lies in a package elsewhere, the ``.py`` files of the package's folder.
-    * command recipe: each word of the command that names a file in the spec's folder.
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError, OSError):
+        return []
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".") if package else []
+                up = len(parts) - (node.level - 1)
+                if up < 0:
+                    continue
+                base = ".".join([*parts[:up], *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            if base:
+                names.append(base)
+            names.extend(f"{base}.{a.name}" if base else a.name for a in node.names)
+    return names
 
-    Files in the spec's folder are keyed by their path relative to it (``files``); files
-    elsewhere (an installed package, a built-in recipe) by their module path (``external``).
-    At most :data:`SNAPSHOT_MAX_FILES` files and :data:`SNAPSHOT_MAX_BYTES` bytes are kept;
-    the rest are listed in ``skipped``. Returns ``{"files": {rel: bytes}, "external": {rel:
-    bytes}, "skipped": [...], "recipe": ..., "command": ..., "module": ...}``.
+
+def module_source(module: str, root: Path) -> Path | None:
+    """The file ``module`` is imported from when ``root`` is first on the path, if in ``root``."""
+    parts = module.split(".")
+    for candidate in (
+        root.joinpath(*parts).with_suffix(".py"),
+        root.joinpath(*parts, "__init__.py"),
+    ):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def import_closure(start: Path, root: Path) -> list[Path]:
+    """``start`` and every module under ``root`` that it imports, directly or through others.
+
+    Static (the ``import`` statements of the source): what a trial runs is known before it
+    runs, so a trial's identity can include it. ``root`` is the folder imports resolve
+    against (the spec's folder, or an installed package's parent); modules outside it (numpy,
+    fairtrial itself) are not the recipe's code. Parent packages' ``__init__.py`` files count:
+    importing ``pkg.mod`` runs them.
+    """
+    seen: dict[Path, None] = {}
+    todo = [start.resolve()]
+    while todo:
+        path = todo.pop()
+        if path in seen or not _inside(path, root):
+            continue
+        seen[path] = None
+        rel = path.relative_to(root).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        package = ".".join(parts if path.name == "__init__.py" else parts[:-1])
+        for i in range(1, len(parts)):  # the parent packages' __init__ files
+            init = root.joinpath(*parts[:i], "__init__.py")
+            if init.is_file():
+                todo.append(init.resolve())
+        for name in _imported_names(path, package):
+            found = module_source(name, root)
+            if found is not None:
+                todo.append(found)
+    return sorted(seen)
+
+
+def code_snapshot(
+    recipe: str | None,
+    command: str | None,
+    base_dir: Path | None,
+    task: str | None = None,
+) -> dict[str, Any]:
+    """The code a trial runs, with its contents: what its identity hashes and bundles carry.
+
+    * ``module:function`` recipe: the module's file and every module it imports from the same
+      root (:func:`import_closure`): the spec's folder for the user's own code, the package's
+      folder for an installed one (a built-in recipe and its helpers).
+    * command recipe: each word of the command that names a file in the spec's folder, and for
+      Python files among them, what they import from that folder.
+    * ``module:function`` task in the spec's folder: its module and what that imports (the
+      data a trial sees is also pinned by the task checksum; the code rebuilds it).
+
+    Only these files: other files of the spec's folder (notes, unpublished experiments) are
+    neither hashed nor packed. Files in the spec's folder are keyed by their path relative to
+    it (``files``); files elsewhere by their module path (``external``). At most
+    :data:`SNAPSHOT_MAX_FILES` files and :data:`SNAPSHOT_MAX_BYTES` bytes are kept; the rest
+    are listed in ``skipped``. Returns ``{"files": {rel: bytes}, "external": {rel: bytes},
+    "skipped": [...], "recipe": ..., "command": ..., "module": ...}``.
     """
     base = base_dir.resolve() if base_dir is not None else None
     candidates: list[tuple[str, str, Path]] = []  # (where, key, path)
+
+    def local(start: Path) -> None:
+        assert base is not None
+        for path in import_closure(start, base):
+            candidates.append(("files", path.relative_to(base).as_posix(), path))
+
     module_name = None
     if recipe is not None:
         module_name = recipe.partition(":")[0]
         mod_file = _module_file(module_name, base)
         if mod_file is not None:
             if base is not None and _inside(mod_file, base):
-                for path in sorted(base.rglob("*.py")):
-                    rel = path.relative_to(base)
-                    if any(part in _SKIP_DIRS or part.startswith(".") for part in rel.parts[:-1]):
-                        continue
-                    candidates.append(("files", rel.as_posix(), path))
+                local(mod_file)
             else:
                 depth = module_name.count(".")
                 root = mod_file.parents[depth] if depth < len(mod_file.parents) else mod_file
-                key = mod_file.relative_to(root).as_posix()
-                candidates.append(("external", key, mod_file))
-                if (mod_file.parent / "__init__.py").exists():
-                    for path in sorted(mod_file.parent.glob("*.py")):
-                        if path != mod_file:
-                            candidates.append(("external", path.relative_to(root).as_posix(), path))
+                # what the module imports from its own package (a built-in recipe's helpers),
+                # not the whole installed library it belongs to
+                package_dir = mod_file.parent
+                for path in import_closure(mod_file, root):
+                    if path == mod_file or (
+                        _inside(path, package_dir) and path.name != "__init__.py"
+                    ):
+                        candidates.append(("external", path.relative_to(root).as_posix(), path))
+    if task is not None and base is not None and ":" in task:
+        task_file = _module_file(task.partition(":")[0], base)
+        if task_file is not None and _inside(task_file, base):
+            local(task_file)
     if command is not None and base is not None:
         try:
             words = shlex.split(command)
@@ -286,7 +377,10 @@ def code_snapshot(recipe: str | None, command: str | None, base_dir: Path | None
                 continue
             path = (base / word).resolve()
             if _inside(path, base) and path.is_file():
-                candidates.append(("files", path.relative_to(base).as_posix(), path))
+                if path.suffix == ".py":
+                    local(path)
+                else:
+                    candidates.append(("files", path.relative_to(base).as_posix(), path))
     out: dict[str, Any] = {
         "recipe": recipe,
         "command": command,
@@ -294,20 +388,41 @@ def code_snapshot(recipe: str | None, command: str | None, base_dir: Path | None
         "files": {},
         "external": {},
         "skipped": [],
+        # every file's sha256, kept or not: an edit of a file too large to keep still shows
+        "digests": {},
     }
     total = 0
     for where, key, path in candidates:
-        if key in out[where]:
+        if f"{where}/{key}" in out["digests"]:
             continue
         try:
             content = path.read_bytes()
         except OSError as exc:
             out["skipped"].append(f"{key}: cannot read ({exc.strerror})")
+            out["digests"][f"{where}/{key}"] = "unreadable"
             continue
+        out["digests"][f"{where}/{key}"] = hashlib.sha256(content).hexdigest()
         kept = len(out["files"]) + len(out["external"])
         if kept >= SNAPSHOT_MAX_FILES or total + len(content) > SNAPSHOT_MAX_BYTES:
             out["skipped"].append(f"{key}: over the snapshot limit ({len(content)} bytes)")
             continue
         total += len(content)
         out[where][key] = content
+    for where in ("files", "external", "digests"):
+        out[where] = dict(sorted(out[where].items()))
     return out
+
+
+def code_hash(snapshot: dict[str, Any]) -> str:
+    """One hash of the code a snapshot holds: the recipe reference, the command, and the path
+    and sha256 of every file it found (kept in the snapshot or over its limits).
+
+    Part of every trial's identity: any edit of any file the recipe imports gives new trials.
+    """
+    blob = {
+        "recipe": snapshot.get("recipe"),
+        "command": snapshot.get("command"),
+        "files": snapshot.get("digests") or {},
+    }
+    text = json.dumps(blob, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

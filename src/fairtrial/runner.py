@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -31,9 +32,8 @@ from rich.progress import (
 
 from fairtrial import provenance
 from fairtrial.backends.base import Backend, TrialJob, TrialOutcome
-from fairtrial.errors import FairtrialError
 from fairtrial.ledger import DONE, Ledger, TrialRow
-from fairtrial.plan import plan_seeds, plan_trials
+from fairtrial.plan import plan_seeds, plan_trials, seed_floor_warning, spec_code_snapshot
 from fairtrial.spec import PILOT_SEEDS, Spec
 
 
@@ -41,6 +41,8 @@ from fairtrial.spec import PILOT_SEEDS, Spec
 class RunSummary:
     experiment_id: str
     total: int
+    #: slots whose trial had ended before this run (finished, failed or diverged), this
+    #: experiment's own or reused
     already_done: int
     ran: int = 0
     finished: int = 0
@@ -52,6 +54,23 @@ class RunSummary:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     seed_plan: dict[str, Any] | None = None
+    #: finished trials of other experiments with the same identity, used instead of re-running
+    reused: int = 0
+    #: trials of earlier code (or data) that this run replaced with new ones
+    replaced: int = 0
+    #: trials another live run is running right now (not run here, not done either)
+    elsewhere: int = 0
+    #: why the run stopped before running every trial (fail fast), or None
+    stopped: str | None = None
+    #: the experiment after the run: slots by status (finished, failed, diverged, pending...)
+    statuses: dict[str, int] = field(default_factory=dict)
+    #: failed or diverged trials kept from earlier runs (``--retry-failed`` re-runs them)
+    kept_failures: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Every trial of the experiment finished (none failed, diverged or left undone)."""
+        return self.statuses.get("finished", 0) == self.total
 
 
 def _owner() -> str:
@@ -72,6 +91,25 @@ def _alive_elsewhere(owner: str | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class StopRun(Exception):
+    """Raised through a backend to stop a run early (fail fast); the message says why."""
+
+
+def error_key(error: str, job: TrialJob) -> str:
+    """An error with what differs from trial to trial (its folder, numbers) taken out, so
+    the same failure on two seeds counts as one."""
+    text = error
+    if job.workdir:
+        text = text.replace(job.workdir, "<workdir>")
+    return re.sub(r"\d+(\.\d+)?", "N", text)
+
+
+def traceback_tail(detail: str, lines: int = 8) -> str:
+    """The last lines of a traceback or of a command's output: where it went wrong."""
+    kept = [line for line in detail.rstrip().splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
 
 
 class _LedgerSink:
@@ -96,6 +134,18 @@ class _LedgerSink:
         self.requeue: list[TrialJob] = []
         self.retries: dict[str, int] = {}
         self.max_retries = 0
+        #: fail fast: the first ending of each arm in this run (None: finished), and the arms
+        self.first_end: dict[str, str | None] = {}
+        self.arms: set[str] = set()
+        self.fail_counts: dict[str, int] = {}
+        self.keep_going = False
+        #: errors already shown with their traceback
+        self.shown: set[str] = set()
+        #: per arm, the predictions hash of each seed's test evaluation (seed-blind check)
+        self.predictions: dict[str, dict[int, str]] = {}
+        self.blind_warned: set[str] = set()
+        #: the spec says the recipe has no randomness: seeds are expected to agree
+        self.deterministic = False
 
     def _lost(self, job: TrialJob, outcome: TrialOutcome) -> TrialOutcome | None:
         """Queue a lost trial for its next attempt; None when queued, else the final outcome.
@@ -137,6 +187,7 @@ class _LedgerSink:
             self.ledger.add_metrics(job.trial_id, job.attempt, payload)
         elif kind == "test":
             self.ledger.add_test_evaluation(job.trial_id, job.attempt, job.experiment_id, payload)
+            self.predictions.setdefault(job.arm, {})[job.seed] = payload["predictions_sha256"]
 
     def finished(self, job: TrialJob, outcome: TrialOutcome) -> None:
         # Every ending stores a compute record: a crashed trial's figures are results too. A
@@ -176,23 +227,87 @@ class _LedgerSink:
         s.ran += 1
         if outcome.status == "finished":
             s.finished += 1
+            self._check_seeds_reach(job)
         else:
             if outcome.status == "diverged":
                 s.diverged += 1
             else:
                 s.failed += 1
             s.failures.append((job.trial_id, outcome.error or outcome.status))
-            self.console.print(
-                f"[yellow]{outcome.status}[/] {escape(job.arm)} seed {job.seed}: "
-                f"{escape(outcome.error or '')}",
-                highlight=False,
-                markup=True,
-            )
+            self._report_failure(job, outcome)
         if self.progress is not None:
             self.progress.update(
                 self.task_id,
                 advance=1,
                 failures=s.failed + s.diverged,
+            )
+        self._fail_fast(job, outcome)
+
+    def _report_failure(self, job: TrialJob, outcome: TrialOutcome) -> None:
+        """One line per failed trial; the traceback's last lines once per distinct error."""
+        self.console.print(
+            f"[red]{outcome.status}[/] {escape(job.arm)} seed {job.seed}: "
+            f"{escape(outcome.error or '')}",
+            highlight=False,
+            markup=True,
+        )
+        key = error_key(outcome.error or outcome.status, job)
+        if key in self.shown or not outcome.error_detail:
+            return
+        self.shown.add(key)
+        tail = traceback_tail(outcome.error_detail)
+        self.console.print(
+            "[dim]  " + escape(tail).replace("\n", "\n  ") + "[/]",
+            highlight=False,
+            markup=True,
+        )
+
+    def _check_seeds_reach(self, job: TrialJob) -> None:
+        """Warn as soon as two seeds of an arm gave the very same test predictions."""
+        seen = self.predictions.get(job.arm, {})
+        if job.arm in self.blind_warned or len(seen) < 2:
+            return
+        if self.deterministic:
+            if len(set(seen.values())) > 1:
+                self.blind_warned.add(job.arm)
+                self.console.print(
+                    f"[bold yellow]warning[/]: deterministic = true, but seeds "
+                    f"{', '.join(map(str, sorted(seen)))} of arm '{escape(job.arm)}' gave "
+                    "different test predictions: the recipe has randomness",
+                    highlight=False,
+                    markup=True,
+                )
+            return
+        if len(set(seen.values())) > 1:
+            return
+        self.blind_warned.add(job.arm)
+        seeds = ", ".join(map(str, sorted(seen)))
+        self.console.print(
+            f"[bold yellow]warning[/]: seeds {seeds} of arm '{escape(job.arm)}' gave identical "
+            "test predictions: the recipe may not use its seeds (derive every random choice "
+            "from ctx.rng / ctx.seed_for, or the {seed} placeholders, and never fix a seed "
+            "of its own); if it truly has no randomness, set deterministic = true in "
+            "\\[experiment]",
+            highlight=False,
+            markup=True,
+        )
+
+    def _fail_fast(self, job: TrialJob, outcome: TrialOutcome) -> None:
+        """Stop when the first trial of every arm failed with the same error: the same code
+        would fail every other trial the same way."""
+        key = None if outcome.status != "failed" else error_key(outcome.error or "", job)
+        self.first_end.setdefault(job.arm, key)
+        if key is None:
+            return
+        self.fail_counts[key] = self.fail_counts.get(key, 0) + 1
+        if self.keep_going or set(self.first_end) != self.arms:
+            return
+        # every arm's first trial failed alike, and at least twice in all (one arm: its
+        # first two seeds): the error is in what all trials share, not in one seed or arm
+        if set(self.first_end.values()) == {key} and self.fail_counts[key] >= 2:
+            raise StopRun(
+                f"the first trials of every arm failed with the same error: {outcome.error}; "
+                "the other trials were not started (--keep-going runs them all)"
             )
 
 
@@ -205,13 +320,21 @@ def run_experiment(
     console: Console | None = None,
     show_progress: bool | None = None,
     max_retries: int | None = None,
+    keep_going: bool = False,
 ) -> RunSummary:
     """Run every trial of ``spec`` that the ledger does not have yet; resumable at any point.
+
+    Each trial is identified by what it runs (:func:`fairtrial.plan.trial_identity`): one
+    whose identity already has a result in the ledger, from this experiment or another, is
+    reused; an edit of the recipe's code gives new trials, and the experiment's verdict then
+    uses only those (the old ones stay in the ledger).
 
     A trial whose process dies under it (status ``lost``: killed, crashed) runs again as its
     next attempt, up to ``max_retries`` times in this run (default: the spec's
     ``max_retries``), and is then recorded ``failed`` with the reason and the attempt count.
-    A trial whose recipe raised is not retried: the same code would raise again.
+    A trial whose recipe raised is not retried: the same code would raise again. When the
+    first trial of every arm fails with the same error the run stops there (``stopped`` says
+    why) unless ``keep_going``.
 
     With ``seeds = "auto"`` the run has two stages: the pilot seeds, then as many seeds as the
     power analysis of the pilot asks for (:func:`fairtrial.plan.plan_seeds`), up to
@@ -219,17 +342,16 @@ def run_experiment(
     same plan.
     """
     console = console or Console(stderr=True)
+    opts = (retry_failed, console, show_progress, max_retries, keep_going)
+    if not spec.auto_seeds and not spec.deterministic:
+        warning = seed_floor_warning(spec.seeds, spec.arm_table(), spec.hypothesis.alpha)
+        if warning:
+            console.print(f"[bold yellow]warning[/]: {escape(warning)}", highlight=False)
     if not spec.auto_seeds:
-        return _run(spec, ledger, backend, retry_failed, console, show_progress, max_retries)
-    pilot = _run(
-        replace(spec, seeds=PILOT_SEEDS),
-        ledger,
-        backend,
-        retry_failed,
-        console,
-        show_progress,
-        max_retries,
-    )
+        return _run(spec, ledger, backend, *opts)
+    pilot = _run(replace(spec, seeds=PILOT_SEEDS), ledger, backend, *opts)
+    if pilot.stopped:
+        return pilot
     scores: dict[str, dict[int, float]] = {}
     for t in ledger.trials(spec.experiment_id):
         if t.status == "finished" and t.result is not None and t.seed < PILOT_SEEDS:
@@ -253,9 +375,7 @@ def run_experiment(
         + f": running {n} seeds",
         highlight=False,
     )
-    rest = _run(
-        replace(spec, seeds=n), ledger, backend, retry_failed, console, show_progress, max_retries
-    )
+    rest = _run(replace(spec, seeds=n), ledger, backend, *opts)
     rest.already_done -= pilot.ran
     for name in ("ran", "finished", "failed", "diverged", "interrupted", "retried", "seconds"):
         setattr(rest, name, getattr(rest, name) + getattr(pilot, name))
@@ -272,6 +392,7 @@ def _run(
     console: Console,
     show_progress: bool | None,
     max_retries: int | None,
+    keep_going: bool,
 ) -> RunSummary:
     eid = spec.experiment_id
     ledger.upsert_experiment(
@@ -289,37 +410,94 @@ def _run(
         root_seed=spec.root_seed,
     )
     ledger.set_compute_settings(eid, dict(spec.compute))
-    plans = plan_trials(spec)
+    snapshot = spec_code_snapshot(spec)
+    code_hash = provenance.code_hash(snapshot)
+    before = {(r.arm, r.seed): r for r in ledger.trials(eid)}
+    plans = plan_trials(spec, code_hash)
     ledger.add_trials(plans)
     rows = {r.id: r for r in ledger.trials(eid)}
-    changed = {r.task_checksum for r in rows.values() if r.status in DONE and r.task_checksum} - {
-        spec.task_checksum
-    }
-    if changed:
-        raise FairtrialError(
-            f"task '{spec.task}' data changed since this experiment's trials ran (checksum "
-            f"{sorted(changed)[0][:12]} then, {spec.task_checksum[:12]} now); "
-            "rename the experiment to run it on the new data"
-        )
-    redo = ("pending", "running", "interrupted") + (("failed", "diverged") if retry_failed else ())
-    todo: list[TrialRow] = [
-        rows[p.trial_id]
-        for p in plans
-        if rows[p.trial_id].status in redo and not _alive_elsewhere(rows[p.trial_id].owner)
+    replaced = [
+        b for p in plans if (b := before.get((p.arm, p.seed))) is not None and b.id != p.trial_id
     ]
-    summary = RunSummary(eid, total=len(plans), already_done=len(plans) - len(todo))
-    if not todo:
-        return summary
-
-    prov = provenance.collect(spec.base_dir)
-    prov["code"] = ledger.put_code_snapshot(
-        provenance.code_snapshot(spec.recipe, spec.command, spec.base_dir)
+    if replaced:
+        _say_replaced(console, spec, replaced, code_hash)
+    redo = ("pending", "running", "interrupted") + (("failed", "diverged") if retry_failed else ())
+    todo: list[TrialRow] = []
+    elsewhere = 0
+    for trial_id in dict.fromkeys(p.trial_id for p in plans):
+        row = rows[trial_id]
+        if row.status not in redo:
+            continue
+        if _alive_elsewhere(row.owner):
+            elsewhere += 1
+        else:
+            todo.append(row)
+    summary = RunSummary(
+        eid,
+        total=len(plans),
+        already_done=sum(r.status in DONE and r.status not in redo for r in rows.values()),
+        reused=sum(r.reused and r.status == "finished" for r in rows.values()),
+        replaced=len(replaced),
+        elsewhere=elsewhere,
     )
+    if todo:
+        _run_todo(spec, ledger, backend, snapshot, todo, summary, console, show_progress,
+                  max_retries, keep_going)  # fmt: skip
+    final = ledger.trials(eid)
+    for r in final:
+        summary.statuses[r.status] = summary.statuses.get(r.status, 0) + 1
+    if not retry_failed:
+        summary.kept_failures = sum(
+            rows[r.id].status in ("failed", "diverged") for r in final if r.id in rows
+        )
+    return summary
+
+
+def _say_replaced(console: Console, spec: Spec, replaced: list[TrialRow], code_hash: str) -> None:
+    """Say why trials this experiment had are not in its verdict any more."""
+    old_code = sorted({r.code_hash or "unrecorded" for r in replaced if r.code_hash != code_hash})
+    old_data = sorted({r.task_checksum for r in replaced if r.task_checksum} - {spec.task_checksum})
+    why = []
+    if old_code:
+        why.append(
+            f"the recipe's code changed (code {', '.join(c[:12] for c in old_code)} then, "
+            f"{code_hash[:12]} now)"
+        )
+    if old_data:
+        why.append(
+            f"task '{spec.task}' data changed (checksum {old_data[0][:12]} then, "
+            f"{spec.task_checksum[:12]} now)"
+        )
+    console.print(
+        f"[bold yellow]note[/]: {'; '.join(why) or 'what the trials run changed'} since this "
+        f"experiment last ran: {len(replaced)} trials run again on it; the old ones stay in the "
+        "ledger, out of this verdict",
+        highlight=False,
+        markup=True,
+    )
+
+
+def _run_todo(
+    spec: Spec,
+    ledger: Ledger,
+    backend: Backend,
+    snapshot: dict[str, Any],
+    todo: list[TrialRow],
+    summary: RunSummary,
+    console: Console,
+    show_progress: bool | None,
+    max_retries: int | None,
+    keep_going: bool,
+) -> None:
+    eid = spec.experiment_id
+    prov = provenance.collect(spec.base_dir)
+    prov["code"] = ledger.put_code_snapshot(snapshot)
     prov["run"] = {"backend": backend.name, "workers": backend.workers, "threads": backend.threads}
     provenance_id = ledger.put_provenance(prov)
     workroot = Path(".fairtrial") / "trials" / eid
     owner = _owner()
     target_metric, target_direction = spec.target_metric()
+    by_id = {row.id: row for row in todo}
 
     def jobs(batch: list[tuple[TrialRow, int]]) -> Iterator[TrialJob]:
         for row, seen in batch:
@@ -367,17 +545,19 @@ def _run(
         if show_progress
         else None
     )
+    task_id = None
     if progress is not None:
         progress.start()
         task_id = progress.add_task(
-            spec.name, total=len(plans), completed=summary.already_done, failures=0
+            spec.name, total=summary.total, completed=summary.total - len(todo), failures=0
         )
-    else:
-        task_id = None
     sink = _LedgerSink(
         ledger, summary, provenance_id, spec.task_checksum, progress, task_id, console
     )
     sink.max_retries = spec.max_retries if max_retries is None else max_retries
+    sink.keep_going = keep_going
+    sink.deterministic = spec.deterministic
+    sink.arms = {row.arm for row in todo}
     batch = [(row, row.attempt) for row in todo]
     try:
         # Rounds: the planned trials, then the lost ones again (each as its next attempt)
@@ -385,10 +565,11 @@ def _run(
         while batch:
             backend.run(jobs(batch), sink, total=len(batch))
             retry, sink.requeue = sink.requeue, []
-            batch = [(rows[job.trial_id], job.attempt) for job in retry]
+            batch = [(by_id[job.trial_id], job.attempt) for job in retry]
+    except StopRun as exc:
+        summary.stopped = str(exc)
     finally:
         if progress is not None:
             progress.stop()
         summary.seconds = time.perf_counter() - t0
         sys.stderr.flush()
-    return summary

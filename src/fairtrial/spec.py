@@ -65,8 +65,9 @@ class _Experiment(BaseModel):
     task: str
     recipe: str | None = None
     command: str | None = None
-    seeds: int | str
+    seeds: int | str | None = None
     max_seeds: int | None = None
+    deterministic: bool = False
     root_seed: int = 0
     metric: str | None = None
     target: float | int | None = None
@@ -84,12 +85,12 @@ class _Experiment(BaseModel):
 
     @field_validator("seeds")
     @classmethod
-    def _seeds(cls, v: int | str) -> int | str:
+    def _seeds(cls, v: int | str | None) -> int | str | None:
         if isinstance(v, str):
             if v != "auto":
                 raise ValueError('must be a whole number >= 2, or "auto"')
             return v
-        if v < 2:
+        if v is not None and v < 1:
             raise ValueError("must be at least 2 (one seed cannot tell a gain from luck)")
         return v
 
@@ -199,6 +200,7 @@ _VALID: dict[str, str] = {
     "recipe": "a built-in recipe name or 'module:function'",
     "command": "a command line string",
     "seeds": 'a whole number >= 2, or "auto"',
+    "deterministic": "true (the recipe has no randomness: one run per arm) or false",
     "max_seeds": f'a whole number >= {PILOT_SEEDS} (with seeds = "auto")',
     "root_seed": "a whole number",
     "metric": "a metric name",
@@ -280,6 +282,8 @@ class Spec:
     max_seeds: int | None = None
     #: the ``[compute]`` keys that were set (fairtrial.meter.ComputeSettings.from_table reads it)
     compute: dict[str, Any] = field(default_factory=dict)
+    #: the recipe has no randomness: each arm is one run (seeds past 0 only check that)
+    deterministic: bool = False
 
     def target_metric(self) -> tuple[str, Literal["max", "min"]]:
         """The logged metric time-to-target watches, and whether higher or lower is better.
@@ -314,6 +318,8 @@ class Spec:
                 "command": self.command,
                 "seeds": "auto" if self.auto_seeds else self.seeds,
                 **({"max_seeds": self.max_seeds} if self.auto_seeds else {}),
+                # only when set: experiments from before the key keep their ids
+                **({"deterministic": True} if self.deterministic else {}),
                 "root_seed": self.root_seed,
                 "metric": self.metric,
                 "target": self.target,
@@ -621,6 +627,26 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
             by_components[sig] = name
             ablations.append(Ablation(target, removed, name))
 
+    # deterministic = true: one run per arm decides; a second seed (the default) checks that
+    # the recipe really gives the same result on every seed
+    if exp.deterministic:
+        if exp.seeds == "auto":
+            raise ld.fail(
+                "experiment",
+                'seeds = "auto"',
+                "deterministic = true runs one seed per arm (plus checks): set seeds = 2",
+            )
+        if exp.seeds is None:
+            exp.seeds = 2
+    elif exp.seeds is None:
+        raise ld.fail("experiment", None, f"missing required key 'seeds' ({_VALID['seeds']})")
+    elif isinstance(exp.seeds, int) and exp.seeds < 2:
+        raise ld.fail(
+            "experiment",
+            f"seeds = {exp.seeds}",
+            "must be at least 2 (one seed cannot tell a gain from luck); a recipe without "
+            "randomness says deterministic = true",
+        )
     # seeds = "auto": a pilot, then as many seeds as the power analysis asks, up to max_seeds
     auto = exp.seeds == "auto"
     if auto:
@@ -677,4 +703,5 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
         },
         max_retries=exp.max_retries,
         resources={k: float(v) for k, v in exp.resources.items()},
+        deterministic=exp.deterministic,
     )

@@ -38,24 +38,25 @@ def verify(ledger: Ledger) -> dict[str, Any]:
         (e["trial_id"], e["attempt"]): e["score"] for e in log
     }
     before = ledger.test_evaluations_before_log()
-    for exp in {e["experiment_id"] for e in log}:
-        for t in ledger.trials(exp):
-            if t.status != "finished" or t.result is None or (t.id, t.attempt) in before:
-                continue
-            score = by_trial.get((t.id, t.attempt))
-            if score is None:
-                problems.append(f"test log: finished trial {t.id} has no logged evaluation")
-            elif score != t.result:
-                problems.append(
-                    f"test log: trial {t.id} reports {t.result!r} but its logged test score "
-                    f"is {score!r}: the result was changed after it was scored"
-                )
+    for t in ledger.trials_of_identity(sorted({e["trial_id"] for e in log})):
+        if t.status != "finished" or t.result is None or (t.id, t.attempt) in before:
+            continue
+        score = by_trial.get((t.id, t.attempt))
+        if score is None:
+            problems.append(f"test log: finished trial {t.id} has no logged evaluation")
+        elif score != t.result:
+            problems.append(
+                f"test log: trial {t.id} reports {t.result!r} but its logged test score "
+                f"is {score!r}: the result was changed after it was scored"
+            )
     return {"ok": not problems, "entries": check.entries, "head": check.head, "problems": problems}
 
 
 def excerpt(ledger: Ledger, experiment_id: str) -> list[dict[str, Any]]:
-    """The log entries of one experiment, with their chain hashes (what bundles carry)."""
-    return ledger.test_log(experiment_id)
+    """The log entries of one experiment's trials, with their chain hashes (what bundles
+    carry); a trial reused from another experiment brings the entry it was logged with."""
+    mine = {t.id for t in ledger.trials(experiment_id)}
+    return [e for e in ledger.test_log() if e["trial_id"] in mine]
 
 
 def summary(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any]:
@@ -64,31 +65,35 @@ def summary(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any]:
     Keys: ``evaluations`` (log entries of this experiment), ``trials`` (distinct trials that
     scored the test split), ``repeated`` (trials that scored it more than once: retried
     attempts), ``experiments_on_task`` (experiments in this ledger that scored the same task's
-    test split, same checksum, this one included), ``other_experiments`` (their ids and names),
+    test split, same checksum, this one included), ``other_experiments`` (how many of them are
+    others: a count, never their names, since bundles carry this summary and the user's other
+    experiments may be unpublished; ``fairtrial status`` lists them locally),
     ``chain_ok``, ``chain_problems``, ``head`` (the chain's head hash) and ``warning`` (text, or
     None).
     """
     log = ledger.test_log()
-    mine = [e for e in log if e["experiment_id"] == exp.id]
+    trial_ids = {t.id for t in ledger.trials(exp.id)}
+    mine = [e for e in log if e["trial_id"] in trial_ids]
     per_trial: dict[str, int] = {}
     for e in mine:
         per_trial[e["trial_id"]] = per_trial.get(e["trial_id"], 0) + 1
+    # an experiment is another look at the test split only for trials it did not share
     same_task = {
         e["experiment_id"]
         for e in log
-        if e["task"] == exp.task and e["task_checksum"] == exp.task_checksum
+        if e["task"] == exp.task
+        and e["task_checksum"] == exp.task_checksum
+        and e["trial_id"] not in trial_ids
     } | ({exp.id} if mine else set())
-    names = {e.id: e.name for e in ledger.experiments()}
     others = sorted(same_task - {exp.id})
     check = verify(ledger)
     warnings = []
     if others:
         warnings.append(
-            f"{len(same_task)} experiments in this ledger have evaluated the test split of "
-            f"'{exp.task}' ({', '.join(names.get(o, o) for o in others[:5])}"
-            f"{', ...' if len(others) > 5 else ''} besides this one): if any choice among "
-            "them was made on test scores, model selection leaked into the test set; choose "
-            "on the validation split and report the test score of the chosen one only"
+            f"{len(others)} other experiment(s) in this ledger have evaluated the test split "
+            f"of '{exp.task}' (fairtrial status lists them): if any choice among them was made "
+            "on test scores, model selection leaked into the test set; choose on the "
+            "validation split and report the test score of the chosen one only"
         )
     repeated = sorted(t for t, n in per_trial.items() if n > 1)
     if repeated:
@@ -97,7 +102,6 @@ def summary(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any]:
         )
     if not check["ok"]:
         warnings.append("the sealed test log fails its integrity check: " + check["problems"][0])
-    trial_ids = {t.id for t in ledger.trials(exp.id)}
     unsealed = sum(tid in trial_ids for tid, _ in ledger.test_evaluations_before_log())
     if unsealed:
         warnings.append(
@@ -109,7 +113,7 @@ def summary(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any]:
         "trials": len(per_trial),
         "repeated": repeated,
         "experiments_on_task": len(same_task),
-        "other_experiments": [{"id": o, "name": names.get(o)} for o in others],
+        "other_experiments": len(others),
         "chain_ok": check["ok"],
         "chain_problems": check["problems"],
         "head": check["head"],

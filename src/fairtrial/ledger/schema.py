@@ -18,7 +18,9 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 1
+#: 2: trials are identified by what they ran (``trials.id`` is the trial identity) and an
+#: experiment's slots (arm, seed) point at them through ``experiment_trials``
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -48,13 +50,19 @@ experiments = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+# A trial is identified by the content of what it ran (fairtrial.plan.trial_identity: task
+# checksum, recipe code hash, arm config, seed streams): ``id`` is that hash. Any experiment
+# whose plan has a trial of that identity reuses it; ``experiment_id``, ``arm`` and ``seed``
+# name the experiment slot that first ran it. Ledgers from before identities (schema 1) keep
+# their ``experiment/arm/seed`` ids, which no new plan matches: those trials are re-run.
 trials = Table(
     "trials",
     metadata,
-    Column("id", String(300), primary_key=True),  # experiment_id/arm/seed
+    Column("id", String(300), primary_key=True),  # the trial identity
     Column("experiment_id", String(64), ForeignKey("experiments.id"), nullable=False),
     Column("arm", String(200), nullable=False),
     Column("seed", Integer, nullable=False),
+    Column("code_hash", String(64)),  # provenance.code_hash of the code it ran
     # pending | running | finished | failed | diverged | interrupted
     Column("status", String(16), nullable=False),
     Column("attempt", Integer, nullable=False),  # 0 before the first start
@@ -71,6 +79,18 @@ trials = Table(
     Column("task_checksum", String(64)),
     Column("provenance_id", String(64), ForeignKey("provenance.id")),
     Index("ix_trials_experiment", "experiment_id", "arm", "seed"),
+)
+
+# Which trial fills each slot (arm, seed) of an experiment. A run points every slot at the
+# identity its plan computes from the code as it is now, all at once: a verdict never mixes
+# code versions, and a trial of older code stays in the ledger, out of the verdict.
+experiment_trials = Table(
+    "experiment_trials",
+    metadata,
+    Column("experiment_id", String(64), ForeignKey("experiments.id"), primary_key=True),
+    Column("arm", String(200), primary_key=True),
+    Column("seed", Integer, primary_key=True),
+    Column("trial_id", String(300), nullable=False, index=True),
 )
 
 metrics = Table(

@@ -100,6 +100,15 @@ class TrialRow:
     phases: dict[str, float]
     task_checksum: str | None
     provenance_id: str | None
+    #: provenance.code_hash of the code the trial ran (None: ran before identities)
+    code_hash: str | None = None
+    #: the experiment whose run first ran this trial (another one's: the trial was reused)
+    origin: str | None = None
+
+    @property
+    def reused(self) -> bool:
+        """True when this trial was run by another experiment and reused by this one."""
+        return self.origin is not None and self.origin != self.experiment_id
 
 
 def _dumps(obj: Any) -> str:
@@ -160,6 +169,10 @@ class Ledger:
                     f"store {self.url} has schema {row[0]}, newer than this fairtrial "
                     f"understands ({s.SCHEMA_VERSION}): upgrade fairtrial"
                 )
+            elif int(row[0]) < 2:
+                _migrate_to_identities(c)
+                version = str(s.SCHEMA_VERSION)
+                c.execute(update(s.meta).where(s.meta.c.key == "schema").values(value=version))
 
     # -- experiments ----------------------------------------------------------------------------
     def upsert_experiment(
@@ -256,42 +269,102 @@ class Ledger:
 
     # -- trials ---------------------------------------------------------------------------------
     def add_trials(self, plans: Iterable[Any]) -> int:
-        """Insert a pending row for each planned trial not yet in the ledger; returns the count."""
+        """Point each planned slot (experiment, arm, seed) at its trial, inserting a pending
+        trial for every identity the ledger does not hold yet; returns how many were new.
+
+        A plan (:class:`fairtrial.plan.TrialPlan`) whose identity the ledger already holds,
+        from this experiment or any other, reuses that trial: a finished one is not run again.
+        """
         plans = list(plans)
         if not plans:
             return 0
+        t, slots = s.trials, s.experiment_trials
+        ids = sorted({p.trial_id for p in plans})
         with self.engine.begin() as c:
-            have = set(
-                c.execute(
-                    select(s.trials.c.id).where(s.trials.c.experiment_id == plans[0].experiment_id)
-                ).scalars()
-            )
-            rows = [
-                {
-                    "id": p.trial_id,
-                    "experiment_id": p.experiment_id,
-                    "arm": p.arm,
-                    "seed": p.seed,
-                    "status": "pending",
-                    "attempt": 0,
-                    "config_json": _dumps(p.config),
-                    "seeds_json": _dumps(p.seeds),
-                }
-                for p in plans
-                if p.trial_id not in have
-            ]
+            have: set[str] = set()
+            for k in range(0, len(ids), 500):
+                have.update(c.execute(select(t.c.id).where(t.c.id.in_(ids[k : k + 500]))).scalars())
+            rows: dict[str, dict[str, Any]] = {}
+            for p in plans:
+                if p.trial_id not in have and p.trial_id not in rows:
+                    rows[p.trial_id] = {
+                        "id": p.trial_id,
+                        "experiment_id": p.experiment_id,
+                        "arm": p.arm,
+                        "seed": p.seed,
+                        "code_hash": p.code_hash,
+                        "status": "pending",
+                        "attempt": 0,
+                        "config_json": _dumps(p.config),
+                        "seeds_json": _dumps(p.seeds),
+                    }
             if rows:
-                c.execute(insert(s.trials), rows)
+                c.execute(insert(t), list(rows.values()))
+            eid = plans[0].experiment_id
+            current = {
+                (r.arm, r.seed): r.trial_id
+                for r in c.execute(select(slots).where(slots.c.experiment_id == eid))
+            }
+            fresh = []
+            for p in plans:
+                was = current.get((p.arm, p.seed))
+                if was is None:
+                    fresh.append(
+                        {"experiment_id": eid, "arm": p.arm, "seed": p.seed, "trial_id": p.trial_id}
+                    )
+                elif was != p.trial_id:
+                    c.execute(
+                        update(slots)
+                        .where(
+                            slots.c.experiment_id == eid,
+                            slots.c.arm == p.arm,
+                            slots.c.seed == p.seed,
+                        )
+                        .values(trial_id=p.trial_id)
+                    )
+            if fresh:
+                c.execute(insert(slots), fresh)
         return len(rows)
 
+    def _slot_query(self, experiment_id: str) -> Any:
+        t, slots = s.trials, s.experiment_trials
+        return (
+            select(t, slots.c.arm.label("slot_arm"), slots.c.seed.label("slot_seed"))
+            .select_from(slots.join(t, t.c.id == slots.c.trial_id))
+            .where(slots.c.experiment_id == experiment_id)
+        )
+
     def trials(self, experiment_id: str) -> list[TrialRow]:
+        """The trials filling the experiment's slots, seed-major (arm and seed are the
+        slot's: a trial reused from another experiment may have run there under another arm
+        name)."""
+        slots = s.experiment_trials
         with self.engine.connect() as c:
             rows = c.execute(
-                select(s.trials)
-                .where(s.trials.c.experiment_id == experiment_id)
-                .order_by(s.trials.c.seed, s.trials.c.arm)
+                self._slot_query(experiment_id).order_by(slots.c.seed, slots.c.arm)
             ).all()
-        return [_trial(r) for r in rows]
+        return [_trial(r, experiment_id) for r in rows]
+
+    def trial_at(self, experiment_id: str, arm: str, seed: int) -> TrialRow:
+        """The trial in slot (arm, seed) of an experiment."""
+        slots = s.experiment_trials
+        with self.engine.connect() as c:
+            row = c.execute(
+                self._slot_query(experiment_id).where(slots.c.arm == arm, slots.c.seed == seed)
+            ).first()
+        if row is None:
+            raise LedgerError(f"experiment {experiment_id} has no trial of arm '{arm}' seed {seed}")
+        return _trial(row, experiment_id)
+
+    def trials_of_identity(self, trial_ids: Sequence[str]) -> list[TrialRow]:
+        """Trials by id (their own arm, seed and experiment)."""
+        out: list[TrialRow] = []
+        ids = list(trial_ids)
+        with self.engine.connect() as c:
+            for k in range(0, len(ids), 500):
+                rows = c.execute(select(s.trials).where(s.trials.c.id.in_(ids[k : k + 500])))
+                out.extend(_trial(r) for r in rows)
+        return out
 
     def trial(self, trial_id: str) -> TrialRow:
         with self.engine.connect() as c:
@@ -426,12 +499,11 @@ class Ledger:
         self._chained_write(write)
 
     def test_evaluations(self, experiment_id: str) -> list[dict[str, Any]]:
-        t = s.test_evaluations
+        t, slots = s.test_evaluations, s.experiment_trials
+        mine = select(slots.c.trial_id).where(slots.c.experiment_id == experiment_id)
         with self.engine.connect() as c:
             rows = (
-                c.execute(select(t).where(t.c.experiment_id == experiment_id).order_by(t.c.id))
-                .mappings()
-                .all()
+                c.execute(select(t).where(t.c.trial_id.in_(mine)).order_by(t.c.id)).mappings().all()
             )
         return [
             {
@@ -620,12 +692,16 @@ class Ledger:
     def compute(self, experiment_id: str) -> dict[str, dict[str, Any]]:
         """{trial_id: compute record} of each trial's latest attempt (trials without one are
         left out: pending, or running right now)."""
-        t, tr = s.trial_compute, s.trials
+        t, tr, slots = s.trial_compute, s.trials, s.experiment_trials
         q = (
             select(t.c.trial_id, t.c.compute_json)
-            .select_from(t.join(tr, and_(tr.c.id == t.c.trial_id, tr.c.attempt == t.c.attempt)))
-            .where(tr.c.experiment_id == experiment_id)
-            .order_by(tr.c.seed, tr.c.arm)
+            .select_from(
+                t.join(tr, and_(tr.c.id == t.c.trial_id, tr.c.attempt == t.c.attempt)).join(
+                    slots, slots.c.trial_id == tr.c.id
+                )
+            )
+            .where(slots.c.experiment_id == experiment_id)
+            .order_by(slots.c.seed, slots.c.arm)
         )
         with self.engine.connect() as c:
             rows = c.execute(q).all()
@@ -742,12 +818,14 @@ def _experiment(r: Any) -> ExperimentRow:
     )
 
 
-def _trial(r: Any) -> TrialRow:
+def _trial(r: Any, experiment_id: str | None = None) -> TrialRow:
+    """A trial row; with ``experiment_id``, as the slot of that experiment sees it."""
+    slot = experiment_id is not None
     return TrialRow(
         id=r.id,
-        experiment_id=r.experiment_id,
-        arm=r.arm,
-        seed=r.seed,
+        experiment_id=experiment_id if experiment_id is not None else r.experiment_id,
+        arm=r.slot_arm if slot else r.arm,
+        seed=r.slot_seed if slot else r.seed,
         status=r.status,
         attempt=r.attempt,
         config=json.loads(r.config_json),
@@ -762,7 +840,29 @@ def _trial(r: Any) -> TrialRow:
         phases=json.loads(r.phases_json) if r.phases_json else {},
         task_checksum=r.task_checksum,
         provenance_id=r.provenance_id,
+        code_hash=r.code_hash,
+        origin=r.experiment_id,
     )
+
+
+def _migrate_to_identities(c: Connection) -> None:
+    """Schema 1 -> 2: trials get a ``code_hash`` column and every experiment's slots point at
+    the trials it ran. Their ids (``experiment/arm/seed``) match no identity a plan computes,
+    so their code is unknown and they are never reused: a new run re-runs them."""
+    from sqlalchemy import inspect, text
+
+    columns = {col["name"] for col in inspect(c).get_columns("trials")}
+    if "code_hash" not in columns:
+        c.execute(text("ALTER TABLE trials ADD COLUMN code_hash VARCHAR(64)"))
+    t, slots = s.trials, s.experiment_trials
+    if c.execute(select(func.count()).select_from(slots)).scalar():
+        return
+    rows = c.execute(select(t.c.experiment_id, t.c.arm, t.c.seed, t.c.id)).all()
+    if rows:
+        c.execute(
+            insert(slots),
+            [{"experiment_id": e, "arm": a, "seed": sd, "trial_id": i} for e, a, sd, i in rows],
+        )
 
 
 def _finite(obj: Any) -> Any:

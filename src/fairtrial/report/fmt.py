@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-MARKS = {"better": "▲", "worse": "▼", "equivalent": "≈", "inconclusive": "?"}
+MARKS = {"better": "▲", "worse": "▼", "equivalent": "≈", "inconclusive": "?", "invalid": "✗"}
 STYLES = {
     "better": "bold green",
     "worse": "bold red",
     "equivalent": "cyan",
     "inconclusive": "yellow",
+    "invalid": "bold magenta",
 }
 
 
@@ -243,6 +244,22 @@ def rigor_lines(doc: dict[str, Any]) -> list[str]:
         "preregistration: "
         + (pre["text"] if pre else "none (`fairtrial register SPEC` before the first run)")
     ]
+    for c in list(doc.get("comparisons") or []) + list(doc.get("ablations") or []):
+        if c.get("verdict") == "invalid":
+            lines.insert(0, f"INVALID {c['arm']} vs {c['against']}: {c.get('reason')}")
+    code = e.get("code")
+    if code:
+        reused = e.get("reused") or 0
+        lines.append(
+            "code version "
+            + ", ".join(h[:12] for h in code)
+            + (" (MIXED: trials ran different code)" if len(code) > 1 else "")
+            + (
+                f"; {reused} trial(s) reused from other experiments with the same identity"
+                if reused
+                else ""
+            )
+        )
     log = e.get("test_log")
     if log:
         line = (

@@ -23,6 +23,7 @@ table{border-collapse:collapse;margin:.6em 0}td,th{padding:.25em .6em;border-bot
 text-align:right;vertical-align:middle}th{background:#f6f6f6}td.l,th.l{text-align:left}
 .better{color:#117733;font-weight:600}.worse{color:#b2182b;font-weight:600}
 .equivalent{color:#0072B2;font-weight:600}.inconclusive{color:#a66f00;font-weight:600}
+.invalid{color:#882255;font-weight:600}
 .muted{color:#666}.figs{display:flex;flex-wrap:wrap;gap:1.2em}
 svg text{font:11px system-ui,sans-serif;fill:#333}svg .title{font-weight:600;font-size:12px}
 svg line{stroke:#333}svg line.grid{stroke:#eee}code{background:#f3f3f3;padding:0 .25em}

@@ -25,6 +25,7 @@ MARKS = {
     "worse": r"$\blacktriangledown$",
     "equivalent": r"$\approx$",
     "inconclusive": r"$\circ$",
+    "invalid": r"$\times$",
 }
 
 
@@ -96,7 +97,8 @@ def render_tex(doc: dict[str, Any], digits: int = 3) -> str:
         f"{'BCa bootstrap' if 'BCa bootstrap' in kinds else 'paired $t$'} interval; "
         f"$p$: sign-flip permutation test, Holm-adjusted. "
         f"{MARKS['better']} better, {MARKS['worse']} worse, {MARKS['equivalent']} equivalent "
-        f"(TOST), {MARKS['inconclusive']} inconclusive."
+        f"(TOST), {MARKS['inconclusive']} inconclusive, {MARKS['invalid']} invalid (the seeds "
+        "gave no spread)."
     )
     lines += [f"\\caption{{{caption}}}", f"\\label{{tab:{_label(e['name'])}}}", r"\end{table}"]
     if doc["ablations"]:

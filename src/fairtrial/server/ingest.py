@@ -33,6 +33,7 @@ from fairtrial.analysis import (
     curves_from_points,
     disagreement_table,
     majority_votes,
+    seed_blind_arms,
 )
 from fairtrial.bundle import Limits, read_bundle
 from fairtrial.errors import BundleError
@@ -77,7 +78,10 @@ def _total(compute: Mapping[str, Any], name: str) -> float | None:
 
 
 def _reanalyze(
-    exp: ExperimentRow, trials: list[TrialRow], uploaded: Mapping[str, Any]
+    exp: ExperimentRow,
+    trials: list[TrialRow],
+    uploaded: Mapping[str, Any],
+    preds: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The registry's own analysis of the bundle's results; raises when the uploaded analysis
     reports numbers that the trials do not hold."""
@@ -109,7 +113,25 @@ def _reanalyze(
             "compute": compute,
         }
     scores = {name: dict(zip(a["seeds"], a["values"], strict=True)) for name, a in arms.items()}
-    comparisons, ablations, interactions = analyze_scores(scores, exp.arms, exp.direction, hyp)
+    # the same seed-blindness check as the analysis, on the bundle's own predictions
+    finished = {t.id: t for t in trials if t.status == "finished"}
+    hashes: dict[str, dict[int, str]] = {}
+    for trial_id, p in (preds or {}).items():
+        row = finished.get(trial_id)
+        if row is not None and isinstance(p, dict) and p.get("attempt") == row.attempt:
+            blob = json.dumps(p.get("predictions")).encode()
+            hashes.setdefault(row.arm, {})[row.seed] = hashlib.sha256(blob).hexdigest()
+    deterministic = bool((exp.spec.get("experiment") or {}).get("deterministic"))
+    blind = (
+        {}
+        if deterministic
+        else seed_blind_arms(dict(scores), {a: h for a, h in hashes.items() if a in scores})
+    )
+    for name, a in arms.items():
+        a["seed_blind"] = name in blind
+    comparisons, ablations, interactions = analyze_scores(
+        scores, exp.arms, exp.direction, hyp, seed_blind=blind, deterministic=deterministic
+    )
     for c in comparisons + ablations:
         ratios = meter.cost_ratios(arms[c["arm"]]["compute"], arms[c["against"]]["compute"])
         c["cost"] = ratios
@@ -255,7 +277,7 @@ def ingest(
         fairtrial_version = str(b.manifest.get("fairtrial") or "")[:32]
     if not isinstance(uploaded, dict):
         raise BundleError("results/analysis.json: not an analysis document")
-    doc = _reanalyze(exp, trials, uploaded)
+    doc = _reanalyze(exp, trials, uploaded, preds if isinstance(preds, dict) else None)
     table, disagree, why = _predictions(exp, trials, preds if isinstance(preds, dict) else None)
     doc["predictions"] = disagree
     doc["registry"]["predictions"] = why

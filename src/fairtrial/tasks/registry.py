@@ -58,18 +58,6 @@ def _load_builtins() -> None:
     import fairtrial.tasks.builtin  # noqa: F401  (registers on import)
 
 
-def _local_source(module_name: str, base: Path) -> Path | None:
-    """The file in ``base`` that ``module_name`` would be imported from, if there is one."""
-    parts = module_name.split(".")
-    for candidate in (
-        base.joinpath(*parts).with_suffix(".py"),
-        base.joinpath(*parts, "__init__.py"),
-    ):
-        if candidate.is_file():
-            return candidate.resolve()
-    return None
-
-
 def _forget_if_stale(module_name: str, local: Path) -> None:
     """Drop a cached module that came from another folder, or from an older version of the file.
 
@@ -92,6 +80,8 @@ def _forget_if_stale(module_name: str, local: Path) -> None:
 
 def import_object(ref: str, base_dir: Path | None, what: str) -> object:
     """Import ``module:attr``, looking in ``base_dir`` (the spec's folder) first."""
+    from fairtrial.provenance import module_source
+
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"{what} '{ref}' is not of the form 'module:function'")
@@ -99,7 +89,7 @@ def import_object(ref: str, base_dir: Path | None, what: str) -> object:
     local: Path | None = None
     if base_dir is not None:
         path = str(Path(base_dir).resolve())
-        local = _local_source(module_name, Path(path))
+        local = module_source(module_name, Path(path))
         if local is not None:
             _forget_if_stale(module_name, local)
         if path not in sys.path:
