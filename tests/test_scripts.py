@@ -226,3 +226,53 @@ def test_not_root_says_so_in_one_line(scripts: Path, tmp_path: Path, case: str) 
     assert run.returncode != 0 and run.stdout == ""
     assert run.apt_calls == []
     assert run.stderr == f"cannot install {package}: apt-get needs root (run this as root)\n"
+
+
+# .venv/bin/python for setup.sh: each call is a line in $PY_LOG; pip's install of the project
+# fails when $PIP_FAIL is set, as it does when an extra's package cannot be resolved.
+FAKE_PYTHON = r"""#!/bin/bash
+echo "$*" >>"$PY_LOG"
+if [[ -n "${PIP_FAIL:-}" && "$*" == *" -e "* ]]; then
+  echo "ERROR: No matching distribution found for torch==2.13.0" >&2; exit 1
+fi
+"""
+
+
+@pytest.mark.parametrize("pip_fails", [False, True])
+def test_setup_stops_when_pip_fails(tmp_path: Path, pip_fails: bool) -> None:
+    clone = tmp_path / "clone"
+    (clone / "scripts").mkdir(parents=True)
+    for name in ("scripts/setup.sh", "scripts/constraints.txt", "pyproject.toml"):
+        shutil.copy(ROOT / name, clone / name)
+    python = clone / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(FAKE_PYTHON)
+    python.chmod(0o755)
+    log = tmp_path / "python.log"
+    env = {
+        "PATH": os.environ["PATH"],
+        "PY_LOG": str(log),
+        **({"PIP_FAIL": "1"} if pip_fails else {}),
+    }
+    out = subprocess.run(
+        ["bash", str(clone / "scripts" / "setup.sh"), "sklearn"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    stamp = clone / ".venv" / ".fairtrial-installed-sklearn"
+    installs = [line for line in log.read_text().splitlines() if " -e " in line]
+    assert installs == [
+        "-m pip install --quiet --disable-pip-version-check "
+        "-c scripts/constraints.txt -e .[sklearn]"
+    ], installs
+    if pip_fails:
+        assert out.returncode != 0 and not stamp.exists(), out.stdout
+        assert "No matching distribution found for torch" in out.stdout
+        assert (
+            out.stderr
+            == "pip could not install fairtrial[sklearn] into .venv (its error is above)\n"
+        )
+    else:
+        assert out.returncode == 0 and stamp.exists(), out.stderr
