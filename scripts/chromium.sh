@@ -3,13 +3,17 @@
 # Installs the chromium package (apt-get) when run as root and no Chromium is found. Playwright
 # drives this binary; it never downloads a browser of its own.
 set -euo pipefail
-find_bin() { for b in /usr/bin/chromium /usr/bin/chromium-browser; do [ -x "$b" ] && { echo "$b"; return; }; done; }
+# Prints the first Chromium found, or nothing; it must not fail (set -e would end the script
+# before the install when none is found).
+find_bin() {
+  for b in /usr/bin/chromium /usr/bin/chromium-browser; do
+    if [ -x "$b" ]; then echo "$b"; return; fi
+  done
+}
 bin="$(find_bin)"
-if [ -z "$bin" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "installing Chromium (apt-get)" >&2
-  apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
+if [ -z "$bin" ]; then
+  "$(dirname "$0")/apt_install.sh" chromium
   bin="$(find_bin)"
+  [ -n "$bin" ] || { echo "the chromium package installed no /usr/bin/chromium" >&2; exit 1; }
 fi
-[ -n "$bin" ] || { echo "no Chromium found (install Debian's chromium package)" >&2; exit 1; }
 echo "$bin"

@@ -20,12 +20,17 @@ if [ ! -x .venv/bin/python ]; then
   echo "creating .venv with $($py --version)"
   "$py" -m venv .venv
 fi
+# Drops pip's "WARNING: Location" noise. A bare grep -v fails when it drops every line, and
+# "|| true" after pip would hide pip's own failure too.
+quiet() { grep -v "^WARNING: Location" || true; }
 stamp=".venv/.fairtrial-installed-$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/constraints.txt -nt "$stamp" ]; then
   echo "installing fairtrial[$extras] into .venv (first time: a minute or two)"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | quiet ||
+    echo "could not upgrade pip; going on with the one in .venv"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-    -c scripts/constraints.txt -e ".[$extras]" 2>&1 | grep -v "^WARNING: Location" || true
+    -c scripts/constraints.txt -e ".[$extras]" 2>&1 | quiet ||
+    { echo "pip could not install fairtrial[$extras] into .venv (its error is above)" >&2; exit 1; }
   .venv/bin/python -c "import fairtrial" # fail here, not later, if the install did not work
   touch "$stamp"
 fi

@@ -43,6 +43,14 @@ def test_the_two_commands_exist_and_ci_runs_the_test_command() -> None:
     assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
 
 
+def test_the_demo_installs_what_the_readme_runs_next() -> None:
+    """The .venv that scripts/demo.sh makes runs the quickstart and the registry's serve."""
+    setup = re.search(r"^scripts/setup\.sh (\S+)$", (ROOT / "scripts/demo.sh").read_text(), re.M)
+    assert setup is not None
+    assert set(setup.group(1).split(",")) == {"sklearn", "torch", "server"}
+    assert "and the `server` extra (for `fairtrial serve`)" in README
+
+
 def test_example_specs_are_valid() -> None:
     for path in sorted((ROOT / "examples").glob("*/spec.toml")):
         spec = load_spec(path)

@@ -13,6 +13,7 @@ ray = pytest.importorskip("ray")
 from conftest import toy_spec  # noqa: E402
 from fairtrial.backends import InlineBackend, make_backend  # noqa: E402
 from fairtrial.backends.ray import RayBackend  # noqa: E402
+from fairtrial.errors import install_hint  # noqa: E402
 from fairtrial.ledger import Ledger  # noqa: E402
 from fairtrial.runner import run_experiment  # noqa: E402
 from fairtrial.spec import load_spec  # noqa: E402
@@ -100,5 +101,5 @@ def test_the_cli_says_which_extra_is_missing_and_which_flags_fit(
     with pytest.raises(SystemExit) as exc:
         main(["run", path, "--backend", "ray", "--store", store])
     err = capsys.readouterr().err
-    assert exc.value.code == 2 and "pip install 'fairtrial[ray]'" in err, err
+    assert exc.value.code == 2 and install_hint("ray") in err, err
     assert "Traceback" not in err

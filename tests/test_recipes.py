@@ -256,7 +256,7 @@ def test_missing_sklearn_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "sklearn.linear_model", None)  # makes the import fail
     monkeypatch.setitem(sys.modules, "sklearn.ensemble", None)
     task = Task.from_arrays("tiny", np.eye(10), np.arange(10) % 2)
-    with pytest.raises(MissingDependency, match=r"the 'logistic' recipe.*fairtrial\[sklearn\]"):
+    with pytest.raises(MissingDependency, match=r"the 'logistic' recipe.* install .*\[sklearn\]"):
         logistic({}, make_ctx(task, {}, 0, []))
     with pytest.raises(MissingDependency, match="the 'gradient_boosting' recipe"):
         gradient_boosting({}, make_ctx(task, {}, 0, []))

@@ -20,6 +20,13 @@ Exceptions raised *inside* a trial never cross this tree: a trial that raises is
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+
 
 class FairtrialError(Exception):
     """Base of every error fairtrial raises for a user mistake or an unusable environment."""
@@ -66,12 +73,10 @@ class RegistryError(FairtrialError):
 
 
 class MissingDependency(FairtrialError):
-    """An optional dependency is missing; the message says which extra installs it."""
+    """An optional dependency is missing; the message gives the command that installs it."""
 
     def __init__(self, module: str, extra: str, purpose: str) -> None:
-        super().__init__(
-            f"{purpose} needs the '{module}' package: pip install 'fairtrial[{extra}]'"
-        )
+        super().__init__(f"{purpose} needs the '{module}' package: {install_hint(extra)}")
         self.module = module
         self.extra = extra
 
@@ -86,3 +91,36 @@ def require(module: str, extra: str, purpose: str) -> None:
 
     if importlib.util.find_spec(module) is None:
         raise MissingDependency(module, extra, purpose)
+
+
+def install_hint(extra: str, package_file: Path | None = None) -> str:
+    """The command that installs fairtrial's optional ``extra`` into the running environment.
+
+    From a clone (an editable install, or ``src`` on the path) ``pip install 'fairtrial[X]'``
+    would put a release from the package index beside the clone's code: the clone itself must
+    be installed, by its path (``.`` in its root). pip is the running interpreter's, named by
+    path where its environment is not the activated one (``.venv/bin/fairtrial`` run directly),
+    since a bare ``pip`` would install elsewhere. ``package_file`` stands for this module's
+    file (tests pass one from an installed layout).
+    """
+    here = Path(package_file or __file__).resolve()
+    root = here.parents[2]
+    if here.parents[1].name == "src" and (root / "pyproject.toml").is_file():
+        target = "." if root == Path.cwd().resolve() else str(root)
+        return f"{_pip()} install -e {shlex.quote(f'{target}[{extra}]')}"
+    return f"{_pip()} install {shlex.quote(f'fairtrial[{extra}]')}"
+
+
+def _pip() -> str:
+    """``pip`` if it is the running environment's, else the path of that environment's pip."""
+    in_venv = sys.prefix != sys.base_prefix
+    active = os.environ.get("VIRTUAL_ENV")
+    if not in_venv or (active and Path(active).resolve() == Path(sys.prefix).resolve()):
+        return "pip"
+    found = shutil.which("pip", path=sysconfig.get_path("scripts"))
+    if found is None:
+        return f"{shlex.quote(sys.executable)} -m pip"
+    pip, cwd = Path(found), Path.cwd()
+    # relative only below the working directory, and never a bare "pip" (PATH would decide)
+    shown = pip.relative_to(cwd) if pip.is_relative_to(cwd) and pip.parent != cwd else pip
+    return shlex.quote(str(shown))
