@@ -30,7 +30,7 @@ case "$action" in
     [ -n "$dir" ] || { echo "$usage" >&2; exit 2; }
     ensure_bin
     mkdir -p "$dir"
-    [ "$(id -u)" = 0 ] && chown postgres "$dir"
+    if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     as_owner "$bin/initdb" -D "$dir/data" -A trust -U fairtrial >/dev/null
     # fsync off: a test server whose data is thrown away; loopback only.
