@@ -589,8 +589,11 @@ class Bundle:
 def _row(cls: Any, data: Any, member: str) -> Any:
     if not isinstance(data, Mapping):
         raise BundleError(f"bundle member '{member}' does not hold the expected records")
-    names = {f.name for f in dataclasses.fields(cls)}
-    missing = names - set(data)
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields}
+    # fields with a default came later: older bundles lack them
+    required = {f.name for f in fields if f.default is dataclasses.MISSING}
+    missing = required - set(data)
     if missing:
         raise BundleError(f"bundle member '{member}' lacks {', '.join(sorted(missing))}")
     return cls(**{k: v for k, v in data.items() if k in names})
@@ -756,6 +759,8 @@ def verify_bundle(path: str | Path, *, limits: Limits | None = None) -> dict[str
             "experiment": {"id": exp.id, "name": exp.name, "spec_hash": exp.spec_hash},
             "trials": len(trials),
             "finished": sum(t.status == "finished" for t in trials),
+            # the code version(s) the trials ran (provenance.code_hash; None before it existed)
+            "code": sorted({t.code_hash for t in trials if t.code_hash}),
             "preregistered": (b.json("preregistration.json") or {}).get("text"),
             "seconds": time.perf_counter() - t0,
         }

@@ -758,7 +758,9 @@ def verify(bundle_path: Path, as_json: bool) -> None:
     _out.print(
         f"verified {escape(str(bundle_path))}: {result['files']} files match the manifest; "
         f"experiment {escape(e['name'])} ({e['id']}), {result['finished']}/{result['trials']} "
-        f"trials finished; {escape(result['preregistered'] or 'not preregistered')}"
+        f"trials finished; code {', '.join(c[:12] for c in result['code']) or 'unrecorded'}"
+        + (" (MIXED)" if len(result["code"]) > 1 else "")
+        + f"; {escape(result['preregistered'] or 'not preregistered')}"
     )
     _out.print(f"sha256 {result['sha256']}")
 

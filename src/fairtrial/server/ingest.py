@@ -149,6 +149,10 @@ def _reanalyze(
     ]
     doc = dict(uploaded)
     doc.update(arms=arms, comparisons=comparisons, ablations=ablations, interactions=interactions)
+    # the code version is read from the trials, not taken from the uploaded analysis
+    experiment = dict(doc.get("experiment") or {})
+    experiment["code"] = sorted({t.code_hash or "unrecorded" for t in trials if t.attempt > 0})
+    doc["experiment"] = experiment
     doc["registry"] = {
         "reanalysed": "the registry re-ran the analysis on the bundle's per-seed results "
         "(failures dropped, 10000 resamples, seed 0)",
