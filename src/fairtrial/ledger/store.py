@@ -278,6 +278,15 @@ class Ledger:
         plans = list(plans)
         if not plans:
             return 0
+        for attempt in range(4):
+            try:
+                return self._add_trials(plans)
+            except IntegrityError:
+                # another run inserted one of these trials or slots first: look again
+                time.sleep(0.05 * (attempt + 1))
+        return self._add_trials(plans)
+
+    def _add_trials(self, plans: list[Any]) -> int:
         t, slots = s.trials, s.experiment_trials
         ids = sorted({p.trial_id for p in plans})
         with self.engine.begin() as c:
