@@ -102,6 +102,7 @@ def methods(doc: dict[str, Any]) -> list[str]:
         "effect_interval",
         "test",
         "multiple_comparisons",
+        "equivalence",
         "verdict",
         "effect_size",
         "power_analysis",
