@@ -424,7 +424,7 @@ def analyze(
             "metric": exp.metric,
             "direction": exp.direction,
             "spec_hash": exp.spec_hash,
-            "preregistered": prereg.status(ledger, exp),
+            "preregistered": prereg.status(ledger, exp, used),
             "task_checksum": exp.task_checksum,
             "seeds": exp.seeds,
             "root_seed": exp.root_seed,

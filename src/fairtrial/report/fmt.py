@@ -244,6 +244,10 @@ def rigor_lines(doc: dict[str, Any]) -> list[str]:
         "preregistration: "
         + (pre["text"] if pre else "none (`fairtrial register SPEC` before the first run)")
     ]
+    lines += [
+        f"deviation, {d['kind'].replace('_', ' ')}: {d['detail']}"
+        for d in (pre or {}).get("deviations") or []
+    ]
     log = e.get("test_log")
     if log:
         line = (
