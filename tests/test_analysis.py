@@ -12,7 +12,18 @@ import pytest
 
 from conftest import toy_spec
 from fairtrial import stats
-from fairtrial.analysis import Hypothesis, Options, analyze, analyze_scores, learning_curves
+from fairtrial.analysis import (
+    Hypothesis,
+    Options,
+    analyze,
+    analyze_scores,
+    compare,
+    learning_curves,
+    method,
+    method_changes,
+    method_text,
+    settings,
+)
 from fairtrial.backends import InlineBackend, LocalBackend
 from fairtrial.ledger import Ledger
 from fairtrial.plan import plan_seeds
@@ -190,7 +201,10 @@ def test_report_of_a_real_run_in_every_format(
         "arm", "against", "effect", "interval", "p", "p_adjusted", "d_z",
         "prob_improvement", "verdict", "mde", "seeds_needed",
     }  # fmt: skip
-    assert "BCa" in loaded["settings"]["effect_interval"]
+    # 8 paired seeds: the settings state the paired t interval the comparisons used
+    assert loaded["settings"]["method"]["interval"]["methods"] == ["paired t"]
+    assert {c["interval_method"] for c in loaded["comparisons"]} == {"paired t"}
+    assert loaded["settings"]["effect_interval"].startswith("95% paired t interval")
     # predictions: arms disagree on some test examples, shown with the truth
     pred = doc["predictions"]
     assert pred["n_disagree"] > 0 and pred["examples"]
@@ -293,3 +307,66 @@ def test_two_seeds_and_no_hypothesis_analyse_without_error() -> None:
     scores = {"baseline": {0: 0.90, 1: 0.91}, "up": {0: 0.92, 1: 0.95}}
     (c,), _, _ = analyze_scores(scores, arms, "max", Hypothesis(), FAST)
     assert c["verdict"] == "inconclusive" and c["mde"] > c["effect"] > 0
+
+
+@pytest.mark.parametrize(
+    ("pairs", "intervals", "tests"),
+    [
+        ([6], ["paired t"], ["exact sign-flip permutation"]),
+        ([20], ["BCa bootstrap"], ["exact sign-flip permutation"]),
+        ([21], ["BCa bootstrap"], ["Monte Carlo sign-flip permutation"]),
+        ([5, 50], ["paired t", "BCa bootstrap"], [
+            "exact sign-flip permutation", "Monte Carlo sign-flip permutation"
+        ]),
+        ([1, 0], [], []),
+    ],
+)  # fmt: skip
+def test_method_states_what_compare_does(
+    pairs: list[int], intervals: list[str], tests: list[str]
+) -> None:
+    m = method(Hypothesis(alpha=0.1), FAST, pairs, ["arms vs baseline"])
+    assert m["interval"] == {"methods": intervals, "confidence": 0.9}
+    assert m["test"] == {"methods": tests}
+    used = [n for n in pairs if n >= 2]
+    assert m["paired_seeds"] == ([min(used), max(used)] if used else None)
+    rng = np.random.default_rng(3)
+    for n in used:  # at each end of the range, compare() uses one of the methods stated
+        base = rng.normal(size=n)
+        c = compare(base, base + 0.1 + rng.normal(size=n), Hypothesis(alpha=0.1), n_resamples=2000,
+                    rng=rng)  # fmt: skip
+        assert c["interval_method"] in intervals
+        assert c["p_method"].split(" (")[0] in tests
+    # the report's settings are the method's data and the words derived from it
+    s = settings(m)
+    assert s["method"] == m and s["confidence"] == 0.9 and s["resamples"] == 2000
+    assert {k: s[k] for k in method_text(m)} == method_text(m)
+    assert s["arm_interval"].endswith("90%")
+
+
+def test_method_changes_name_each_setting() -> None:
+    hyp = Hypothesis(smallest_effect=0.01)
+    six = method(hyp, Options(), [6], ["arms vs baseline"])
+    assert method_changes(six, six) == []
+    worst = method(hyp, Options(failures="worst", seed=1), [21], ["arms vs baseline"])
+    assert method_changes(six, worst) == [
+        "interval: paired t (95%) → BCa bootstrap (95%)",
+        "test: exact sign-flip permutation → Monte Carlo sign-flip permutation (10000 resamples)",
+        "failures: drop → worst",
+        "random seed: 0 → 1",
+    ]
+    # seeds = "auto" registers the methods of every seed count it may reach: a run on some of
+    # them keeps to the plan, and the seed counts are the preregistration's seed check
+    auto = method(hyp, Options(), [5, 50], ["arms vs baseline"])
+    assert method_changes(auto, six) == [] and method_changes(auto, worst) != []
+    assert method_changes(six, auto) == [
+        "interval: paired t (95%) → paired t / BCa bootstrap (95%)",
+        "test: exact sign-flip permutation → exact sign-flip permutation / Monte Carlo "
+        "sign-flip permutation (10000 resamples)",
+    ]
+    other = method(Hypothesis(alpha=0.1), Options(), [6], ["arms vs baseline", "ablations of a"])
+    assert method_changes(six, other) == [
+        "alpha: 0.05 → 0.1",
+        "interval: paired t (95%) → paired t (90%)",
+        "correction: Holm within arms vs baseline → Holm within arms vs baseline; ablations of a",
+        "equivalence: TOST within ±0.01 → none (no [hypothesis] smallest_effect)",
+    ]

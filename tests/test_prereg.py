@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,11 +14,12 @@ import pytest
 from sqlalchemy import delete, text, update
 
 from conftest import toy_spec
-from fairtrial import prereg
+from fairtrial import analysis, prereg
 from fairtrial.backends import InlineBackend
 from fairtrial.errors import RegistrationError
 from fairtrial.ledger import Ledger
 from fairtrial.ledger import schema as s
+from fairtrial.report import render_md
 from fairtrial.runner import run_experiment
 from fairtrial.spec import load_spec
 
@@ -130,11 +133,12 @@ def test_dropped_trials_and_changed_analysis_methods(
     assert kinds(st) == ["trials_dropped"]
     assert "1 of 6 registered trials" in st["deviations"][0]["detail"]  # type: ignore[index]
     assert "noisy seed 2 (absent)" in st["deviations"][0]["detail"]  # type: ignore[index]
-    # fairtrial's analysis defaults change after registration: "analysis changed"
-    monkeypatch.setitem(prereg.ANALYSIS_METHODS, "correction", "Bonferroni")
+    # fairtrial's analysis changes after registration (BCa from 2 pairs on): "analysis changed"
+    monkeypatch.setattr(analysis, "BCA_MIN_PAIRS", 2)
     st = prereg.status(ledger, exp)
     assert kinds(st) == ["analysis_changed", "trials_dropped"]
-    assert "methods changed: correction" in st["deviations"][0]["detail"]  # type: ignore[index]
+    detail = st["deviations"][0]["detail"]  # type: ignore[index]
+    assert detail == "interval: paired t (95%) → BCa bootstrap (95%)"
 
 
 def test_registration_after_the_run_started_is_late(
@@ -235,4 +239,145 @@ def test_auto_seeds_register_the_rule(write_spec: Callable[..., Path], ledger: L
                 s.trials.c.id == ledger.trial_at(spec.experiment_id, "noisy", 4).id
             )
         )
+    assert kinds(prereg.status(ledger, exp)) == ["trials_dropped"]
+
+
+@pytest.mark.parametrize(("alpha", "confidence"), [(0.05, 0.95), (0.1, 0.9)])
+def test_the_frozen_method_is_the_one_the_report_uses(
+    write_spec: Callable[..., Path], ledger: Ledger, alpha: float, confidence: float
+) -> None:
+    """6 seeds: the plan freezes the paired t interval at 1 - alpha and failures dropped,
+    exactly the settings the report of the run prints."""
+    path = write_spec(spec_text(seeds=6, hyp=HYP + f"alpha = {alpha}\n"))
+    spec = load_spec(path)
+    entry = prereg.register(spec, ledger)
+    frozen = json.loads(entry["record_json"])
+    assert frozen["format"] == 2
+    method = frozen["analysis"]["method"]
+    assert method["paired_seeds"] == [6, 6]
+    assert method["interval"] == {"methods": ["paired t"], "confidence": confidence}
+    assert method["test"] == {"methods": ["exact sign-flip permutation"]}
+    assert method["correction"] == {"method": "Holm", "families": ["arms vs baseline"]}
+    assert method["equivalence"] == {"method": "TOST", "margin": 0.01}
+    assert [r["verdict"] for r in method["verdict"]] == list(analysis.VERDICTS)
+    assert (method["failures"], method["resamples"], method["random_seed"]) == ("drop", 10_000, 0)
+    words = frozen["analysis"]["method_text"]
+    pct = f"{confidence:.0%}"
+    assert words["effect_interval"].startswith(f"{pct} paired t interval")
+    assert words["arm_interval"].endswith(pct) and words["failures"].startswith("dropped")
+
+    run(path, ledger)
+    exp = ledger.experiment(spec.experiment_id)
+    doc = analysis.analyze(ledger, exp)
+    assert {c["interval_method"] for c in doc["comparisons"]} == {"paired t"}
+    settings = doc["settings"]
+    assert settings["method"] == method and settings["confidence"] == confidence
+    assert {k: settings[k] for k in words} == words
+    pre = doc["experiment"]["preregistered"]
+    assert pre["deviations"] == [] and pre["method_note"] is None
+    assert pre == prereg.status(ledger, exp)  # what a bundle stores, without the report
+
+
+def test_more_than_20_seeds_change_the_frozen_interval_and_test(
+    write_spec: Callable[..., Path], ledger: Ledger
+) -> None:
+    registered = load_spec(write_spec(spec_text(seeds=6)))
+    prereg.register(registered, ledger)
+    path = write_spec(spec_text(seeds=21), name="more.toml")
+    run(path, ledger)
+    exp = ledger.experiment(load_spec(path).experiment_id)
+    doc = analysis.analyze(ledger, exp)
+    assert doc["comparisons"][0]["interval_method"] == "BCa bootstrap"
+    st = doc["experiment"]["preregistered"]
+    assert kinds(st) == ["seeds_changed", "analysis_changed"]
+    assert st["deviations"][1]["detail"] == (
+        "interval: paired t (95%) → BCa bootstrap (95%); "
+        "test: exact sign-flip permutation → Monte Carlo sign-flip permutation "
+        "(10000 resamples)"
+    )
+    assert doc["settings"]["method"]["interval"]["methods"] == ["BCa bootstrap"]
+    assert "- deviation, analysis changed: interval: paired t (95%) → BCa" in render_md(doc)
+
+
+def test_report_failures_worst_is_a_deviation(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """``register`` and ``report`` as a user types them; another failure policy or number of
+    resamples than the registered ones is a deviation."""
+    exe = shutil.which("fairtrial", path=str(Path(sys.executable).parent)) or "fairtrial"
+    store = str(tmp_path / "cli.db")
+    path = write_spec(spec_text(seeds=4))
+
+    def ft(*args: str) -> str:
+        out = subprocess.run(
+            [exe, *args, "--store", store], capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    reg = ft("register", str(path))
+    assert "analysis: interval paired t (95%); test exact sign-flip permutation" in reg
+    assert "failures drop" in reg
+    ledger = Ledger(store)
+    run(path, ledger)
+    exp = ledger.experiment(load_spec(path).experiment_id)
+    assert analysis.analyze(ledger, exp)["experiment"]["preregistered"]["deviations"] == []
+    fewer = analysis.analyze(ledger, exp, analysis.Options(n_resamples=2000))
+    assert fewer["experiment"]["preregistered"]["deviations"] == [
+        {"kind": "analysis_changed", "detail": "resamples: 10000 → 2000"}
+    ]
+    ledger.close()
+    worst = json.loads(ft("report", "pre", "--format", "json", "--failures", "worst"))
+    devs = worst["experiment"]["preregistered"]["deviations"]
+    assert devs == [{"kind": "analysis_changed", "detail": "failures: drop → worst"}]
+    assert worst["settings"]["method"]["failures"] == "worst"
+
+
+#: what ``register`` froze before the method was data (format 1), as an older fairtrial wrote it
+OLD_METHODS = {
+    "pairing": "paired by seed index (common random numbers)",
+    "effect": "mean paired difference, positive = better in the metric's direction",
+    "interval": "95% BCa bootstrap (t-interval as a cross-check)",
+    "test": "exact sign-flip permutation test on the paired differences "
+    "(Monte Carlo past 20 pairs), paired t-test alongside",
+    "correction": "Holm within each family (arms vs baseline, ablations)",
+    "equivalence": "TOST against +/- smallest_effect",
+    "verdict": "better/worse: adjusted p < alpha and interval excludes 0; equivalent: TOST; "
+    "else inconclusive with the minimum detectable effect and seeds needed",
+    "failures": "failed and diverged trials are counted per arm, never dropped",
+}
+
+
+def test_a_format_1_record_is_shown_and_its_method_not_compared(
+    write_spec: Callable[..., Path], ledger: Ledger
+) -> None:
+    path = write_spec(spec_text())
+    spec = load_spec(path)
+    record = prereg.plan_record(spec)
+    record["format"] = 1
+    record["analysis"] = {
+        "primary_metric": "accuracy",
+        "alpha": 0.05,
+        "power": 0.8,
+        "equivalence_margin": 0.01,
+        "confidence": 0.95,
+        "comparisons": ["noisy vs baseline"],
+        "ablations": [],
+        "methods": OLD_METHODS,
+    }
+    old = ledger.add_preregistration(
+        name=spec.name, experiment_id=spec.experiment_id, spec_hash=spec.spec_hash, record=record
+    )
+    run(path, ledger)
+    exp = ledger.experiment(spec.experiment_id)
+    doc = analysis.analyze(ledger, exp)
+    st = doc["experiment"]["preregistered"]
+    assert st["deviations"] == [] and st["chain_ok"] and st["hash"] == old["record_hash"]
+    assert st["method_note"] == prereg.OLD_FORMAT_NOTE
+    assert st["text"].endswith(f"({prereg.OLD_FORMAT_NOTE})")
+    assert st["record"]["analysis"]["methods"]["interval"].startswith("95% BCa")
+    assert "older fairtrial" in render_md(doc)
+    # the parts both formats hold are still compared
+    with ledger.engine.begin() as c:
+        c.execute(delete(s.trials).where(s.trials.c.id == f"{spec.experiment_id}/noisy/1"))
     assert kinds(prereg.status(ledger, exp)) == ["trials_dropped"]

@@ -1,12 +1,14 @@
 """From per-seed results to verdicts: the experiment's result document (DESIGN.md's JSON).
 
-The statistics are the defaults of DESIGN.md, each one written into ``settings``:
+The statistics are fairtrial's defaults; :func:`method` states, as data, which of them an
+analysis uses, and both the report's ``settings`` and a preregistration are derived from it:
 
 * Arms are paired by seed. A comparison uses the seeds both arms finished (or, with
   ``failures="worst"``, every seed both arms ran, a failed seed scoring the worst score any
   trial of the experiment reached).
 * Effect = mean paired difference, signed so that positive is better in the metric's direction,
-  with a BCa bootstrap interval (paired t-interval alongside).
+  with the paired t interval below 20 paired seeds and the BCa bootstrap from 20 on (both are
+  reported).
 * Test = exact sign-flip permutation test (Monte Carlo past 20 pairs), paired t-test alongside;
   Holm's correction within each family: (1) every arm against the baseline, (2) for each arm
   with ablations, the arm against each of its ablations.
@@ -20,8 +22,9 @@ The statistics are the defaults of DESIGN.md, each one written into ``settings``
 from __future__ import annotations
 
 import functools
+import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,12 +33,28 @@ import numpy as np
 from fairtrial import diff, meter, prereg, stats, testlog
 from fairtrial.ledger import ExperimentRow, Ledger, TrialRow
 from fairtrial.plan import paired_values, plan_seeds, seeds_needed
+from fairtrial.stats.permutation import MAX_EXACT_N
 
 FailurePolicy = Literal["drop", "worst"]
 #: from this many paired seeds on, the effect's interval is the BCa bootstrap; below, paired t
 BCA_MIN_PAIRS = 20
-#: ``invalid``: the data cannot support a verdict (every seed of an arm gave the same result)
-VERDICTS = ("better", "worse", "equivalent", "inconclusive", "invalid")
+#: The verdict rule, in order: a comparison gets the first verdict whose conditions all hold
+#: (:func:`judge` applies it; :func:`method` freezes it). ``{alpha}`` is the hypothesis' alpha,
+#: ``{margin}`` its smallest_effect.
+VERDICT_RULE: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # the data cannot support a verdict, whatever the statistics say
+    (
+        "invalid",
+        ("every seed of an arm gave identical test predictions (the recipe ignores its seeds)",),
+    ),
+    ("better", ("Holm-adjusted p < {alpha}", "the interval excludes 0", "the effect is positive")),
+    ("worse", ("Holm-adjusted p < {alpha}", "the interval excludes 0", "the effect is negative")),
+    ("equivalent", ("TOST shows the effect within ±{margin}",)),
+    ("inconclusive", ()),
+)
+VERDICTS = tuple(verdict for verdict, _ in VERDICT_RULE)
+#: Holm's first family: every arm against the baseline (then each arm against its ablations)
+ARMS_FAMILY = "arms vs baseline"
 
 
 @dataclass(frozen=True)
@@ -417,7 +436,7 @@ def analyze_scores(
         return out
 
     comparisons = [
-        {"arm": a["name"], "against": "baseline", "family": "arms vs baseline"}
+        {"arm": a["name"], "against": "baseline", "family": ARMS_FAMILY}
         | one(a["name"], "baseline")
         for a in arm_table["arms"]
         if a["kind"] == "arm"
@@ -431,7 +450,7 @@ def analyze_scores(
             "against": ab["as"],
             "removed": ab["removed"],
             "ablation_arm": ab["as"],
-            "family": f"ablations of {ab['arm']}",
+            "family": ablation_family(ab["arm"]),
         } | one(ab["arm"], ab["as"])
         ablations.append(entry)
         by_arm.setdefault(ab["arm"], []).append(entry)
@@ -496,10 +515,7 @@ def analyze(
     by_arm: dict[str, list[TrialRow]] = {}
     for t in trials:
         by_arm.setdefault(t.arm, []).append(t)
-    finished = [float(t.result) for t in trials if t.status == "finished" and t.result is not None]
-    worst = None
-    if options.failures == "worst" and finished:
-        worst = min(finished) if exp.direction == "max" else max(finished)
+    worst = _worst(trials, exp.direction, options)
     confidence = 1.0 - hyp.alpha
     arms = {
         a["name"]: {
@@ -527,6 +543,7 @@ def analyze(
     comparisons, ablations, interactions = analyze_scores(
         scores, exp.arms, exp.direction, hyp, options, seed_blind=blind, deterministic=deterministic
     )
+    used = _method_of(scores, exp.arms, hyp, options, deterministic)
     compute = _compute(ledger, exp, by_arm, trials, options)
     for name, a in arms.items():
         a["compute"].update(compute["arms"].get(name, {}))
@@ -542,7 +559,7 @@ def analyze(
             "metric": exp.metric,
             "direction": exp.direction,
             "spec_hash": exp.spec_hash,
-            "preregistered": prereg.status(ledger, exp),
+            "preregistered": prereg.status(ledger, exp, used),
             "task_checksum": exp.task_checksum,
             "seeds": exp.seeds,
             "root_seed": exp.root_seed,
@@ -562,7 +579,7 @@ def analyze(
         "interactions": interactions,
         "compute": {"settings": compute["settings"], "hardware": compute["hardware"]},
         "provenance": _provenance(ledger, trials),
-        "settings": settings(hyp, options),
+        "settings": settings(used),
         "predictions": disagreements(ledger, exp),
     }
     if exp.spec.get("experiment", {}).get("seeds") == "auto" and hyp.smallest_effect:
@@ -614,43 +631,268 @@ def _compute(
     }
 
 
-def settings(hyp: Hypothesis, options: Options) -> dict[str, Any]:
-    """Every statistical choice of the analysis, as the report prints it."""
-    conf = 1.0 - hyp.alpha
-    return {
-        "confidence": conf,
-        "alpha": hyp.alpha,
-        "power": hyp.power,
-        "smallest_effect": hyp.smallest_effect,
-        "pairing": "by seed: seed i of every arm shares its init, data-order and dropout streams",
-        "failures": "dropped: a comparison uses the seeds both arms finished; failed and "
-        "diverged trials are counted per arm"
-        if options.failures == "drop"
-        else "worst: a failed or diverged seed scores the worst score of any trial",
-        "arm_interval": f"Student t interval of the mean, {conf:.0%}",
-        "effect": "mean paired difference, positive = better in the metric's direction",
-        "effect_interval": f"{conf:.0%}: BCa bootstrap (Efron 1987, {options.n_resamples} "
-        f"resamples) from {BCA_MIN_PAIRS} paired seeds on; below that the paired t interval, "
-        "because bootstrap intervals are too narrow with few seeds (both are reported)",
-        "test": "sign-flip permutation test on the paired differences, exact up to 20 pairs, "
-        f"Monte Carlo ({options.n_resamples} resamples) beyond; paired t-test alongside",
-        "multiple_comparisons": "Holm (1979) within each family: arms vs baseline; "
-        "each arm vs its ablations",
-        "verdict": f"better/worse: adjusted p < {hyp.alpha} and the interval excludes 0; "
-        + (
-            f"equivalent: TOST (Schuirmann 1987) within ±{hyp.smallest_effect:g}; "
-            if hyp.smallest_effect is not None
-            else "equivalent: needs [hypothesis] smallest_effect; "
+# -- the method: one source for the report's settings and the preregistration's frozen plan ------
+def ablation_family(arm: str) -> str:
+    """Holm's family of ``arm`` against each of its ablations."""
+    return f"ablations of {arm}"
+
+
+def holm_families(arm_table: Mapping[str, Any]) -> list[str]:
+    """The families in which :func:`analyze_scores` corrects for multiple comparisons."""
+    arms = [ARMS_FAMILY] if any(a["kind"] == "arm" for a in arm_table["arms"]) else []
+    return arms + list(dict.fromkeys(ablation_family(ab["arm"]) for ab in arm_table["ablations"]))
+
+
+def method(
+    hyp: Hypothesis, options: Options, pairs: Iterable[int], families: Sequence[str]
+) -> dict[str, Any]:
+    """Every setting the analysis uses, as plain data (names and values, no prose).
+
+    The report's ``settings`` (:func:`settings`) and a preregistration's frozen plan are both
+    derived from it, so what is registered and what is reported cannot drift apart.
+    ``pairs``: the paired seeds of each comparison (for a plan: the seeds it gives, or with
+    ``seeds = "auto"`` the fewest and the most it may give); a comparison of fewer than 2 has
+    no interval and no test. ``interval`` and ``test`` list every method those seed counts use
+    (both when they straddle :data:`BCA_MIN_PAIRS` or the exact test's limit).
+    """
+    used = [n for n in pairs if n >= 2]
+    lo, hi = (min(used), max(used)) if used else (0, 0)
+    intervals = [
+        name
+        for name, applies in (
+            ("paired t", lo < BCA_MIN_PAIRS),
+            ("BCa bootstrap", hi >= BCA_MIN_PAIRS),
         )
-        + "else inconclusive",
+        if used and applies
+    ]
+    tests = [
+        name
+        for name, applies in (
+            ("exact sign-flip permutation", lo <= MAX_EXACT_N),
+            ("Monte Carlo sign-flip permutation", hi > MAX_EXACT_N),
+        )
+        if used and applies
+    ]
+    return {
+        "paired_seeds": [lo, hi] if used else None,
+        "pairing": "seed",
+        "effect": "mean paired difference",
+        "alpha": hyp.alpha,
+        "interval": {"methods": intervals, "confidence": 1.0 - hyp.alpha},
+        "test": {"methods": tests},
+        "correction": {"method": "Holm", "families": list(families)},
+        "equivalence": {
+            "method": None if hyp.smallest_effect is None else "TOST",
+            "margin": hyp.smallest_effect,
+        },
+        "verdict": [{"verdict": v, "when": list(when)} for v, when in VERDICT_RULE],
+        "power": hyp.power,
+        "failures": options.failures,
+        "resamples": options.n_resamples,
+        "random_seed": options.seed,
+    }
+
+
+def _pct(confidence: float) -> str:
+    return f"{round(confidence * 100, 4):g}%"
+
+
+def _labels(m: Mapping[str, Any]) -> dict[str, Callable[[], str]]:
+    def interval() -> str:
+        iv = m["interval"]
+        return f"{' / '.join(iv['methods']) or 'none'} ({_pct(iv['confidence'])})"
+
+    def test() -> str:
+        names = [
+            f"{name} ({m['resamples']} resamples)" if name.startswith("Monte Carlo") else name
+            for name in m["test"]["methods"]
+        ]
+        return " / ".join(names) or "none"
+
+    def equivalence() -> str:
+        eq = m["equivalence"]
+        if eq["method"] is None:
+            return "none (no [hypothesis] smallest_effect)"
+        return f"{eq['method']} within ±{eq['margin']:g}"
+
+    def verdict() -> str:
+        margin = m["equivalence"]["margin"]
+        rules = []
+        for rule in m["verdict"]:
+            when = rule["when"]
+            if not when:
+                rules.append(f"else {rule['verdict']}")
+            elif margin is None and any("{margin}" in c for c in when):
+                rules.append(f"{rule['verdict']}: needs [hypothesis] smallest_effect")
+            else:
+                words = " and ".join(c.format(alpha=m["alpha"], margin=margin) for c in when)
+                rules.append(f"{rule['verdict']}: {words}")
+        return "; ".join(rules)
+
+    def seeds() -> str:
+        lo, hi = m["paired_seeds"] or (None, None)
+        return "none" if lo is None else str(lo) if lo == hi else f"{lo}–{hi}"
+
+    return {
+        "paired_seeds": seeds,
+        "pairing": lambda: f"by {m['pairing']}",
+        "interval": interval,
+        "test": test,
+        "correction": lambda: (
+            f"{m['correction']['method']} within "
+            + ("; ".join(m["correction"]["families"]) or "no family")
+        ),
+        "equivalence": equivalence,
+        "verdict": verdict,
+    }
+
+
+def method_labels(m: Mapping[str, Any]) -> dict[str, str]:
+    """Each setting of the method data ``m`` in a few words ("paired t (95%)")."""
+    special = _labels(m)
+    out: dict[str, str] = {}
+    for key, value in m.items():
+        try:
+            out[key] = special[key]() if key in special else str(value)
+        except (KeyError, TypeError, ValueError, AttributeError):  # data of another shape
+            out[key] = json.dumps(value, sort_keys=True, default=str)
+    return out
+
+
+def method_text(m: Mapping[str, Any]) -> dict[str, str]:
+    """The method data ``m`` in words, as the report's methods section prints it."""
+    label = method_labels(m)
+    iv, pct, resamples = m["interval"]["methods"], _pct(m["interval"]["confidence"]), m["resamples"]
+    bca = f"BCa bootstrap (Efron 1987, {resamples} resamples)"
+    if iv == ["paired t"]:
+        interval = (
+            f"{pct} paired t interval: below {BCA_MIN_PAIRS} paired seeds bootstrap intervals "
+            "are too narrow (the BCa interval is reported alongside)"
+        )
+    elif iv == ["BCa bootstrap"]:
+        interval = f"{pct} {bca}; the paired t interval alongside"
+    elif iv:
+        interval = (
+            f"{pct}: {bca} from {BCA_MIN_PAIRS} paired seeds on; below that the paired t "
+            "interval, because bootstrap intervals are too narrow with few seeds (both are "
+            "reported)"
+        )
+    else:
+        interval = f"{pct}: none, no comparison has 2 paired seeds"
+    tests = {
+        (): "none, no comparison has 2 paired seeds",
+        ("exact sign-flip permutation",): "exact sign-flip permutation test on the paired "
+        "differences (all 2^n sign flips)",
+        ("Monte Carlo sign-flip permutation",): "Monte Carlo sign-flip permutation test on the "
+        f"paired differences ({resamples} resamples)",
+        ("exact sign-flip permutation", "Monte Carlo sign-flip permutation"): "sign-flip "
+        f"permutation test on the paired differences, exact up to {MAX_EXACT_N} pairs, Monte "
+        f"Carlo ({resamples} resamples) beyond",
+    }
+    test = tests.get(tuple(m["test"]["methods"]), label["test"])
+    return {
+        "pairing": "by seed: seed i of every arm shares its init, data-order and dropout streams"
+        if m["pairing"] == "seed"
+        else label["pairing"],
+        "effect": f"{m['effect']}, positive = better in the metric's direction",
+        "effect_interval": interval,
+        "test": f"{test}; paired t-test alongside",
+        "multiple_comparisons": "Holm (1979) within each family: "
+        + ("; ".join(m["correction"]["families"]) or "none")
+        if m["correction"]["method"] == "Holm"
+        else label["correction"],
+        "equivalence": f"TOST (Schuirmann 1987) within ±{m['equivalence']['margin']:g} at alpha "
+        f"{m['alpha']}"
+        if m["equivalence"]["method"] == "TOST"
+        else label["equivalence"],
+        "verdict": label["verdict"],
         "effect_size": "d_z = mean / sd of the paired differences; P(improvement) = share of "
         "seeds where the arm beats the other (ties count half), bootstrap interval",
         "power_analysis": f"minimum detectable effect and seeds needed: exact paired t-test power "
-        f"{hyp.power} (noncentral t); seeds needed at alpha / family size",
+        f"{m['power']} (noncentral t); seeds needed at alpha / family size",
         "interaction": "sum of the components' contributions minus the arm's total effect, "
         "with an interval chosen like the effect's; additive when the interval includes 0",
-        "random_seed": options.seed,
+        "arm_interval": f"Student t interval of the mean, {pct}",
+        "failures": "dropped: a comparison uses the seeds both arms finished; failed and "
+        "diverged trials are counted per arm"
+        if m["failures"] == "drop"
+        else "worst: a failed or diverged seed scores the worst score of any trial",
     }
+
+
+def _kept(registered: Any, run: Any) -> bool:
+    """Whether the run kept to a registered setting: a run on some of the seed counts a plan
+    allows (seeds = "auto") may use only some of the methods registered for them."""
+    if isinstance(registered, Mapping) and isinstance(run, Mapping) and "methods" in registered:
+        others = {k for k in set(registered) | set(run) if k != "methods"}
+        return set(run.get("methods") or []) <= set(registered["methods"]) and all(
+            registered.get(k) == run.get(k) for k in others
+        )
+    return bool(registered == run)
+
+
+def method_changes(registered: Mapping[str, Any], run: Mapping[str, Any]) -> list[str]:
+    """How the ``run``'s method departs from the ``registered`` one, one line per setting:
+    "interval: paired t (95%) → BCa bootstrap (95%)". The seed counts themselves are left to
+    the preregistration's seed check."""
+    before, after = method_labels(registered), method_labels(run)
+    return [
+        f"{key.replace('_', ' ')}: {before.get(key, 'not set')} → {after.get(key, 'not set')}"
+        for key in dict.fromkeys([*registered, *run])
+        if key != "paired_seeds" and not _kept(registered.get(key), run.get(key))
+    ]
+
+
+def settings(m: Mapping[str, Any]) -> dict[str, Any]:
+    """Every statistical choice of the analysis, as the report prints it: the method data
+    ``m`` (:func:`method`), under ``method``, and in words."""
+    return {
+        "confidence": m["interval"]["confidence"],
+        "alpha": m["alpha"],
+        "power": m["power"],
+        "smallest_effect": m["equivalence"]["margin"],
+        **method_text(m),
+        "resamples": m["resamples"],
+        "random_seed": m["random_seed"],
+        "method": dict(m),
+    }
+
+
+def _worst(trials: Sequence[TrialRow], direction: str, options: Options) -> float | None:
+    """The score of a failed seed with ``failures="worst"``: the worst any trial reached."""
+    finished = [float(t.result) for t in trials if t.status == "finished" and t.result is not None]
+    if options.failures != "worst" or not finished:
+        return None
+    return min(finished) if direction == "max" else max(finished)
+
+
+def _method_of(
+    scores: Mapping[str, Mapping[int, float]],
+    arm_table: Mapping[str, Any],
+    hyp: Hypothesis,
+    options: Options,
+    deterministic: bool = False,
+) -> dict[str, Any]:
+    """The method of :func:`analyze_scores` on these per-arm ``{seed: score}`` maps."""
+    compared = [(a["name"], "baseline") for a in arm_table["arms"] if a["kind"] == "arm"]
+    compared += [(ab["arm"], ab["as"]) for ab in arm_table["ablations"]]
+    pairs = [len(paired_values(scores, arm, against)[0]) for arm, against in compared]
+    if deterministic:  # one run per arm: no interval, no test
+        pairs = [min(n, 1) for n in pairs]
+    return method(hyp, options, pairs, holm_families(arm_table))
+
+
+def run_method(ledger: Ledger, exp: ExperimentRow, options: Options = Options()) -> dict[str, Any]:
+    """The method :func:`analyze` uses on ``exp``'s trials as they stand, without running it."""
+    trials = ledger.trials(exp.id)
+    hyp = Hypothesis.from_spec(exp.spec)
+    worst = _worst(trials, exp.direction, options)
+    scores: dict[str, dict[int, float]] = {}
+    for a in exp.arms["arms"]:
+        summary = arm_summary([t for t in trials if t.arm == a["name"]], 1.0 - hyp.alpha, worst)
+        scores[a["name"]] = dict(zip(summary["seeds"], summary["values"], strict=True))
+    deterministic = bool(exp.spec.get("experiment", {}).get("deterministic"))
+    return _method_of(scores, exp.arms, hyp, options, deterministic)
 
 
 def _provenance(ledger: Ledger, trials: Sequence[TrialRow]) -> dict[str, Any]:

@@ -639,8 +639,10 @@ def demo(workers: int | None, store: str | None) -> None:
 @store_option
 def register(spec_path: Path, store: str | None) -> None:
     """Preregister SPEC before any trial runs: freeze its hypothesis, primary metric, smallest
-    effect, alpha, arms, seeds and analysis plan under a hash in the store's hash-chained log.
+    effect, alpha, arms, seeds and the analysis method they give under a hash in the store's
+    hash-chained log.
     Reports of the experiment then say "preregistered HASH DATE" or list every deviation."""
+    from fairtrial.analysis import method_labels
     from fairtrial.prereg import iso_date
     from fairtrial.prereg import register as do_register
     from fairtrial.spec import load_spec
@@ -662,6 +664,13 @@ def register(spec_path: Path, store: str | None) -> None:
     )
     if h.claim:
         _out.print(f"  claim: {escape(h.claim)}")
+    labels = method_labels(json.loads(entry["record_json"])["analysis"]["method"])
+    _out.print(
+        "  analysis: "
+        + escape(
+            "; ".join(f"{k} {labels[k]}" for k in ("interval", "test", "correction", "failures"))
+        )
+    )
     _out.print(f"  log entry #{entry['seq']}, chain head {entry['head'][:12]}")
     if entry["supersedes"]:
         _out.print(

@@ -7,6 +7,13 @@ ran and lists every deviation: arms added, removed or changed, seeds changed, me
 recipe changed, hypothesis or analysis changed, registered trials that never produced a result,
 a registration made after the first trial started, and any edit of the log itself.
 
+The plan's analysis method is data computed by :func:`fairtrial.analysis.method` for the
+registered hypothesis and seeds, the same function the report's ``settings`` come from; the
+run's side is what the analysis of the trials that ran uses (with the report's options), so
+running 20 seeds or more on a plan of fewer (BCa instead of the paired t interval) or
+``report --failures worst`` is an "analysis changed" deviation. Records of format 1 (an older
+fairtrial) hold the method as text only: it is shown, not compared.
+
 Preregistration as a guard against analytic flexibility ("garden of forking paths") follows
 Nosek, Ebersole, DeHaven & Mellor (2018), "The preregistration revolution", PNAS 115(11); the
 report of deviations follows their advice that deviations are allowed but must be disclosed.
@@ -20,25 +27,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from fairtrial import analysis
 from fairtrial.errors import RegistrationError
 from fairtrial.ledger import DONE, ExperimentRow, Ledger
-from fairtrial.spec import Spec
+from fairtrial.spec import PILOT_SEEDS, Spec
 
-#: The statistical defaults of DESIGN.md, frozen into every plan: a later change of fairtrial's
-#: analysis shows up as the deviation "analysis changed".
-ANALYSIS_METHODS: dict[str, str] = {
-    "pairing": "paired by seed index (common random numbers)",
-    "effect": "mean paired difference, positive = better in the metric's direction",
-    "interval": "95% BCa bootstrap (t-interval as a cross-check)",
-    "test": "exact sign-flip permutation test on the paired differences "
-    "(Monte Carlo past 20 pairs), paired t-test alongside",
-    "correction": "Holm within each family (arms vs baseline, ablations)",
-    "equivalence": "TOST against +/- smallest_effect",
-    "verdict": "better/worse: adjusted p < alpha and interval excludes 0; equivalent: TOST; "
-    "else inconclusive with the minimum detectable effect and seeds needed",
-    "failures": "failed and diverged trials are counted per arm, never dropped",
-}
-CONFIDENCE = 0.95
+#: 2: the analysis method as data (``analysis.method``); 1: as fixed text, not comparable
+FORMAT = 2
+OLD_FORMAT_NOTE = "registered with an older fairtrial: method text only, not compared"
 
 
 def _plan(
@@ -48,6 +44,7 @@ def _plan(
     arm_table: Mapping[str, Any],
     task_checksum: str,
     direction: str,
+    method: Mapping[str, Any],
 ) -> dict[str, Any]:
     exp = normalized["experiment"]
     hyp = normalized["hypothesis"]
@@ -55,7 +52,7 @@ def _plan(
         a["name"]: {"kind": a["kind"], "components": a["components"]} for a in arm_table["arms"]
     }
     return {
-        "format": 1,
+        "format": FORMAT,
         "experiment": name,
         "hypothesis": dict(hyp),
         "metric": {"name": exp["metric"], "direction": direction},
@@ -69,10 +66,6 @@ def _plan(
         ),
         "analysis": {
             "primary_metric": exp["metric"],
-            "alpha": hyp.get("alpha"),
-            "power": hyp.get("power"),
-            "equivalence_margin": hyp.get("smallest_effect"),
-            "confidence": CONFIDENCE,
             "comparisons": sorted(
                 f"{a['name']} vs baseline" for a in arm_table["arms"] if a["kind"] == "arm"
             ),
@@ -80,30 +73,49 @@ def _plan(
                 f"{ab['arm']} without {ab['removed']} (arm {ab['as']})"
                 for ab in arm_table["ablations"]
             ),
-            "methods": dict(ANALYSIS_METHODS),
+            "method": dict(method),
+            "method_text": analysis.method_text(method),
         },
         "other": {"target": exp.get("target"), "time_limit": exp.get("time_limit")},
     }
 
 
-def plan_record(spec: Spec) -> dict[str, Any]:
-    """The record that ``register`` freezes for ``spec`` (plain JSON data)."""
+def plan_method(spec: Spec, options: analysis.Options | None = None) -> dict[str, Any]:
+    """The method the analysis will use on ``spec``'s seeds: the number it gives, or with
+    ``seeds = "auto"`` any number from the pilot's to ``max_seeds``."""
+    normalized = spec.normalized()
+    pairs = [PILOT_SEEDS, spec.max_seeds or PILOT_SEEDS] if spec.auto_seeds else [spec.seeds]
+    if spec.deterministic:  # one run per arm: no interval, no test
+        pairs = [1]
+    return analysis.method(
+        analysis.Hypothesis.from_spec(normalized),
+        options or analysis.Options(),
+        pairs,
+        analysis.holm_families(spec.arm_table()),
+    )
+
+
+def plan_record(spec: Spec, options: analysis.Options | None = None) -> dict[str, Any]:
+    """The record that ``register`` freezes for ``spec`` (plain JSON data), with the method
+    the analysis will use with ``options`` (by default the report's)."""
     return _plan(
         name=spec.name,
         normalized=spec.normalized(),
         arm_table=spec.arm_table(),
         task_checksum=spec.task_checksum,
         direction=spec.direction,
+        method=plan_method(spec, options),
     )
 
 
-def _run_record(exp: ExperimentRow) -> dict[str, Any]:
+def _run_record(exp: ExperimentRow, method: Mapping[str, Any]) -> dict[str, Any]:
     return _plan(
         name=exp.name,
         normalized=exp.spec,
         arm_table=exp.arms,
         task_checksum=exp.task_checksum,
         direction=exp.direction,
+        method=method,
     )
 
 
@@ -244,20 +256,19 @@ def deviations(
             ),
         )
     ra, xa = registered["analysis"], run["analysis"]
-    if ra != xa:
-        parts = []
-        for k in _diff_keys(ra, xa):
-            if k == "methods":
-                keys = _diff_keys(ra.get(k, {}), xa.get(k, {}))
-                parts.append("methods changed: " + ", ".join(keys))
-            elif isinstance(ra.get(k), list) and isinstance(xa.get(k), list):
-                plus = [c for c in xa[k] if c not in ra[k]]
-                minus = [c for c in ra[k] if c not in xa[k]]
-                parts.append(
-                    f"{k}: " + ", ".join([f"+ {c}" for c in plus] + [f"- {c}" for c in minus])
-                )
-            else:
-                parts.append(f"{k}: registered {_fmt(ra.get(k))}, run {_fmt(xa.get(k))}")
+    parts = []
+    for k in ("primary_metric", "comparisons", "ablations"):
+        if ra.get(k) == xa.get(k):
+            continue
+        if isinstance(ra.get(k), list) and isinstance(xa.get(k), list):
+            plus = [c for c in xa[k] if c not in ra[k]]
+            minus = [c for c in ra[k] if c not in xa[k]]
+            parts.append(f"{k}: " + ", ".join([f"+ {c}" for c in plus] + [f"- {c}" for c in minus]))
+        else:
+            parts.append(f"{k}: registered {_fmt(ra.get(k))}, run {_fmt(xa.get(k))}")
+    if registered.get("format", 1) >= 2:
+        parts += analysis.method_changes(ra["method"], xa["method"])
+    if parts:
         add("analysis_changed", "; ".join(parts))
     if registered["other"] != run["other"]:
         ro, xo = registered["other"], run["other"]
@@ -288,15 +299,21 @@ def deviations(
     return out
 
 
-def status(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any] | None:
+def status(
+    ledger: Ledger, exp: ExperimentRow, method: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The preregistration of ``exp`` and every deviation from it; None if never registered.
+
+    ``method`` is the analysis method of the report being made (``analysis.method`` data); by
+    default that of ``analysis.run_method`` with the report's default options.
 
     The registration used is the latest one of the experiment's name made before its first
     trial started (or, if all were made later, the earliest, with the deviation
     ``registered_late``). Keys: ``hash`` (record sha256), ``short``, ``date`` (UTC ISO),
     ``seq``, ``spec_hash``, ``matches`` (the run's spec is the registered one), ``deviations``
     (list of ``{kind, detail}``), ``chain_ok``, ``chain_problems``, ``registrations`` (how
-    many the name has) and ``text`` (one line for reports).
+    many the name has), ``record``, ``method_note`` (why the method was not compared, or None)
+    and ``text`` (one line for reports).
     """
     entries = ledger.preregistrations(exp.name)
     if not entries:
@@ -323,9 +340,13 @@ def status(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any] | None:
                 f"started {iso_date(first or 0.0)}",
             }
         )
+    used = method if method is not None else analysis.run_method(ledger, exp)
+    note = None
     try:
-        devs.extend(deviations(registered, _run_record(exp), done, exp.seeds))
-    except (KeyError, TypeError) as exc:  # a record edited into another shape
+        if registered.get("format", 1) < 2:
+            note = OLD_FORMAT_NOTE
+        devs.extend(deviations(registered, _run_record(exp, used), done, exp.seeds))
+    except (KeyError, TypeError, AttributeError) as exc:  # a record edited into another shape
         devs.append({"kind": "log_tampered", "detail": f"unreadable record ({exc!r})"})
     short = entry["record_hash"][:12]
     date = iso_date(entry["created_at"])
@@ -333,6 +354,8 @@ def status(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any] | None:
     if devs:
         kinds = ", ".join(dict.fromkeys(d["kind"].replace("_", " ") for d in devs))
         text += f"; {len(devs)} deviation{'s' if len(devs) != 1 else ''}: {kinds}"
+    if note:
+        text += f" ({note})"
     return {
         "hash": entry["record_hash"],
         "short": short,
@@ -345,5 +368,6 @@ def status(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any] | None:
         "chain_problems": problems,
         "registrations": len(entries),
         "record": registered,
+        "method_note": note,
         "text": text,
     }

@@ -103,6 +103,7 @@ def methods(doc: dict[str, Any]) -> list[str]:
         "effect_interval",
         "test",
         "multiple_comparisons",
+        "equivalence",
         "verdict",
         "effect_size",
         "power_analysis",
@@ -243,6 +244,10 @@ def rigor_lines(doc: dict[str, Any]) -> list[str]:
     lines = [
         "preregistration: "
         + (pre["text"] if pre else "none (`fairtrial register SPEC` before the first run)")
+    ]
+    lines += [
+        f"deviation, {d['kind'].replace('_', ' ')}: {d['detail']}"
+        for d in (pre or {}).get("deviations") or []
     ]
     for c in list(doc.get("comparisons") or []) + list(doc.get("ablations") or []):
         if c.get("verdict") == "invalid":
