@@ -35,13 +35,14 @@ def test_run_status_report_plan(write_spec: Callable[..., Path], tmp_path: Path)
     assert "3 arms × 3 seeds = 9 trials" in plan and "noise=0.3" in plan
     assert "identical for every arm" in plan
 
-    run = ft("run", str(spec), cwd=tmp_path)
+    run = ft("run", str(spec), cwd=tmp_path, ok=False)
+    assert run.returncode == 1, "three trials failed: the exit status says so"
     assert "ran 9 trials" in run.stderr and "6 finished, 3 failed" in run.stderr
     assert "noisy" in run.stdout and "Verdicts" in run.stdout
     assert (tmp_path / ".fairtrial" / "ledger.db").exists(), "the default store is ./.fairtrial"
 
     status = ft("status", cwd=tmp_path).stdout
-    assert "cli-toy" in status and "9/9" in status
+    assert "cli-toy" in status and "6/9" in status
     detail = ft("status", "cli-toy", cwd=tmp_path).stdout
     assert "ValueError: boom from the recipe" in detail
 
@@ -121,7 +122,7 @@ def test_tasks_and_recipes_listings(tmp_path: Path) -> None:
 
 
 def test_a_changed_task_is_not_mixed_into_an_experiment(tmp_path: Path) -> None:
-    """The same spec on changed data: refused, instead of pooling trials from two datasets."""
+    """The same spec on changed data runs anew, instead of pooling trials from two datasets."""
     module = tmp_path / "drifting.py"
     source = (
         "import numpy as np\nfrom fairtrial import Task\n\n"
@@ -138,5 +139,7 @@ def test_a_changed_task_is_not_mixed_into_an_experiment(tmp_path: Path) -> None:
     )
     ft("run", str(spec), "--no-report", cwd=tmp_path)
     module.write_text(source.replace("SEED", "2"))
-    out = ft("run", str(spec), "--no-report", cwd=tmp_path, ok=False)
-    assert out.returncode == 2 and "task 'drifting:make' data changed" in out.stderr
+    out = ft("run", str(spec), "--no-report", cwd=tmp_path)
+    assert "task 'drifting:make' data changed" in out.stderr and "ran 4 trials" in out.stderr
+    doc = json.loads(ft("report", "d", "--format", "json", cwd=tmp_path).stdout)
+    assert all(a["n"] == 2 for a in doc["arms"].values())

@@ -487,6 +487,26 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
     hyp: _Hypothesis = ld.model(_Hypothesis, "hypothesis", raw.get("hypothesis", {}))
     abl: _Ablations = ld.model(_Ablations, "ablations", raw.get("ablations", {}))
     comp: _Compute = ld.model(_Compute, "compute", raw.get("compute", {}))
+    # deterministic = true: one run per arm decides; a second seed (the default) checks that
+    # the recipe really gives the same result on every seed
+    if exp.deterministic:
+        if exp.seeds == "auto":
+            raise ld.fail(
+                "experiment",
+                'seeds = "auto"',
+                "deterministic = true runs one seed per arm (plus checks): set seeds = 2",
+            )
+        if exp.seeds is None:
+            exp.seeds = 2
+    elif exp.seeds is None:
+        raise ld.fail("experiment", None, f"missing required key 'seeds' ({_VALID['seeds']})")
+    elif isinstance(exp.seeds, int) and exp.seeds < 2:
+        raise ld.fail(
+            "experiment",
+            f"seeds = {exp.seeds}",
+            "must be at least 2 (one seed cannot tell a gain from luck); a recipe without "
+            "randomness says deterministic = true",
+        )
     if comp.estimate_energy and comp.cpu_watts is None and comp.gpu_watts is None:
         raise ld.fail(
             "compute",
@@ -627,26 +647,6 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
             by_components[sig] = name
             ablations.append(Ablation(target, removed, name))
 
-    # deterministic = true: one run per arm decides; a second seed (the default) checks that
-    # the recipe really gives the same result on every seed
-    if exp.deterministic:
-        if exp.seeds == "auto":
-            raise ld.fail(
-                "experiment",
-                'seeds = "auto"',
-                "deterministic = true runs one seed per arm (plus checks): set seeds = 2",
-            )
-        if exp.seeds is None:
-            exp.seeds = 2
-    elif exp.seeds is None:
-        raise ld.fail("experiment", None, f"missing required key 'seeds' ({_VALID['seeds']})")
-    elif isinstance(exp.seeds, int) and exp.seeds < 2:
-        raise ld.fail(
-            "experiment",
-            f"seeds = {exp.seeds}",
-            "must be at least 2 (one seed cannot tell a gain from luck); a recipe without "
-            "randomness says deterministic = true",
-        )
     # seeds = "auto": a pilot, then as many seeds as the power analysis asks, up to max_seeds
     auto = exp.seeds == "auto"
     if auto:

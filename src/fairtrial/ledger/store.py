@@ -219,7 +219,9 @@ class Ledger:
                 c.execute(
                     update(s.experiments)
                     .where(s.experiments.c.id == experiment_id)
-                    .values(updated_at=now, spec_path=spec_path)
+                    # the data the experiment's trials now run on (trials of older data
+                    # are not in its slots any more)
+                    .values(updated_at=now, spec_path=spec_path, task_checksum=task_checksum)
                 )
 
     def set_seeds(self, experiment_id: str, seeds: int) -> None:
@@ -512,7 +514,11 @@ class Ledger:
         mine = select(slots.c.trial_id).where(slots.c.experiment_id == experiment_id)
         with self.engine.connect() as c:
             rows = (
-                c.execute(select(t).where(t.c.trial_id.in_(mine)).order_by(t.c.id)).mappings().all()
+                c.execute(
+                    select(t)
+                    .where(t.c.trial_id.in_(mine) | (t.c.experiment_id == experiment_id))
+                    .order_by(t.c.id)
+                ).mappings().all()
             )
         return [
             {
