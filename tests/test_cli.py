@@ -80,8 +80,9 @@ def test_run_status_report_plan(write_spec: Callable[..., Path], tmp_path: Path)
     power = ft("plan", str(spec), cwd=tmp_path).stdout
     assert "power: noisy vs baseline" in power
     # running again resumes: nothing left to do
-    again = ft("run", str(spec), "--resume", "--no-report", cwd=tmp_path)
+    again = ft("run", str(spec), "--resume", "--no-report", cwd=tmp_path, ok=False)
     assert "ran 0 trials" in again.stderr and "9 were already in the store" in again.stderr
+    assert again.returncode == 1 and "--retry-failed" in again.stderr
 
 
 @pytest.mark.parametrize(

@@ -379,5 +379,9 @@ def test_a_format_1_record_is_shown_and_its_method_not_compared(
     assert "older fairtrial" in render_md(doc)
     # the parts both formats hold are still compared
     with ledger.engine.begin() as c:
-        c.execute(delete(s.trials).where(s.trials.c.id == f"{spec.experiment_id}/noisy/1"))
+        c.execute(
+            delete(s.trials).where(
+                s.trials.c.id == ledger.trial_at(spec.experiment_id, "noisy", 1).id
+            )
+        )
     assert kinds(prereg.status(ledger, exp)) == ["trials_dropped"]

@@ -342,3 +342,23 @@ def test_a_bundle_names_no_other_experiment(
     assert "secret-other" not in text
     assert log["summary"]["other_experiments"] == 1
     assert json.dumps(log).count("secret-other") == 0
+
+
+def test_code_edited_during_a_run_is_said_and_fails_the_run(
+    write_spec: Callable[..., Path], ledger: Ledger, tmp_path: Path
+) -> None:
+    # a recipe whose file changes while the run goes on (an editor saving mid-run)
+    (tmp_path / "editing.py").write_text(
+        "from pathlib import Path\n\nfrom toy import probe\n\n\n"
+        "def train(config, ctx):\n"
+        "    probe(config, ctx)\n"
+        "    if ctx.seed == 0:\n"
+        "        with open(__file__, 'a') as fh:\n"
+        "            fh.write('# saved again\\n')\n"
+    )
+    spec = write_spec(toy_spec(seeds=2).replace('recipe = "toy:probe"', 'recipe = "editing:train"'))
+    summary, _ = run(spec, ledger)
+    assert summary.finished == 4 and not summary.complete
+    assert summary.stopped is not None and "changed while the run went on" in summary.stopped
+    # the next run re-runs every trial on the code as it is now
+    assert run(spec, ledger)[0].ran == 4

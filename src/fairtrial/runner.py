@@ -69,8 +69,9 @@ class RunSummary:
 
     @property
     def complete(self) -> bool:
-        """Every trial of the experiment finished (none failed, diverged or left undone)."""
-        return self.statuses.get("finished", 0) == self.total
+        """Every trial of the experiment finished (none failed, diverged or left undone) and
+        nothing stopped the run (such as its code changing under it)."""
+        return self.stopped is None and self.statuses.get("finished", 0) == self.total
 
 
 def _owner() -> str:
@@ -443,6 +444,14 @@ def _run(
     if todo:
         _run_todo(spec, ledger, backend, snapshot, todo, summary, console, show_progress,
                   max_retries, keep_going)  # fmt: skip
+        now = provenance.code_hash(spec_code_snapshot(spec))
+        if now != code_hash:
+            # a trial that started after the edit may have run the new code under the old
+            # identity; the next run computes the new identity and re-runs every trial
+            summary.stopped = summary.stopped or (
+                f"the recipe's code changed while the run went on (code {code_hash[:12]} at "
+                f"the start, {now[:12]} now): run again to re-run every trial on one version"
+            )
     final = ledger.trials(eid)
     for r in final:
         summary.statuses[r.status] = summary.statuses.get(r.status, 0) + 1
