@@ -429,6 +429,7 @@ def analyze(
         "provenance": _provenance(ledger, trials),
         "settings": settings(hyp, options),
         "predictions": disagreements(ledger, exp),
+        "config_reads": _config_reads(ledger, exp),
     }
     if exp.spec.get("experiment", {}).get("seeds") == "auto" and hyp.smallest_effect:
         max_seeds = int(exp.spec["experiment"].get("max_seeds") or exp.seeds)
@@ -477,6 +478,17 @@ def _compute(
         "settings": settings.as_dict(),
         "hardware": meter.hardware_summary(provs),
     }
+
+
+def _config_reads(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any] | None:
+    """Config keys no finished trial of an arm read (None: all read, or not recorded)."""
+    from fairtrial.configreads import experiment_unread, unread_text
+
+    found = experiment_unread(ledger, exp.id)
+    if found is None:
+        return None
+    command = exp.spec.get("experiment", {}).get("command") is not None
+    return {**found, "text": unread_text(found, command=command)}
 
 
 def settings(hyp: Hypothesis, options: Options) -> dict[str, Any]:

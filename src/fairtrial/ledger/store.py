@@ -631,6 +631,28 @@ class Ledger:
             rows = c.execute(q).all()
         return {trial_id: json.loads(blob) for trial_id, blob in rows}
 
+    # -- config keys read -----------------------------------------------------------------------
+    def add_config_reads(self, trial_id: str, attempt: int, keys: Sequence[str]) -> None:
+        """Store the config keys one attempt read (replacing an earlier record of it)."""
+        t = s.trial_config_reads
+        with self.engine.begin() as c:
+            c.execute(delete(t).where(t.c.trial_id == trial_id, t.c.attempt == attempt))
+            c.execute(
+                insert(t).values(trial_id=trial_id, attempt=attempt, keys_json=_dumps(list(keys)))
+            )
+
+    def config_reads(self, experiment_id: str) -> dict[str, list[str]]:
+        """{trial_id: config keys read} of each trial's latest attempt that recorded them."""
+        t, tr = s.trial_config_reads, s.trials
+        q = (
+            select(t.c.trial_id, t.c.keys_json)
+            .select_from(t.join(tr, and_(tr.c.id == t.c.trial_id, tr.c.attempt == t.c.attempt)))
+            .where(tr.c.experiment_id == experiment_id)
+        )
+        with self.engine.connect() as c:
+            rows = c.execute(q).all()
+        return {trial_id: json.loads(blob) for trial_id, blob in rows}
+
     def set_compute_settings(self, experiment_id: str, settings: dict[str, Any]) -> None:
         """Store the experiment's ``[compute]`` table as given in the spec last run."""
         t = s.experiment_compute
