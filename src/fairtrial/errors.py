@@ -12,6 +12,7 @@
     ├── BundleError                a bundle is unsafe, corrupt or modified (names the member)
     ├── ReplicationError           a bundle cannot be replicated as asked (e.g. no tolerance)
     ├── RegistryError              a registry refused a request, or cannot be reached
+    ├── BackendError               trials cannot run where the backend would run them
     └── MissingDependency          an optional extra is not installed (says which one)
 
 Exceptions raised *inside* a trial never cross this tree: a trial that raises is a result
@@ -63,6 +64,11 @@ class RegistryError(FairtrialError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+class BackendError(FairtrialError):
+    """Trials cannot run where the backend would run them: e.g. its worker processes cannot
+    import the script or notebook that started the run."""
 
 
 class MissingDependency(FairtrialError):
