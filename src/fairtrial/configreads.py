@@ -124,9 +124,12 @@ class ReadRecorder(dict[str, Any]):
 
 
 def command_reads(command: str) -> list[str]:
-    """The keys a command line reads: the names of its ``{placeholders}`` (``{{`` is a brace)."""
+    """The config keys a command line reads: its ``{placeholders}`` (``{{`` is a brace) but
+    those the trial fills itself (``{seed}``, ``{data_dir}``, ...: they win over the config)."""
+    from fairtrial.spec import COMMAND_FIELDS
+
     text = command.replace("{{", "").replace("}}", "")
-    return sorted({m.group(1) for m in _PLACEHOLDER.finditer(text)})
+    return sorted({m.group(1) for m in _PLACEHOLDER.finditer(text)} - set(COMMAND_FIELDS))
 
 
 def unread_config(
