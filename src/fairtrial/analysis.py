@@ -425,7 +425,11 @@ def analyze(
         "comparisons": comparisons,
         "ablations": ablations,
         "interactions": interactions,
-        "compute": {"settings": compute["settings"], "hardware": compute["hardware"]},
+        "compute": {
+            "settings": compute["settings"],
+            "hardware": compute["hardware"],
+            "worker_startup": compute["worker_startup"],
+        },
         "provenance": _provenance(ledger, trials),
         "settings": settings(hyp, options),
         "predictions": disagreements(ledger, exp),
@@ -477,6 +481,7 @@ def _compute(
         "arms": arms,
         "settings": settings.as_dict(),
         "hardware": meter.hardware_summary(provs),
+        "worker_startup": meter.worker_startup(list(records.values())),
     }
 
 

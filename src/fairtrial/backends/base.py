@@ -8,6 +8,7 @@ same result for the same trial.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
 import time
 import traceback
@@ -126,6 +127,25 @@ def _resolve_recipe(ref: str, base_dir: str | None) -> Callable[..., Any]:
             raise TypeError(f"recipe '{ref}' is not callable")
         _RECIPES[key] = fn
     return _RECIPES[key]
+
+
+def load_trial_code(job: TrialJob) -> None:
+    """Load into this process what every trial of ``job``'s experiment needs: the task, the
+    recipe and its imports (a command's data files); a worker does it before its first trial,
+    so that no trial's time includes it. Errors are left for :func:`execute_trial` to report.
+    """
+    from fairtrial.tasks import get_task
+
+    for module in ("fairtrial.configreads", "fairtrial.meter", "fairtrial.recipes"):
+        importlib.import_module(module)  # what execute_trial imports
+    with contextlib.suppress(Exception):
+        task = get_task(job.task, Path(job.base_dir) if job.base_dir else None)
+        if job.recipe:
+            _resolve_recipe(job.recipe, job.base_dir)
+        elif job.command:
+            from fairtrial.backends.command import _cache_root, materialize
+
+            materialize(task, _cache_root(job))
 
 
 def execute_trial(job: TrialJob, emit: Callable[[str, Any], None]) -> TrialOutcome:

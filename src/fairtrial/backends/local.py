@@ -31,7 +31,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -67,17 +67,27 @@ def split_cores(workers: int | None, threads: int | None) -> tuple[int, int]:
     return w, max(1, t)
 
 
-def _worker_main(conn: Connection, threads: int) -> None:
+#: how a worker's start-up is measured (the label stored with it)
+STARTUP_METHOD = (
+    "worker start-up, before its first trial and counted in no trial's time: interpreter "
+    "start and imports (wall clock from the spawn to the worker being ready), then loading "
+    "the task and importing the recipe (time.perf_counter)"
+)
+
+
+def _worker_main(conn: Connection, threads: int, spawned_at: float) -> None:
     # The parent owns Ctrl-C: it stops the workers itself and records what was running.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
-    from fairtrial.backends.base import execute_trial
+    from fairtrial.backends.base import execute_trial, load_trial_code
 
     # what every trial needs, imported before the first "begin"
     importlib.import_module("fairtrial.context")
     importlib.import_module("fairtrial.tasks")
+    boot = max(0.0, time.time() - spawned_at)
     conn.send(("ready", None))  # the main module re-imported (spawn) and fairtrial loaded
+    first = True
     while True:
         try:
             msg = conn.recv()
@@ -91,7 +101,21 @@ def _worker_main(conn: Connection, threads: int) -> None:
         def emit(kind: str, payload: Any, job: TrialJob = job) -> None:
             conn.send((kind, payload))
 
+        startup: dict[str, Any] | None = None
+        if first:  # the worker's one-time loading: its own record, not the first trial's time
+            first = False
+            t0 = time.perf_counter()
+            load_trial_code(job)
+            load = time.perf_counter() - t0
+            startup = {
+                "seconds": boot + load,
+                "interpreter_and_imports": boot,
+                "task_and_recipe": load,
+                "method": STARTUP_METHOD,
+            }
         outcome = execute_trial(job, emit)
+        if startup is not None:
+            outcome = replace(outcome, compute={**outcome.compute, "worker_startup": startup})
         conn.send(("done", outcome))
 
 
@@ -206,7 +230,10 @@ class LocalBackend(Backend):
     def _start(self) -> _Worker:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
-            target=_worker_main, args=(child, self.threads), daemon=True, name="fairtrial-worker"
+            target=_worker_main,
+            args=(child, self.threads, time.time()),
+            daemon=True,
+            name="fairtrial-worker",
         )
         proc.start()
         child.close()
