@@ -7,7 +7,7 @@
     ├── TaskError                  a task cannot be found, built or checked
     ├── RecipeError                a recipe cannot be imported or broke the recipe contract
     ├── LedgerError                the store cannot be opened or holds something unexpected
-    ├── ExperimentNotFound         no experiment matches a name, path or id
+    ├── ExperimentNotFound         no experiment, or several, match a name, path or id
     ├── RegistrationError          a preregistration cannot be made (e.g. trials already ran)
     ├── BundleError                a bundle is unsafe, corrupt or modified (names the member)
     ├── ReplicationError           a bundle cannot be replicated as asked (e.g. no tolerance)
@@ -43,7 +43,8 @@ class LedgerError(FairtrialError):
 
 
 class ExperimentNotFound(FairtrialError):
-    """No experiment in the ledger matches the given name, spec path or id."""
+    """No experiment in the ledger matches the given name, spec path or id, or several do
+    (the message lists them, to pick one by id)."""
 
 
 class RegistrationError(FairtrialError):
