@@ -577,10 +577,15 @@ def analyze(
         "comparisons": comparisons,
         "ablations": ablations,
         "interactions": interactions,
-        "compute": {"settings": compute["settings"], "hardware": compute["hardware"]},
+        "compute": {
+            "settings": compute["settings"],
+            "hardware": compute["hardware"],
+            "worker_startup": compute["worker_startup"],
+        },
         "provenance": _provenance(ledger, trials),
         "settings": settings(used),
         "predictions": disagreements(ledger, exp),
+        "config_reads": _config_reads(ledger, exp),
     }
     if exp.spec.get("experiment", {}).get("seeds") == "auto" and hyp.smallest_effect:
         max_seeds = int(exp.spec["experiment"].get("max_seeds") or exp.seeds)
@@ -628,7 +633,19 @@ def _compute(
         "arms": arms,
         "settings": settings.as_dict(),
         "hardware": meter.hardware_summary(provs),
+        "worker_startup": meter.worker_startup(list(records.values())),
     }
+
+
+def _config_reads(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any] | None:
+    """Config keys no finished trial of an arm read (None: all read, or not recorded)."""
+    from fairtrial.configreads import experiment_unread, unread_text
+
+    found = experiment_unread(ledger, exp.id)
+    if found is None:
+        return None
+    command = exp.spec.get("experiment", {}).get("command") is not None
+    return {**found, "text": unread_text(found, command=command)}
 
 
 # -- the method: one source for the report's settings and the preregistration's frozen plan ------

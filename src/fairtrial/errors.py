@@ -7,11 +7,12 @@
     ├── TaskError                  a task cannot be found, built or checked
     ├── RecipeError                a recipe cannot be imported or broke the recipe contract
     ├── LedgerError                the store cannot be opened or holds something unexpected
-    ├── ExperimentNotFound         no experiment matches a name, path or id
+    ├── ExperimentNotFound         no experiment, or several, match a name, path or id
     ├── RegistrationError          a preregistration cannot be made (e.g. trials already ran)
     ├── BundleError                a bundle is unsafe, corrupt or modified (names the member)
     ├── ReplicationError           a bundle cannot be replicated as asked (e.g. no tolerance)
     ├── RegistryError              a registry refused a request, or cannot be reached
+    ├── BackendError               trials cannot run where the backend would run them
     └── MissingDependency          an optional extra is not installed (says which one)
 
 Exceptions raised *inside* a trial never cross this tree: a trial that raises is a result
@@ -49,7 +50,8 @@ class LedgerError(FairtrialError):
 
 
 class ExperimentNotFound(FairtrialError):
-    """No experiment in the ledger matches the given name, spec path or id."""
+    """No experiment in the ledger matches the given name, spec path or id, or several do
+    (the message lists them, to pick one by id)."""
 
 
 class RegistrationError(FairtrialError):
@@ -70,6 +72,11 @@ class RegistryError(FairtrialError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+class BackendError(FairtrialError):
+    """Trials cannot run where the backend would run them: e.g. its worker processes cannot
+    import the script or notebook that started the run."""
 
 
 class MissingDependency(FairtrialError):

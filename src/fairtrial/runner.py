@@ -191,6 +191,8 @@ class _LedgerSink:
             self.predictions.setdefault(job.arm, {})[job.seed] = payload["predictions_sha256"]
 
     def finished(self, job: TrialJob, outcome: TrialOutcome) -> None:
+        if outcome.config_read is not None:
+            self.ledger.add_config_reads(job.trial_id, job.attempt, outcome.config_read)
         # Every ending stores a compute record: a crashed trial's figures are results too. A
         # worker that died took its meter along; then only the wall time is known.
         compute = outcome.compute or {
@@ -349,7 +351,9 @@ def run_experiment(
         if warning:
             console.print(f"[bold yellow]warning[/]: {escape(warning)}", highlight=False)
     if not spec.auto_seeds:
-        return _run(spec, ledger, backend, *opts)
+        summary = _run(spec, ledger, backend, *opts)
+        _warn_unread_config(spec, ledger, console)
+        return summary
     pilot = _run(replace(spec, seeds=PILOT_SEEDS), ledger, backend, *opts)
     if pilot.stopped:
         return pilot
@@ -382,7 +386,18 @@ def run_experiment(
         setattr(rest, name, getattr(rest, name) + getattr(pilot, name))
     rest.failures[:0] = pilot.failures
     rest.seed_plan = seed_plan
+    _warn_unread_config(spec, ledger, console)
     return rest
+
+
+def _warn_unread_config(spec: Spec, ledger: Ledger, console: Console) -> None:
+    """One yellow line about config keys no trial read (they had no effect)."""
+    from fairtrial.configreads import experiment_unread, unread_text
+
+    found = experiment_unread(ledger, spec.experiment_id)
+    if found is not None:
+        text = unread_text(found, command=spec.command is not None)
+        console.print(f"[yellow]warning: {escape(text)}[/]", highlight=False)
 
 
 def _run(

@@ -52,6 +52,7 @@ COMMAND_FIELDS = (
     "arm",
     "trial_id",
     "task",
+    "python",
 )
 
 

@@ -8,6 +8,7 @@ same result for the same trial.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
 import time
 import traceback
@@ -67,6 +68,9 @@ class TrialOutcome:
     phases: dict[str, float] = field(default_factory=dict)
     #: the trial's compute record (fairtrial.meter.Meter.record); {} when the worker was lost
     compute: dict[str, Any] = field(default_factory=dict)
+    #: the config keys the recipe read, dotted (fairtrial.configreads); None when not recorded
+    #: (a recipe with a config class is checked against it when the spec loads)
+    config_read: tuple[str, ...] | None = None
 
 
 class Sink(Protocol):
@@ -125,6 +129,25 @@ def _resolve_recipe(ref: str, base_dir: str | None) -> Callable[..., Any]:
     return _RECIPES[key]
 
 
+def load_trial_code(job: TrialJob) -> None:
+    """Load into this process what every trial of ``job``'s experiment needs: the task, the
+    recipe and its imports (a command's data files); a worker does it before its first trial,
+    so that no trial's time includes it. Errors are left for :func:`execute_trial` to report.
+    """
+    from fairtrial.tasks import get_task
+
+    for module in ("fairtrial.configreads", "fairtrial.meter", "fairtrial.recipes"):
+        importlib.import_module(module)  # what execute_trial imports
+    with contextlib.suppress(Exception):
+        task = get_task(job.task, Path(job.base_dir) if job.base_dir else None)
+        if job.recipe:
+            _resolve_recipe(job.recipe, job.base_dir)
+        elif job.command:
+            from fairtrial.backends.command import _cache_root, materialize
+
+            materialize(task, _cache_root(job))
+
+
 def execute_trial(job: TrialJob, emit: Callable[[str, Any], None]) -> TrialOutcome:
     """Run one trial in this process and return its outcome; never raises for trial errors.
 
@@ -140,6 +163,7 @@ def execute_trial(job: TrialJob, emit: Callable[[str, Any], None]) -> TrialOutco
     t0 = time.perf_counter()
     ctx: TrialContext | None = None
     meter: Meter | None = None
+    reads: set[str] | None = None
     if job.meter and metering_enabled():
         meter = Meter(target=job.target, target_metric=job.target_metric, direction=job.direction)
 
@@ -160,7 +184,10 @@ def execute_trial(job: TrialJob, emit: Callable[[str, Any], None]) -> TrialOutco
                 )
             except Exception as exc:  # a broken counter must not cost the trial its result
                 compute["partial"] = f"the meter failed: {exc!r}"
-        return TrialOutcome(status, wall_time=wall, phases=phases, compute=compute, **kw)
+        read = tuple(sorted(reads)) if reads is not None else None
+        return TrialOutcome(
+            status, wall_time=wall, phases=phases, compute=compute, config_read=read, **kw
+        )
 
     try:
         if meter is not None:
@@ -174,13 +201,14 @@ def execute_trial(job: TrialJob, emit: Callable[[str, Any], None]) -> TrialOutco
                 f"worker, {job.task_checksum[:12]} when the run started",
             )
         fn = _resolve_recipe(job.recipe, job.base_dir) if job.recipe else None
+        config, reads = recording_config(job, fn)
         _set_threads(job.threads)
         seed_globals(job.root_seed, job.seed)
         workdir = Path(job.workdir) if job.workdir else None
         if workdir is not None:
             workdir.mkdir(parents=True, exist_ok=True)
         ctx = TrialContext(
-            config=job.config,
+            config=config,
             seed=job.seed,
             root_seed=job.root_seed,
             task=task,
@@ -198,7 +226,7 @@ def execute_trial(job: TrialJob, emit: Callable[[str, Any], None]) -> TrialOutco
         if meter is not None:
             meter.setup_done()
         if fn is not None:
-            fn(job.config, ctx)
+            fn(config, ctx)
         else:
             from fairtrial.backends.command import run_command
 
@@ -223,6 +251,25 @@ def execute_trial(job: TrialJob, emit: Callable[[str, Any], None]) -> TrialOutco
     finally:
         if meter is not None:
             meter.close()  # the sampling thread stops however the trial ended
+
+
+def recording_config(
+    job: TrialJob, fn: Callable[..., Any] | None
+) -> tuple[dict[str, Any], set[str] | None]:
+    """The config to hand the recipe, and the set its reads go to (None: not recorded).
+
+    A recipe with a config class gets the plain config (the spec was checked against the
+    class); a command reads the keys its placeholders name.
+    """
+    from fairtrial.configreads import ReadRecorder, command_reads
+    from fairtrial.recipes import config_class_of
+
+    if fn is None:
+        return job.config, set(command_reads(job.command or ""))
+    if config_class_of(fn) is not None:
+        return job.config, None
+    recorder = ReadRecorder(job.config)
+    return recorder, recorder.reads
 
 
 def _set_threads(threads: int | None) -> None:

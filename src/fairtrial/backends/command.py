@@ -4,6 +4,10 @@ The protocol (also in the README):
 
 * placeholders in ``command`` (``{lr}``, ``{optimizer.lr}``, ``{seed}``, ``{data_dir}``, ...)
   are filled per trial; the command is split like a shell would (no shell runs it);
+* ``{python}`` is the interpreter running fairtrial (``sys.executable``), and so is a bare
+  ``python`` or ``python3``, first in the command or called by it (launchers of that name come
+  first on its PATH): a command run from a virtual environment gets that environment's Python,
+  not whatever ``python3`` the system has;
 * environment: ``FAIRTRIAL_SEED`` (seed index), ``FAIRTRIAL_SEED_INIT`` / ``_DATA`` /
   ``_AUGMENT`` / ``_DROPOUT`` (derived stream seeds), ``FAIRTRIAL_CONFIG`` (the arm's config as
   JSON), ``FAIRTRIAL_DATA_DIR``, ``FAIRTRIAL_PREDICTIONS``, ``FAIRTRIAL_WORKDIR``,
@@ -24,10 +28,12 @@ The protocol (also in the README):
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -46,11 +52,46 @@ from fairtrial.tasks import Task
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
+#: the names a command may call Python by; each runs the interpreter running fairtrial
+PYTHON_NAMES = ("python", "python3")
+
+
+def _user_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fairtrial"
+
+
 def _cache_root(job: TrialJob) -> Path:
     if job.data_cache:
         return Path(job.data_cache)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "fairtrial" / "data"
+    return _user_cache() / "data"
+
+
+def python_launchers(root: Path | None = None) -> Path | None:
+    """A folder of ``python`` and ``python3`` launchers of this interpreter, made once.
+
+    Launchers, not symlinks: a virtual environment's interpreter reached through a symlink
+    outside the environment does not see its packages (it finds no pyvenv.cfg next to it).
+    None where there is no POSIX shell or no known interpreter.
+    """
+    exe = sys.executable
+    if os.name != "posix" or not exe:
+        return None
+    root = root or _user_cache() / "python"
+    folder = root / hashlib.sha256(exe.encode()).hexdigest()[:16]
+    if all((folder / name).is_file() for name in PYTHON_NAMES):
+        return folder
+    tmp = root / f".{folder.name}.{os.getpid()}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name in PYTHON_NAMES:
+        launcher = tmp / name
+        launcher.write_text(f'#!/bin/sh\nexec {shlex.quote(exe)} "$@"\n')
+        launcher.chmod(0o755)
+    try:
+        tmp.rename(folder)
+    except OSError:  # another worker won the race; its launchers are identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def materialize(task: Task, root: Path) -> Path:
@@ -134,8 +175,12 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
         "arm": job.arm,
         "trial_id": job.trial_id,
         "task": task.name,
+        "python": sys.executable,
     }
     env = dict(os.environ)
+    launchers = python_launchers()
+    if launchers is not None:
+        env["PATH"] = os.pathsep.join(filter(None, [str(launchers), env.get("PATH")]))
     env.update(
         {
             "FAIRTRIAL_SEED": str(job.seed),
@@ -154,6 +199,8 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(job.threads)
     argv = build_argv(job.command, values)
+    if argv and argv[0] in PYTHON_NAMES and sys.executable:
+        argv[0] = sys.executable
     cwd = job.base_dir or str(Path.cwd())
     try:
         proc = subprocess.Popen(

@@ -11,19 +11,29 @@ Metrics the trial flushed before dying are kept under their attempt.
 
 Never more workers x threads than cores: oversubscribing a small machine was measured 2-4x
 slower than running fewer trials at once.
+
+A spawned worker first imports the main module of the process that started the run again (so
+that what it defines can be unpickled): a script that starts the run at its top level, outside
+``if __name__ == "__main__":``, would start it again in every worker, and a recipe or task
+defined in a notebook (module ``__main__`` without a file) does not exist in a worker. Both are
+caught before any trial runs (:func:`spawn_problem`); a worker that still dies before it is
+ready stops the run with the reason, instead of losing every trial to it.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 from fairtrial.backends.base import (
@@ -34,6 +44,7 @@ from fairtrial.backends.base import (
     TrialJob,
     TrialOutcome,
 )
+from fairtrial.errors import BackendError
 
 
 def available_cores() -> int:
@@ -56,16 +67,27 @@ def split_cores(workers: int | None, threads: int | None) -> tuple[int, int]:
     return w, max(1, t)
 
 
-def _worker_main(conn: Connection, threads: int) -> None:
+#: how a worker's start-up is measured (the label stored with it)
+STARTUP_METHOD = (
+    "worker start-up, before its first trial and counted in no trial's time: interpreter "
+    "start and imports (wall clock from the spawn to the worker being ready), then loading "
+    "the task and importing the recipe (time.perf_counter)"
+)
+
+
+def _worker_main(conn: Connection, threads: int, spawned_at: float) -> None:
     # The parent owns Ctrl-C: it stops the workers itself and records what was running.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
-    from fairtrial.backends.base import execute_trial
+    from fairtrial.backends.base import execute_trial, load_trial_code
 
     # what every trial needs, imported before the first "begin"
     importlib.import_module("fairtrial.context")
     importlib.import_module("fairtrial.tasks")
+    boot = max(0.0, time.time() - spawned_at)
+    conn.send(("ready", None))  # the main module re-imported (spawn) and fairtrial loaded
+    first = True
     while True:
         try:
             msg = conn.recv()
@@ -79,7 +101,21 @@ def _worker_main(conn: Connection, threads: int) -> None:
         def emit(kind: str, payload: Any, job: TrialJob = job) -> None:
             conn.send((kind, payload))
 
+        startup: dict[str, Any] | None = None
+        if first:  # the worker's one-time loading: its own record, not the first trial's time
+            first = False
+            t0 = time.perf_counter()
+            load_trial_code(job)
+            load = time.perf_counter() - t0
+            startup = {
+                "seconds": boot + load,
+                "interpreter_and_imports": boot,
+                "task_and_recipe": load,
+                "method": STARTUP_METHOD,
+            }
         outcome = execute_trial(job, emit)
+        if startup is not None:
+            outcome = replace(outcome, compute={**outcome.compute, "worker_startup": startup})
         conn.send(("done", outcome))
 
 
@@ -90,6 +126,83 @@ class _Worker:
     job: TrialJob | None = None
     deadline: float | None = None
     started: float = 0.0
+    #: the worker finished starting (a death before that is no trial's fault)
+    ready: bool = False
+
+
+def _main_reimported() -> str | None:
+    """The file a spawned worker runs again as its main module, or None (as multiprocessing
+    decides in ``spawn.get_preparation_data`` and ``_fixup_main_from_*``)."""
+    main = sys.modules.get("__main__")
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None)
+    if spec_name is not None and (spec_name == "__main__" or spec_name.endswith(".__main__")):
+        return None
+    path = getattr(main, "__file__", None)
+    if not isinstance(path, str) or Path(path).stem == "ipython":
+        return None
+    return path
+
+
+def _unguarded_line(path: str) -> int | None:
+    """The line of the main script's top-level statement that is running now, when it is not
+    under an ``if`` on ``__name__`` (a worker re-running the script would run it again)."""
+    main = sys.modules["__main__"]
+    frame = sys._getframe()
+    while frame is not None and not (
+        frame.f_code.co_name == "<module>" and frame.f_globals is vars(main)
+    ):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:  # the script's top level is done (e.g. python -i): nothing re-runs
+        return None
+    line = frame.f_lineno
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return None
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.If)
+            and any(isinstance(n, ast.Name) and n.id == "__name__" for n in ast.walk(node.test))
+            and node.lineno <= line <= (node.end_lineno or node.lineno)
+        ):
+            return None
+    return line
+
+
+def spawn_problem(job: TrialJob | None = None) -> str | None:
+    """Why spawned workers could not run the trials of this process, or None.
+
+    Without ``job``: the main script starts the run outside ``if __name__ == "__main__":``.
+    With ``job``: its recipe or task lives in module ``__main__`` that workers cannot import.
+    """
+    path = _main_reimported()
+    if job is None:
+        start_dir = getattr(mp.process, "ORIGINAL_DIR", None) or ""  # where mp resolves it
+        if path is not None and not Path(start_dir, path).is_file():
+            return (
+                f"the main module '{path}' is not a file: the local backend's worker processes "
+                "import the main module again and cannot. Run the code from a script file, or "
+                "use InlineBackend() (`--backend inline`)"
+            )
+        line = _unguarded_line(path) if path is not None else None
+        if line is None:
+            return None
+        return (
+            f"{path}:{line} starts the run at the top level of the script: the local backend's "
+            "worker processes import the script again and would start it again in each "
+            'worker. Put the code that runs the experiment under `if __name__ == "__main__":`'
+        )
+    if path is not None:  # the worker runs the main script again: its functions exist there
+        return None
+    for what, ref in (("recipe", job.recipe), ("task", job.task)):
+        if ref is not None and ref.partition(":")[0] == "__main__":
+            return (
+                f"{what} '{ref}' is defined in module __main__ (a notebook or an interactive "
+                "session), which the local backend's worker processes cannot import: put it in "
+                f"a module file next to the spec and name it as 'module:function', or run "
+                "with InlineBackend() (`--backend inline`)"
+            )
+    return None
 
 
 def _signal_name(code: int) -> str:
@@ -117,15 +230,21 @@ class LocalBackend(Backend):
     def _start(self) -> _Worker:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
-            target=_worker_main, args=(child, self.threads), daemon=True, name="fairtrial-worker"
+            target=_worker_main,
+            args=(child, self.threads, time.time()),
+            daemon=True,
+            name="fairtrial-worker",
         )
         proc.start()
         child.close()
         return _Worker(proc, parent)
 
     def run(self, jobs: Iterator[TrialJob], sink: Sink, total: int) -> None:
+        if problem := spawn_problem():
+            raise BackendError(problem)
         pool: list[_Worker] = []
         exhausted = False
+        checked = False
         try:
             while True:
                 # hand a job to every idle worker, starting workers as needed
@@ -140,6 +259,10 @@ class LocalBackend(Backend):
                     if job is None:
                         exhausted = True
                         break
+                    if not checked and (problem := spawn_problem(job)):
+                        sink.finished(job, TrialOutcome("interrupted", error=problem))
+                        raise BackendError(problem)
+                    checked = True
                     limit = job.time_limit or self.time_limit
                     idle.job, idle.started = job, time.monotonic()
                     # until the worker reports the trial's setup done, allow for the setup too
@@ -162,6 +285,9 @@ class LocalBackend(Backend):
                         continue
                     if w.process.sentinel in ready or not w.process.is_alive():
                         self._drain(w, sink)
+                        if w.job is not None and not w.ready:
+                            # every worker would die the same way: stop with the reason
+                            raise BackendError(self._start_failure(w))
                         if w.job is not None:
                             self._lost(w, sink, pool, self._death_reason(w), "lost")
                     elif w.deadline is not None and time.monotonic() >= w.deadline:
@@ -207,6 +333,8 @@ class LocalBackend(Backend):
                 if kind == "done":
                     job, w.job, w.deadline = w.job, None, None
                     sink.finished(job, payload)
+                elif kind == "ready":
+                    w.ready = True
                 elif kind == "begin":  # the worker took the job (a fresh one has imported)
                     w.started = time.monotonic()
                 elif kind == "setup":  # the trial's setup is over: its time limit counts now
@@ -226,6 +354,18 @@ class LocalBackend(Backend):
         if code < 0:
             return f"worker killed by {_signal_name(code)}"
         return f"worker exited with status {code}"
+
+    def _start_failure(self, w: _Worker) -> str:
+        reason = self._death_reason(w)
+        main = _main_reimported()
+        where = (
+            f"; a worker first runs the main script {main} again: if that fails, or starts "
+            'the experiment outside `if __name__ == "__main__":`, no worker can start '
+            "(its error is printed above)"
+            if main
+            else ""
+        )
+        return f"a worker process died while starting, before running any trial ({reason}){where}"
 
     def _lost(
         self, w: _Worker, sink: Sink, pool: list[_Worker], reason: str, status: Status

@@ -36,6 +36,7 @@ from fairtrial.backends.base import (
     _resolve_recipe,
     _set_threads,
     execute_trial,
+    recording_config,
 )
 from fairtrial.backends.local import available_cores
 from fairtrial.context import TrialContext
@@ -186,9 +187,13 @@ class VectorizedBackend(Backend):
         first = group[0]
         _set_threads(self.threads)
         form = None
+        config: dict[str, Any] = first.config
+        reads: set[str] | None = None
         if first.recipe is not None:
             try:
-                form = vectorized_form(_resolve_recipe(first.recipe, first.base_dir))
+                fn = _resolve_recipe(first.recipe, first.base_dir)
+                form = vectorized_form(fn)
+                config, reads = recording_config(first, fn)
             except Exception:
                 form = None  # execute_trial reports the import error per trial
         if form is None:
@@ -216,7 +221,7 @@ class VectorizedBackend(Backend):
                     workdir.mkdir(parents=True, exist_ok=True)
                 ctxs.append(
                     SeedContext(
-                        config=job.config,
+                        config=config,
                         seed=job.seed,
                         root_seed=job.root_seed,
                         task=task,
@@ -232,7 +237,7 @@ class VectorizedBackend(Backend):
             for ctx in ctxs:
                 ctx.phases["setup"] = setup
             try:
-                form(first.config, ctxs)
+                form(config, ctxs)
             except NotVectorizable as exc:
                 if any(c.n_points or c.test_score is not None for c in ctxs):
                     raise RuntimeError(
@@ -267,6 +272,7 @@ class VectorizedBackend(Backend):
                 meter.close()
         wall = (time.perf_counter() - t0) / len(group)
         shared = _group_record(meter, len(group))
+        read = tuple(sorted(reads)) if reads is not None else None
         for job, ctx in zip(group, ctxs, strict=True):
             outcome = _outcome_of(ctx, wall)
             compute = {
@@ -276,4 +282,4 @@ class VectorizedBackend(Backend):
                 "phases": dict(outcome.phases),
                 "train_time": outcome.phases.get("train"),
             }
-            sink.finished(job, dataclasses.replace(outcome, compute=compute))
+            sink.finished(job, dataclasses.replace(outcome, compute=compute, config_read=read))

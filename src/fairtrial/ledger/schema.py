@@ -207,3 +207,13 @@ experiment_compute = Table(
     Column("settings_json", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# The config keys each attempt of a trial read (fairtrial.configreads), for recipes without a
+# config class: a key no trial read had no effect, and the run and the report say so.
+trial_config_reads = Table(
+    "trial_config_reads",
+    metadata,
+    Column("trial_id", String(300), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("keys_json", Text, nullable=False),
+)

@@ -248,23 +248,49 @@ class Ledger:
         return _experiment(row)
 
     def find_experiment(self, ref: str) -> ExperimentRow:
-        """By id, id prefix, or name (the most recently run experiment of that name)."""
+        """By id, id prefix (4+ characters), or name; a prefix or a name that several
+        experiments share raises :class:`ExperimentNotFound` listing them, to pick by id."""
         exps = self.experiments()
         for match in (
             [e for e in exps if e.id == ref or e.spec_hash == ref],
             [e for e in exps if len(ref) >= 4 and e.id.startswith(ref)],
             [e for e in exps if e.name == ref],
         ):
-            ids = {e.id for e in match}
-            if len(ids) == 1 or (match and match[-1].name == ref):
+            if len({e.id for e in match}) == 1:
                 return match[-1]
-            if len(ids) > 1:
+            if match:
                 raise ExperimentNotFound(
-                    f"'{ref}' matches several experiments: {', '.join(sorted(ids))}"
+                    f"'{ref}' matches {len(match)} experiments in {self._where()}; give the id "
+                    f"(or the spec file) of the one you mean: {self._listing(match)}"
                 )
         names = sorted({e.name for e in exps})
         known = f"; known: {', '.join(names)}" if names else "; the store is empty"
         raise ExperimentNotFound(f"no experiment '{ref}' in {self._where()}{known}")
+
+    def _listing(self, exps: Sequence[ExperimentRow]) -> str:
+        """``ID (name, last run WHEN, N seeds, D/T trials done)`` per experiment, newest first."""
+        t = s.trials
+        ids = [e.id for e in exps]
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(t.c.experiment_id, t.c.status, func.count())
+                .where(t.c.experiment_id.in_(ids))
+                .group_by(t.c.experiment_id, t.c.status)
+            ).all()
+        done: dict[str, int] = {}
+        total: dict[str, int] = {}
+        for eid, status, n in rows:
+            total[eid] = total.get(eid, 0) + n
+            if status in DONE:
+                done[eid] = done.get(eid, 0) + n
+        out = []
+        for e in sorted(exps, key=lambda e: e.updated_at, reverse=True):
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.updated_at))
+            out.append(
+                f"{e.id} ({e.name}, last run {when}, {e.seeds} seeds, "
+                f"{done.get(e.id, 0)}/{total.get(e.id, 0)} trials done)"
+            )
+        return ", ".join(out)
 
     def _where(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
@@ -518,7 +544,9 @@ class Ledger:
                     select(t)
                     .where(t.c.trial_id.in_(mine) | (t.c.experiment_id == experiment_id))
                     .order_by(t.c.id)
-                ).mappings().all()
+                )
+                .mappings()
+                .all()
             )
         return [
             {
@@ -717,6 +745,28 @@ class Ledger:
             )
             .where(slots.c.experiment_id == experiment_id)
             .order_by(slots.c.seed, slots.c.arm)
+        )
+        with self.engine.connect() as c:
+            rows = c.execute(q).all()
+        return {trial_id: json.loads(blob) for trial_id, blob in rows}
+
+    # -- config keys read -----------------------------------------------------------------------
+    def add_config_reads(self, trial_id: str, attempt: int, keys: Sequence[str]) -> None:
+        """Store the config keys one attempt read (replacing an earlier record of it)."""
+        t = s.trial_config_reads
+        with self.engine.begin() as c:
+            c.execute(delete(t).where(t.c.trial_id == trial_id, t.c.attempt == attempt))
+            c.execute(
+                insert(t).values(trial_id=trial_id, attempt=attempt, keys_json=_dumps(list(keys)))
+            )
+
+    def config_reads(self, experiment_id: str) -> dict[str, list[str]]:
+        """{trial_id: config keys read} of each trial's latest attempt that recorded them."""
+        t, tr = s.trial_config_reads, s.trials
+        q = (
+            select(t.c.trial_id, t.c.keys_json)
+            .select_from(t.join(tr, and_(tr.c.id == t.c.trial_id, tr.c.attempt == t.c.attempt)))
+            .where(tr.c.experiment_id == experiment_id)
         )
         with self.engine.connect() as c:
             rows = c.execute(q).all()

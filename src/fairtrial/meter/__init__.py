@@ -21,6 +21,7 @@ from fairtrial.meter.summary import (
     hardware_summary,
     olympic_mean,
     summarize_arm,
+    worker_startup,
 )
 from fairtrial.meter.trial import (
     FLOPS_METHOD,
@@ -52,4 +53,5 @@ __all__ = [
     "metering_enabled",
     "olympic_mean",
     "summarize_arm",
+    "worker_startup",
 ]

@@ -328,6 +328,32 @@ def summarize_arm(
     }
 
 
+def worker_startup(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The start-up of the worker processes, from the records that carry one (each worker's
+    first trial): ``{"workers", "total", "mean", "interpreter_and_imports", "task_and_recipe",
+    "method"}`` (the last two: means), or None when no worker start-up was recorded.
+
+    It is the workers' cost, shared by every later trial: no trial's time (so no cost ratio)
+    includes it.
+    """
+    found = [r["worker_startup"] for r in records if isinstance(r.get("worker_startup"), Mapping)]
+    if not found:
+        return None
+
+    def mean(key: str) -> float | None:
+        values = [float(x[key]) for x in found if x.get(key) is not None]
+        return statistics.fmean(values) if values else None
+
+    return {
+        "workers": len(found),
+        "total": math.fsum(float(x.get("seconds") or 0.0) for x in found),
+        "mean": mean("seconds"),
+        "interpreter_and_imports": mean("interpreter_and_imports"),
+        "task_and_recipe": mean("task_and_recipe"),
+        "method": Counter(str(x.get("method", "")) for x in found).most_common(1)[0][0],
+    }
+
+
 #: What each ratio of :func:`cost_ratios` compares (figure names, first one both sides have).
 RATIO_BASIS: dict[str, tuple[str, ...]] = {
     "flops": ("flops",),

@@ -82,6 +82,8 @@ def render_text(doc: dict[str, Any]) -> Group:
             fmt.values(a["values"]),
         )
     parts.append(t)
+    if reads := doc.get("config_reads"):
+        parts.append(Text(f"Warning: {reads['text']}", style="yellow"))
     heads, table, notes = fmt.compute_rows(doc)
     if len(heads) > 1:
         t = Table(title="Compute per trial (mean ± sd)")
@@ -237,6 +239,8 @@ def render_md(doc: dict[str, Any]) -> str:
         for n, a in doc["arms"].items()
     ]
     out.append("")
+    if reads := doc.get("config_reads"):
+        out += [f"**Warning**: {reads['text']}", ""]
     heads, rows, notes = fmt.compute_rows(doc)
     if len(heads) > 1:
         out += [

@@ -222,6 +222,13 @@ def compute_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]], list[
             + hw["text"]
             + (" (mixed: figures not comparable one to one)" if hw.get("mixed") else "")
         )
+    if start := (doc.get("compute") or {}).get("worker_startup"):
+        notes.append(
+            f"worker start-up: {start['workers']} worker(s), {si(start['mean'], 's')} each on "
+            f"average ({si(start['interpreter_and_imports'], 's')} interpreter start and "
+            f"imports, {si(start['task_and_recipe'], 's')} loading the task and the recipe); "
+            "in no trial's time and no cost ratio"
+        )
     settings = (doc.get("compute") or {}).get("settings") or {}
     if any(h == "CO2e" for _, h, _ in cols):
         notes.append(
