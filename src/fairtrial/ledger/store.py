@@ -762,11 +762,15 @@ class Ledger:
 
     def config_reads(self, experiment_id: str) -> dict[str, list[str]]:
         """{trial_id: config keys read} of each trial's latest attempt that recorded them."""
-        t, tr = s.trial_config_reads, s.trials
+        t, tr, slots = s.trial_config_reads, s.trials, s.experiment_trials
         q = (
             select(t.c.trial_id, t.c.keys_json)
-            .select_from(t.join(tr, and_(tr.c.id == t.c.trial_id, tr.c.attempt == t.c.attempt)))
-            .where(tr.c.experiment_id == experiment_id)
+            .select_from(
+                t.join(tr, and_(tr.c.id == t.c.trial_id, tr.c.attempt == t.c.attempt)).join(
+                    slots, slots.c.trial_id == tr.c.id
+                )
+            )
+            .where(slots.c.experiment_id == experiment_id)
         )
         with self.engine.connect() as c:
             rows = c.execute(q).all()
