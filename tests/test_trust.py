@@ -362,3 +362,27 @@ def test_code_edited_during_a_run_is_said_and_fails_the_run(
     assert summary.stopped is not None and "changed while the run went on" in summary.stopped
     # the next run re-runs every trial on the code as it is now
     assert run(spec, ledger)[0].ran == 2
+
+
+def test_an_auto_plan_that_asks_for_fewer_seeds_drops_the_others(
+    write_spec: Callable[..., Path], ledger: Ledger
+) -> None:
+    from dataclasses import replace
+
+    from fairtrial.plan import plan_trials
+
+    spec = load_spec(write_spec(toy_spec(seeds=8, arms=NOISY)))
+    ledger.upsert_experiment(
+        experiment_id=spec.experiment_id, name=spec.name, spec_hash=spec.spec_hash,
+        spec=spec.normalized(), arms=spec.arm_table(), spec_path=None, task=spec.task,
+        task_checksum=spec.task_checksum, metric=spec.metric, direction=spec.direction,
+        seeds=spec.seeds, root_seed=spec.root_seed,
+    )  # fmt: skip
+    ledger.add_trials(plan_trials(spec, "old code"))
+    # new code: the pilot re-points seeds 0-4; a plan of 6 seeds must not keep 6 and 7 of the
+    # old code in the verdict
+    ledger.add_trials(plan_trials(replace(spec, seeds=6), "new code"))
+    assert ledger.trim_slots(spec.experiment_id, 6) == 4
+    trials = ledger.trials(spec.experiment_id)
+    assert {t.seed for t in trials} == set(range(6))
+    assert {t.code_hash for t in trials} == {"new code"}

@@ -354,7 +354,7 @@ def run_experiment(
         summary = _run(spec, ledger, backend, *opts)
         _warn_unread_config(spec, ledger, console)
         return summary
-    pilot = _run(replace(spec, seeds=PILOT_SEEDS), ledger, backend, *opts)
+    pilot = _run(replace(spec, seeds=PILOT_SEEDS), ledger, backend, *opts, pilot=True)
     if pilot.stopped:
         return pilot
     scores: dict[str, dict[int, float]] = {}
@@ -409,7 +409,10 @@ def _run(
     show_progress: bool | None,
     max_retries: int | None,
     keep_going: bool,
+    pilot: bool = False,
 ) -> RunSummary:
+    """One stage of a run: the experiment's trials for ``spec.seeds`` seeds (``pilot``: the
+    first seeds of a ``seeds = "auto"`` plan, whose later seeds stay as they are)."""
     eid = spec.experiment_id
     ledger.upsert_experiment(
         experiment_id=eid,
@@ -431,6 +434,9 @@ def _run(
     before = {(r.arm, r.seed): r for r in ledger.trials(eid)}
     plans = plan_trials(spec, code_hash)
     ledger.add_trials(plans)
+    if not pilot:
+        # seeds an earlier plan had and this one has not (seeds = "auto" asks for fewer now)
+        ledger.trim_slots(eid, spec.seeds)
     rows = {r.id: r for r in ledger.trials(eid)}
     replaced = [
         b for p in plans if (b := before.get((p.arm, p.seed))) is not None and b.id != p.trial_id
@@ -438,10 +444,10 @@ def _run(
     if replaced:
         _say_replaced(console, spec, replaced, code_hash)
     redo = ("pending", "running", "interrupted") + (("failed", "diverged") if retry_failed else ())
+    planned = [rows[trial_id] for trial_id in dict.fromkeys(p.trial_id for p in plans)]
     todo: list[TrialRow] = []
     elsewhere = 0
-    for trial_id in dict.fromkeys(p.trial_id for p in plans):
-        row = rows[trial_id]
+    for row in planned:
         if row.status not in redo:
             continue
         if _alive_elsewhere(row.owner):
@@ -451,8 +457,8 @@ def _run(
     summary = RunSummary(
         eid,
         total=len(plans),
-        already_done=sum(r.status in DONE and r.status not in redo for r in rows.values()),
-        reused=sum(r.reused and r.status == "finished" for r in rows.values()),
+        already_done=sum(r.status in DONE and r.status not in redo for r in planned),
+        reused=sum(r.reused and r.status == "finished" for r in planned),
         replaced=len(replaced),
         elsewhere=elsewhere,
     )

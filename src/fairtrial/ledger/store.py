@@ -363,6 +363,17 @@ class Ledger:
                 c.execute(insert(slots), fresh)
         return len(rows)
 
+    def trim_slots(self, experiment_id: str, seeds: int) -> int:
+        """Drop the experiment's slots of seed ``seeds`` and above (a ``seeds = "auto"`` plan
+        that now asks for fewer seeds: their trials ran other code and stay out of the
+        verdict); returns how many were dropped."""
+        slots = s.experiment_trials
+        with self.engine.begin() as c:
+            res = c.execute(
+                delete(slots).where(slots.c.experiment_id == experiment_id, slots.c.seed >= seeds)
+            )
+        return int(res.rowcount or 0)
+
     def _slot_query(self, experiment_id: str) -> Any:
         t, slots = s.trials, s.experiment_trials
         return (
@@ -735,13 +746,18 @@ class Ledger:
     def compute(self, experiment_id: str) -> dict[str, dict[str, Any]]:
         """{trial_id: compute record} of each trial's latest attempt (trials without one are
         left out: pending, or running right now)."""
-        t, tr, slots = s.trial_compute, s.trials, s.experiment_trials
+        return self._latest_attempts(s.trial_compute, "compute_json", experiment_id)
+
+    def _latest_attempts(self, table: Table, column: str, experiment_id: str) -> dict[str, Any]:
+        """{trial_id: JSON of ``column``} of a per-attempt ``table``, for the latest attempt of
+        each trial in the experiment's slots."""
+        tr, slots = s.trials, s.experiment_trials
         q = (
-            select(t.c.trial_id, t.c.compute_json)
+            select(table.c.trial_id, table.c[column])
             .select_from(
-                t.join(tr, and_(tr.c.id == t.c.trial_id, tr.c.attempt == t.c.attempt)).join(
-                    slots, slots.c.trial_id == tr.c.id
-                )
+                table.join(
+                    tr, and_(tr.c.id == table.c.trial_id, tr.c.attempt == table.c.attempt)
+                ).join(slots, slots.c.trial_id == tr.c.id)
             )
             .where(slots.c.experiment_id == experiment_id)
             .order_by(slots.c.seed, slots.c.arm)
@@ -762,19 +778,7 @@ class Ledger:
 
     def config_reads(self, experiment_id: str) -> dict[str, list[str]]:
         """{trial_id: config keys read} of each trial's latest attempt that recorded them."""
-        t, tr, slots = s.trial_config_reads, s.trials, s.experiment_trials
-        q = (
-            select(t.c.trial_id, t.c.keys_json)
-            .select_from(
-                t.join(tr, and_(tr.c.id == t.c.trial_id, tr.c.attempt == t.c.attempt)).join(
-                    slots, slots.c.trial_id == tr.c.id
-                )
-            )
-            .where(slots.c.experiment_id == experiment_id)
-        )
-        with self.engine.connect() as c:
-            rows = c.execute(q).all()
-        return {trial_id: json.loads(blob) for trial_id, blob in rows}
+        return self._latest_attempts(s.trial_config_reads, "keys_json", experiment_id)
 
     def set_compute_settings(self, experiment_id: str, settings: dict[str, Any]) -> None:
         """Store the experiment's ``[compute]`` table as given in the spec last run."""
