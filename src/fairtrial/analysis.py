@@ -528,7 +528,8 @@ def analyze(
     scores = {name: dict(zip(a["seeds"], a["values"], strict=True)) for name, a in arms.items()}
     current = {t.id: t for t in trials if t.status == "finished"}
     hashes: dict[str, dict[int, str]] = {}
-    for ev in ledger.test_evaluations(exp.id):
+    evaluations = ledger.test_evaluations(exp.id)  # every stored prediction: read once
+    for ev in evaluations:
         tr = current.get(ev["trial_id"])
         if tr is not None and ev["attempt"] == tr.attempt:
             hashes.setdefault(tr.arm, {})[tr.seed] = ev["predictions_sha256"]
@@ -569,7 +570,7 @@ def analyze(
             # before identities are mixed in) and how many were reused from other experiments
             "code": sorted({t.code_hash or "unrecorded" for t in trials if t.attempt > 0}),
             "reused": sum(t.reused for t in trials),
-            "test_evaluations": len(ledger.test_evaluations(exp.id)),
+            "test_evaluations": len(evaluations),
             "test_log": testlog.summary(ledger, exp),
             "arm_isolation": diff.arm_isolation(ledger, exp),
         },
