@@ -37,7 +37,7 @@ def test_round_trip(ledger: Ledger) -> None:
     assert ledger.add_trials(_plans()) == 2
     assert ledger.add_trials(_plans()) == 0, "adding the same trials twice adds nothing"
     tid = "abc123def456/baseline/0"
-    assert ledger.claim(tid, 0, "host:1") == 1
+    assert ledger.claim(tid, 0, "host:1", lease=60) == 1
     ledger.add_metrics(tid, 1, [(0, 0.1, "loss", 2.5), (1, 0.2, "loss", math.nan)])
     ledger.add_metrics(tid, 1, [(2, 0.3, "loss", math.inf)])
     pid = ledger.put_provenance({"python": "3.11", "packages": {"numpy": "2"}})
@@ -70,7 +70,7 @@ def test_a_trial_is_claimed_once(ledger: Ledger) -> None:
 
     def race() -> None:
         barrier.wait()
-        wins.append(ledger.claim(tid, 0, f"host:{threading.get_ident()}"))
+        wins.append(ledger.claim(tid, 0, f"host:{threading.get_ident()}", lease=60))
 
     threads = [threading.Thread(target=race) for _ in range(4)]
     for th in threads:

@@ -233,9 +233,17 @@ def run_summary_lines(summary: Any) -> list[str]:
             "kept as results[/]: fix the cause, then run again with --retry-failed to re-run them"
         )
     if summary.elsewhere:
+        who = "; ".join(summary.elsewhere_owners) or "another run"
         lines.append(
-            f"[yellow]{summary.elsewhere} trial(s) are being run by another live run[/] on this "
-            "ledger: run this command again when it has ended"
+            f"[yellow]{summary.elsewhere} trial(s) are held by another live run[/] on this "
+            f"ledger ({escape(who)}): they are not run twice; run this command again when it "
+            "has ended (a run that died releases them when its lease expires)"
+        )
+    if summary.superseded:
+        lines.append(
+            f"[yellow]{summary.superseded} attempt(s) of this run ended after their lease "
+            "expired and another run took the trial over[/]: kept in the ledger as superseded "
+            "attempts; the other run's attempt is the trial's result"
         )
     st = summary.statuses
     if not summary.complete:

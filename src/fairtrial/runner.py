@@ -9,8 +9,6 @@ attempt stay in the ledger under their own attempt number and are never mixed wi
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
 import re
 import sys
 import time
@@ -33,6 +31,7 @@ from rich.progress import (
 from fairtrial import provenance
 from fairtrial.backends.base import Backend, TrialJob, TrialOutcome
 from fairtrial.ledger import DONE, Ledger, TrialRow
+from fairtrial.ledger.lease import Heartbeat, describe, lease_seconds, owner_id, provably_dead
 from fairtrial.plan import plan_seeds, plan_trials, seed_floor_warning, spec_code_snapshot
 from fairtrial.spec import PILOT_SEEDS, Spec
 
@@ -60,6 +59,11 @@ class RunSummary:
     replaced: int = 0
     #: trials another live run is running right now (not run here, not done either)
     elsewhere: int = 0
+    #: who holds them, for the message: "host pid N (lease renewed 3 s ago)"
+    elsewhere_owners: list[str] = field(default_factory=list)
+    #: attempts of this run that ended after another run took their trial over (their
+    #: lease expired): kept in the ledger as superseded attempts, not as the trial's result
+    superseded: int = 0
     #: why the run stopped before running every trial (fail fast), or None
     stopped: str | None = None
     #: the experiment after the run: slots by status (finished, failed, diverged, pending...)
@@ -74,24 +78,14 @@ class RunSummary:
         return self.stopped is None and self.statuses.get("finished", 0) == self.total
 
 
-def _owner() -> str:
-    return f"{platform.node()}:{os.getpid()}"
-
-
-def _alive_elsewhere(owner: str | None) -> bool:
-    """True when ``owner`` is another live run on this host (a concurrent ``fairtrial run``)."""
-    if not owner or owner == _owner():
+def _held_elsewhere(row: TrialRow, me: str, now: float, lease: float) -> bool:
+    """True when another live run holds this running trial: its lease is current and its
+    owner is not provably dead."""
+    if row.status != "running" or not row.owner or row.owner == me:
         return False
-    host, _, pid = owner.rpartition(":")
-    if host != platform.node() or not pid.isdigit():
+    if row.heartbeat_at is None or row.heartbeat_at < now - lease:
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return not provably_dead(row.owner)
 
 
 class StopRun(Exception):
@@ -147,6 +141,8 @@ class _LedgerSink:
         self.blind_warned: set[str] = set()
         #: the spec says the recipe has no randomness: seeds are expected to agree
         self.deterministic = False
+        #: this run's owner id (fairtrial.ledger.lease.owner_id)
+        self.owner: str | None = None
 
     def _lost(self, job: TrialJob, outcome: TrialOutcome) -> TrialOutcome | None:
         """Queue a lost trial for its next attempt; None when queued, else the final outcome.
@@ -158,7 +154,7 @@ class _LedgerSink:
         reason = outcome.error or "worker lost"
         if done < self.max_retries:
             self.retries[job.trial_id] = done + 1
-            self.ledger.finish(
+            current = self.ledger.finish(
                 job.trial_id,
                 job.attempt,
                 status="interrupted",
@@ -167,7 +163,11 @@ class _LedgerSink:
                 phases=outcome.phases,
                 task_checksum=self.task_checksum,
                 provenance_id=self.provenance_id,
+                owner=self.owner,
             )
+            if not current:  # another run holds the trial now: it runs it, not us
+                self._say_superseded(job, "lost")
+                return None
             self.requeue.append(job)
             self.summary.retried += 1
             self.console.print(
@@ -211,7 +211,7 @@ class _LedgerSink:
             outcome = final
             compute = {**compute, "status": final.status}
         self.ledger.add_compute(job.trial_id, job.attempt, compute)
-        self.ledger.finish(
+        current = self.ledger.finish(
             job.trial_id,
             job.attempt,
             status=outcome.status,
@@ -222,7 +222,12 @@ class _LedgerSink:
             phases=outcome.phases,
             task_checksum=self.task_checksum,
             provenance_id=self.provenance_id,
+            owner=self.owner,
         )
+        if not current:
+            result = f" {outcome.result:.6g}" if outcome.result is not None else ""
+            self._say_superseded(job, outcome.status + result)
+            return
         s = self.summary
         if outcome.status == "interrupted":
             s.interrupted += 1
@@ -245,6 +250,20 @@ class _LedgerSink:
                 failures=s.failed + s.diverged,
             )
         self._fail_fast(job, outcome)
+
+    def _say_superseded(self, job: TrialJob, ending: str) -> None:
+        """An attempt ended after its lease expired and another run took the trial over."""
+        self.summary.superseded += 1
+        self.console.print(
+            f"[bold yellow]late[/] {escape(job.arm)} seed {job.seed} attempt {job.attempt} "
+            f"ended ({escape(ending)}) after its lease expired and another run took the trial "
+            "over: this ending is kept in the ledger as a superseded attempt, not as the "
+            "trial's result",
+            highlight=False,
+            markup=True,
+        )
+        if self.progress is not None:
+            self.progress.update(self.task_id, advance=1)
 
     def _report_failure(self, job: TrialJob, outcome: TrialOutcome) -> None:
         """One line per failed trial; the traceback's last lines once per distinct error."""
@@ -446,21 +465,29 @@ def _run(
     redo = ("pending", "running", "interrupted") + (("failed", "diverged") if retry_failed else ())
     planned = [rows[trial_id] for trial_id in dict.fromkeys(p.trial_id for p in plans)]
     todo: list[TrialRow] = []
-    elsewhere = 0
+    held: list[TrialRow] = []
+    me, lease = owner_id(), lease_seconds()
+    clock = ledger.now()
     for row in planned:
         if row.status not in redo:
             continue
-        if _alive_elsewhere(row.owner):
-            elsewhere += 1
+        if _held_elsewhere(row, me, clock, lease):
+            held.append(row)
         else:
             todo.append(row)
+    owners: dict[str | None, str] = {}
+    for row in held:
+        if row.owner not in owners:
+            ago = max(0.0, clock - (row.heartbeat_at or clock))
+            owners[row.owner] = f"{describe(row.owner)} (lease renewed {ago:.0f} s ago)"
     summary = RunSummary(
         eid,
         total=len(plans),
         already_done=sum(r.status in DONE and r.status not in redo for r in planned),
         reused=sum(r.reused and r.status == "finished" for r in planned),
         replaced=len(replaced),
-        elsewhere=elsewhere,
+        elsewhere=len(held),
+        elsewhere_owners=list(owners.values()),
     )
     if todo:
         _run_todo(spec, ledger, backend, snapshot, todo, summary, console, show_progress,
@@ -476,6 +503,8 @@ def _run(
     final = ledger.trials(eid)
     for r in final:
         summary.statuses[r.status] = summary.statuses.get(r.status, 0) + 1
+    # trials still held by other runs now (some may have ended while this run went on)
+    summary.elsewhere = sum(r.status == "running" and r.owner != me for r in final)
     if not retry_failed:
         summary.kept_failures = sum(
             rows[r.id].status in ("failed", "diverged") for r in final if r.id in rows
@@ -525,14 +554,16 @@ def _run_todo(
     prov["run"] = {"backend": backend.name, "workers": backend.workers, "threads": backend.threads}
     provenance_id = ledger.put_provenance(prov)
     workroot = Path(".fairtrial") / "trials" / eid
-    owner = _owner()
+    owner = owner_id()
+    lease = lease_seconds()
     target_metric, target_direction = spec.target_metric()
     by_id = {row.id: row for row in todo}
 
     def jobs(batch: list[tuple[TrialRow, int]]) -> Iterator[TrialJob]:
         for row, seen in batch:
-            attempt = ledger.claim(row.id, seen, owner)
-            if attempt is None:  # another run took it
+            dead = row.owner if row.status == "running" and provably_dead(row.owner) else None
+            attempt = ledger.claim(row.id, seen, owner, lease=lease, dead_owner=dead)
+            if attempt is None:  # another run took it, or renewed its lease meanwhile
                 continue
             yield TrialJob(
                 trial_id=row.id,
@@ -588,14 +619,16 @@ def _run_todo(
     sink.keep_going = keep_going
     sink.deterministic = spec.deterministic
     sink.arms = {row.arm for row in todo}
+    sink.owner = owner
     batch = [(row, row.attempt) for row in todo]
     try:
         # Rounds: the planned trials, then the lost ones again (each as its next attempt)
         # until none is lost or none has retries left.
-        while batch:
-            backend.run(jobs(batch), sink, total=len(batch))
-            retry, sink.requeue = sink.requeue, []
-            batch = [(by_id[job.trial_id], job.attempt) for job in retry]
+        with Heartbeat(ledger, owner, lease):
+            while batch:
+                backend.run(jobs(batch), sink, total=len(batch))
+                retry, sink.requeue = sink.requeue, []
+                batch = [(by_id[job.trial_id], job.attempt) for job in retry]
     except StopRun as exc:
         summary.stopped = str(exc)
     finally:

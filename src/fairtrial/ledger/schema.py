@@ -20,7 +20,9 @@ from sqlalchemy import (
 
 #: 2: trials are identified by what they ran (``trials.id`` is the trial identity) and an
 #: experiment's slots (arm, seed) point at them through ``experiment_trials``
-SCHEMA_VERSION = 2
+#: 3: a running trial is held by a lease (``trials.heartbeat_at``, renewed by its run) and
+#: every attempt's ending is kept in ``trial_attempts``
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -71,7 +73,11 @@ trials = Table(
     Column("result", Float),  # the test metric, for finished trials
     Column("error", Text),  # the reason, for failed/diverged/interrupted trials
     Column("error_detail", Text),  # traceback or last output lines
-    Column("owner", String(200)),  # host:pid of the run that holds a running trial
+    # the run that holds a running trial (fairtrial.ledger.lease.owner_id) and when it last
+    # renewed its lease, on the ledger's clock: a trial is re-claimed only when that lease
+    # expired, or when its owner is provably dead (a process of this machine that is gone)
+    Column("owner", String(200)),
+    Column("heartbeat_at", Float),
     Column("started_at", Float),
     Column("finished_at", Float),
     Column("wall_time", Float),
@@ -91,6 +97,23 @@ experiment_trials = Table(
     Column("arm", String(200), primary_key=True),
     Column("seed", Integer, primary_key=True),
     Column("trial_id", String(300), nullable=False, index=True),
+)
+
+# How every attempt of a trial ended, current or not. An attempt that ends after its lease
+# expired and another run took the trial over is kept here (``superseded``) with its result:
+# a result is never silently dropped, and the trial's own row keeps the attempt that holds it.
+trial_attempts = Table(
+    "trial_attempts",
+    metadata,
+    Column("trial_id", String(300), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("owner", String(200)),
+    Column("status", String(16), nullable=False),
+    Column("result", Float),
+    Column("error", Text),
+    Column("wall_time", Float),
+    Column("finished_at", Float, nullable=False),
+    Column("superseded", Integer, nullable=False),  # 1: another run held the trial by then
 )
 
 metrics = Table(

@@ -104,6 +104,8 @@ class TrialRow:
     code_hash: str | None = None
     #: the experiment whose run first ran this trial (another one's: the trial was reused)
     origin: str | None = None
+    #: when the run holding a running trial last renewed its lease (the ledger's clock)
+    heartbeat_at: float | None = None
 
     @property
     def reused(self) -> bool:
@@ -169,8 +171,10 @@ class Ledger:
                     f"store {self.url} has schema {row[0]}, newer than this fairtrial "
                     f"understands ({s.SCHEMA_VERSION}): upgrade fairtrial"
                 )
-            elif int(row[0]) < 2:
-                _migrate_to_identities(c)
+            elif int(row[0]) < s.SCHEMA_VERSION:
+                if int(row[0]) < 2:
+                    _migrate_to_identities(c)
+                _migrate_to_leases(c)
                 version = str(s.SCHEMA_VERSION)
                 c.execute(update(s.meta).where(s.meta.c.key == "schema").values(value=version))
 
@@ -421,16 +425,48 @@ class Ledger:
             raise LedgerError(f"no trial '{trial_id}'")
         return _trial(row)
 
-    def claim(self, trial_id: str, seen_attempt: int, owner: str) -> int | None:
-        """Start the next attempt of a trial; None if another run claimed it first."""
+    def now(self) -> float:
+        """The ledger's clock (seconds since the epoch): leases are timed on it, so runs on
+        hosts whose clocks disagree still agree on when a lease expired."""
+        with self.engine.connect() as c:
+            return float(c.execute(select(self._db_now())).scalar_one())
+
+    def _db_now(self) -> Any:
+        if self.dialect == "postgresql":
+            return func.extract("epoch", func.clock_timestamp())
+        return (func.julianday("now") - 2440587.5) * 86400.0
+
+    def claim(
+        self,
+        trial_id: str,
+        seen_attempt: int,
+        owner: str,
+        *,
+        lease: float,
+        dead_owner: str | None = None,
+    ) -> int | None:
+        """Start the next attempt of a trial; None if another run holds it.
+
+        A conditional update, so two runs never start the same attempt: the trial must still
+        be at ``seen_attempt`` and, if ``running``, its lease must have expired (no heartbeat
+        for ``lease`` seconds on the ledger's clock) or its owner be ``dead_owner`` (a run
+        this process proved dead, see :func:`fairtrial.ledger.lease.provably_dead`).
+        """
+        t = s.trials
+        now = self._db_now()
+        free = (t.c.status != "running") | t.c.heartbeat_at.is_(None)
+        free = free | (t.c.heartbeat_at < now - lease)
+        if dead_owner is not None:
+            free = free | (t.c.owner == dead_owner)
         with self.engine.begin() as c:
             res = c.execute(
-                update(s.trials)
-                .where(s.trials.c.id == trial_id, s.trials.c.attempt == seen_attempt)
+                update(t)
+                .where(t.c.id == trial_id, t.c.attempt == seen_attempt, free)
                 .values(
                     status="running",
                     attempt=seen_attempt + 1,
                     owner=owner,
+                    heartbeat_at=now,
                     started_at=time.time(),
                     finished_at=None,
                     result=None,
@@ -440,6 +476,17 @@ class Ledger:
                 )
             )
         return seen_attempt + 1 if res.rowcount == 1 else None
+
+    def renew(self, owner: str) -> int:
+        """Renew the lease of every trial ``owner`` holds; returns how many it holds."""
+        t = s.trials
+        with self.engine.begin() as c:
+            res = c.execute(
+                update(t)
+                .where(t.c.owner == owner, t.c.status == "running")
+                .values(heartbeat_at=self._db_now())
+            )
+        return int(res.rowcount or 0)
 
     def finish(
         self,
@@ -454,24 +501,65 @@ class Ledger:
         phases: dict[str, float] | None = None,
         task_checksum: str | None = None,
         provenance_id: str | None = None,
-    ) -> None:
+        owner: str | None = None,
+    ) -> bool:
+        """Record how an attempt ended. False when the trial is no longer at this attempt
+        (its lease expired and another run took it over): the ending is still kept, as a
+        superseded attempt in ``trial_attempts``, and the trial keeps its newer attempt."""
+        t, attempts = s.trials, s.trial_attempts
+        finished_at = time.time()
         with self.engine.begin() as c:
-            c.execute(
-                update(s.trials)
-                .where(s.trials.c.id == trial_id, s.trials.c.attempt == attempt)
+            res = c.execute(
+                update(t)
+                .where(t.c.id == trial_id, t.c.attempt == attempt)
                 .values(
                     status=status,
                     result=result,
                     error=error,
                     error_detail=error_detail,
-                    finished_at=time.time(),
+                    finished_at=finished_at,
                     wall_time=wall_time,
                     phases_json=_dumps(phases or {}),
                     task_checksum=task_checksum,
                     provenance_id=provenance_id,
                     owner=None,
+                    heartbeat_at=None,
                 )
             )
+            current = res.rowcount == 1
+            kept = c.execute(
+                select(attempts.c.attempt).where(
+                    attempts.c.trial_id == trial_id, attempts.c.attempt == attempt
+                )
+            ).first()
+            if kept is None:
+                c.execute(
+                    insert(attempts).values(
+                        trial_id=trial_id,
+                        attempt=attempt,
+                        owner=owner,
+                        status=status,
+                        result=result,
+                        error=error,
+                        wall_time=wall_time,
+                        finished_at=finished_at,
+                        superseded=0 if current else 1,
+                    )
+                )
+        return current
+
+    def attempts(self, trial_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Every recorded ending of the given trials' attempts, oldest first."""
+        a = s.trial_attempts
+        ids = list(trial_ids)
+        out: list[dict[str, Any]] = []
+        with self.engine.connect() as c:
+            for k in range(0, len(ids), 500):
+                rows = c.execute(
+                    select(a).where(a.c.trial_id.in_(ids[k : k + 500])).order_by(a.c.attempt)
+                )
+                out.extend(dict(r._mapping) for r in rows)
+        return out
 
     def add_metrics(self, trial_id: str, attempt: int, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
@@ -915,6 +1003,7 @@ def _trial(r: Any, experiment_id: str | None = None) -> TrialRow:
         provenance_id=r.provenance_id,
         code_hash=r.code_hash,
         origin=r.experiment_id,
+        heartbeat_at=r.heartbeat_at,
     )
 
 
@@ -936,6 +1025,16 @@ def _migrate_to_identities(c: Connection) -> None:
             insert(slots),
             [{"experiment_id": e, "arm": a, "seed": sd, "trial_id": i} for e, a, sd, i in rows],
         )
+
+
+def _migrate_to_leases(c: Connection) -> None:
+    """Schema 2 -> 3: trials get a lease (``heartbeat_at``). A trial left running by an
+    older fairtrial has none, so the next run may take it over at once."""
+    from sqlalchemy import inspect, text
+
+    columns = {col["name"] for col in inspect(c).get_columns("trials")}
+    if "heartbeat_at" not in columns:
+        c.execute(text("ALTER TABLE trials ADD COLUMN heartbeat_at FLOAT"))
 
 
 def _finite(obj: Any) -> Any:
