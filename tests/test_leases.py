@@ -240,3 +240,6 @@ def test_a_paused_run_loses_its_lease_and_its_late_results_are_kept(
     assert [(r.status, r.attempt) for r in rows] == [("finished", 2)] * 2
     late = [x for x in attempts if x["superseded"]]
     assert len(late) == 2 and all(x["status"] == "finished" and x["result"] for x in late)
+    cmd = [sys.executable, "-m", "fairtrial.cli", "status", eid, "--store", store]
+    status = subprocess.run(cmd, cwd=tmp_path, env=_env(1), capture_output=True, text=True)
+    assert status.returncode == 0 and "2 superseded attempt(s)" in status.stdout, status.stdout

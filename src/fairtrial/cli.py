@@ -501,7 +501,11 @@ def status(experiment: str | None, store: str | None) -> None:
     t = Table(title=f"{exp.name} ({exp.id}) · code {_code_versions(trials)}")
     for col in ("arm", "seed", "status", "attempt", "result", "wall s", "trial", "reason"):
         t.add_column(col)
+    clock = ledger.now() if any(r.status == "running" for r in trials) else 0.0
     for r in trials:
+        reason = r.error or ""
+        if r.status == "running":
+            reason = _lease_text(r, clock)
         t.add_row(
             escape(r.arm),
             str(r.seed),
@@ -510,9 +514,15 @@ def status(experiment: str | None, store: str | None) -> None:
             "—" if r.result is None else f"{r.result:.4f}",
             "—" if r.wall_time is None else f"{r.wall_time:.2f}",
             r.id[:12] + (f" (from {r.origin})" if r.reused else ""),
-            escape((r.error or "")[:100]),
+            escape(reason[:100]),
         )
     _out.print(t)
+    late = [a for a in ledger.attempts([r.id for r in trials]) if a["superseded"]]
+    if late:
+        _out.print(
+            f"[yellow]{len(late)} superseded attempt(s)[/]: they ended after their lease expired "
+            "and another run took the trial over; kept in the store, not in the verdict"
+        )
     from fairtrial.runner import traceback_tail
 
     shown: set[str] = set()
@@ -532,6 +542,17 @@ _RETRY_HINT = (
     "failed and diverged trials are kept as results: fix the cause, then "
     "`fairtrial run SPEC --retry-failed` runs them again"
 )
+
+
+def _lease_text(row: Any, clock: float) -> str:
+    """Who holds a running trial and whether its lease is current."""
+    from fairtrial.ledger.lease import describe, lease_seconds
+
+    if row.heartbeat_at is None:
+        return f"held by {describe(row.owner)}, no lease: the next run takes it over"
+    ago = max(0.0, clock - row.heartbeat_at)
+    state = "expired" if ago > lease_seconds() else "current"
+    return f"held by {describe(row.owner)}, lease renewed {ago:.0f} s ago ({state})"
 
 
 def _alarm(n: int) -> str:
