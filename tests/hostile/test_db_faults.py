@@ -152,10 +152,10 @@ def test_a_postgres_restart_in_the_middle_of_a_run_is_ridden_out(
 ) -> None:
     own_postgres.ensure_running()
     url = own_postgres.database()
-    path = write_spec(_spec(seeds=3, arms=ARMS).replace("sleep = 0.0", "sleep = 0.3"))
+    path = write_spec(_spec(seeds=3, arms=ARMS).replace("sleep = 0.0", "sleep = 0.4"))
     proc = subprocess.Popen(_run_cmd(path, url), cwd=tmp_path, env=_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    _wait_finished(url, 2, proc)
+    _wait_finished(url, 1, proc)
     own_postgres.stop()  # the server goes away for a second, as in a restart
     time.sleep(1)
     own_postgres.start()
@@ -183,12 +183,12 @@ def test_a_postgres_gone_for_good_ends_the_run_with_one_line(
 ) -> None:
     own_postgres.ensure_running()
     url = own_postgres.database()
-    path = write_spec(_spec(seeds=3, arms=ARMS).replace("sleep = 0.0", "sleep = 0.3"))
+    path = write_spec(_spec(seeds=3, arms=ARMS).replace("sleep = 0.0", "sleep = 0.4"))
     cmd = _run_cmd(path, url)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(**{ENV_WINDOW: "2"}), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
-        _wait_finished(url, 2, proc)
+        _wait_finished(url, 1, proc)
         own_postgres.stop()
         _, err = proc.communicate(timeout=120)  # the retries end: the window is 2 s
     finally:
@@ -203,7 +203,7 @@ def test_a_postgres_gone_for_good_ends_the_run_with_one_line(
     try:
         trials = led.trials(led.experiments()[0].id)
         done = [t for t in trials if t.status == "finished"]
-        assert len(done) >= 2 and all(t.result is not None for t in done)
+        assert len(done) >= 1 and all(t.result is not None for t in done)
         assert {t.status for t in trials} <= {"finished", "running", "pending"}
     finally:
         led.close()

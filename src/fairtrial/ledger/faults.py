@@ -201,7 +201,8 @@ class Retrier:
         self.path = path
         #: why the ledger was opened read-only (what a write's fault then says)
         self.read_only = read_only
-        #: how long the last method retried before it gave up (None: the last one succeeded)
+        #: how long the last method retried before it gave up ("" without retries; None: the
+        #: last one succeeded)
         self.gave_up: str | None = None
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -226,7 +227,8 @@ class Retrier:
                     if kind == READ_ONLY and self.read_only:
                         reason = self.read_only
                     if kind == TRANSIENT:
-                        left = 0.0 if self.gave_up else window() - (time.monotonic() - start)
+                        waited = time.monotonic() - start
+                        left = 0.0 if self.gave_up is not None else window() - waited
                         if left > 0:
                             if _state.tries == 0:
                                 log.warning(
@@ -241,9 +243,12 @@ class Retrier:
                             _state.tries += 1
                             continue
                         if self.gave_up is None:
-                            waited = time.monotonic() - start
-                            self.gave_up = f"still after {_state.tries + 1} tries in {waited:.0f} s"
-                        reason += f"; {self.gave_up}"
+                            tries = _state.tries + 1
+                            self.gave_up = (
+                                f"still after {tries} tries in {waited:.0f} s" if tries > 1 else ""
+                            )
+                        if self.gave_up:
+                            reason += f"; {self.gave_up}"
                     raise fault_error(kind, self.where, reason, self.path) from None
                 if _state.tries:
                     log.warning("the ledger at %s answers again", self.where)
