@@ -7,6 +7,7 @@ Ctrl-C exits 130 after recording what was running as interrupted (a later run re
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from importlib import resources
@@ -140,7 +141,8 @@ def run(
 
     Exit status: 0 when every trial of the experiment finished; 1 when any failed, diverged
     or is left unfinished (the run stopped early, or another run holds it); 2 for a user
-    error (bad spec, unknown experiment, missing extra); 130 when interrupted.
+    error (bad spec, unknown experiment, missing extra) or a store that cannot be used
+    (unreachable, corrupt, read-only); 130 when interrupted.
     """
     from fairtrial.spec import load_spec
 
@@ -1031,6 +1033,9 @@ def push(path: Path, registry: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line and exit 2 for user errors, never a traceback."""
+    # psycopg warns of each pipeline it drops with a lost connection: the ledger's own line
+    # says what happened
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     try:
         cli.main(args=argv, prog_name="fairtrial", standalone_mode=False)
     except click.exceptions.Abort:
@@ -1047,6 +1052,20 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         os._exit(0)
+    except Exception as exc:
+        # a database fault outside the ledger's own handling (e.g. a registry store)
+        from fairtrial.ledger.faults import classify, one_line
+
+        kind = classify(exc)
+        if kind is None:
+            raise
+        kind = "unreachable" if kind == "transient" else kind
+        _err.print(
+            f"[red]error:[/] the database is {kind}: {escape(one_line(exc))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,12 +33,19 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 
 from fairtrial.errors import ExperimentNotFound, LedgerError, MissingDependency
-from fairtrial.ledger import chain
+from fairtrial.ledger import chain, faults
 from fairtrial.ledger import schema as s
 from fairtrial.ledger.chain import ChainCheck
+from fairtrial.ledger.idempotent import insert_ignore, upsert
 
 DEFAULT_STORE = ".fairtrial/ledger.db"
 #: statuses a run treats as done (failures are results: they are kept, not re-run)
@@ -117,34 +125,71 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
+@faults.retried
 class Ledger:
     """The store behind every command; open with ``Ledger(store)`` (URL, path or None)."""
 
     def __init__(self, store: str | Path | None = None) -> None:
         self.url = store_url(store)
+        where = _safe(self.url)
+        path = faults.sqlite_path(self.url)
+        existed = path is not None and path.exists()
+        #: why this ledger can only be read (a SQLite file or folder without write permission)
+        self.read_only: str | None = None
+        options: dict[str, Any] = {}
+        if path is not None and existed:
+            try:
+                faults.check_sqlite_file(path, where)
+            except OSError as exc:  # a folder, or a file this user may not read
+                raise LedgerError(f"cannot open store '{where}': {exc.strerror}") from None
+            self.read_only = faults.read_only_reason(path)
+            if self.read_only:
+                options["creator"] = faults.read_only_connect(path)
+        elif self.url.startswith("postgresql"):
+            query = make_url(self.url).query
+            if "connect_timeout" not in query and "PGCONNECT_TIMEOUT" not in os.environ:
+                # a host that drops packets would hold a reconnect for minutes
+                options["connect_args"] = {"connect_timeout": 10}
         try:
-            self.engine: Engine = create_engine(self.url, future=True)
+            self.engine: Engine = create_engine(self.url, future=True, **options)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise LedgerError(f"cannot open store '{_safe(store)}': {exc}") from None
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            pragmas = _sqlite_read_pragmas if self.read_only else _sqlite_pragmas
+            event.listen(self.engine, "connect", pragmas)
+        try:
+            if path is not None and existed and faults.needs_quick_check(path):
+                faults.quick_check(self.engine, where, path)
+            self._create()
+        except DBAPIError as exc:
+            kind = faults.classify(exc)
+            if kind is None:
+                raise LedgerError(f"cannot open store '{where}': {_one_line(exc.orig)}") from None
+            if kind in (faults.TRANSIENT, faults.UNREACHABLE):
+                # the first connection failed: a wrong URL more often than an outage
+                raise faults.LedgerUnavailable(
+                    f"cannot open store '{where}': the ledger is unreachable "
+                    f"({faults.one_line(exc)}); check the URL and that its server is running",
+                    faults.UNREACHABLE,
+                ) from None
+            raise faults.fault_error(kind, where, faults.one_line(exc), path) from None
+        self._retrier = faults.Retrier(where, path, self.read_only)
+
+    def _create(self) -> None:
+        """Create the tables a new ledger lacks, and check or record its schema version."""
         for attempt in range(5):
             try:
                 s.metadata.create_all(self.engine)
                 self._check_version()
-                break
+                return
             except (OperationalError, IntegrityError, ProgrammingError) as exc:
                 # Two processes creating a new ledger at once: the loser sees "already
                 # exists"; on the next pass create_all finds the tables and skips them.
                 text = str(exc.orig).lower()
-                if not any(word in text for word in ("exist", "duplicate", "unique")):
-                    raise LedgerError(
-                        f"cannot open store '{_safe(store)}': {_one_line(exc.orig)}"
-                    ) from None
-                if attempt == 4:
-                    raise LedgerError(
-                        f"cannot create the ledger tables: {_one_line(exc)}"
-                    ) from None
+                if attempt == 4 or not any(
+                    word in text for word in ("exist", "duplicate", "unique")
+                ):
+                    raise
                 time.sleep(0.05 * (attempt + 1))
 
     @property
@@ -162,10 +207,10 @@ class Ledger:
             if since is None:
                 # the sealed test log starts now; evaluations already stored predate it
                 last = c.execute(select(func.max(s.test_evaluations.c.id))).scalar()
-                c.execute(insert(s.meta).values(key="test_log_since", value=str(last or 0)))
+                insert_ignore(c, s.meta, [{"key": "test_log_since", "value": str(last or 0)}])
             row = c.execute(select(s.meta.c.value).where(s.meta.c.key == "schema")).first()
             if row is None:
-                c.execute(insert(s.meta).values(key="schema", value=str(s.SCHEMA_VERSION)))
+                insert_ignore(c, s.meta, [{"key": "schema", "value": str(s.SCHEMA_VERSION)}])
             elif int(row[0]) > s.SCHEMA_VERSION:
                 raise LedgerError(
                     f"store {self.url} has schema {row[0]}, newer than this fairtrial "
@@ -197,36 +242,29 @@ class Ledger:
     ) -> None:
         now = time.time()
         with self.engine.begin() as c:
-            found = c.execute(
-                select(s.experiments.c.id).where(s.experiments.c.id == experiment_id)
-            ).first()
-            if found is None:
-                c.execute(
-                    insert(s.experiments).values(
-                        id=experiment_id,
-                        name=name,
-                        spec_hash=spec_hash,
-                        spec_json=_dumps(spec),
-                        arms_json=json.dumps(arms),
-                        spec_path=spec_path,
-                        task=task,
-                        task_checksum=task_checksum,
-                        metric=metric,
-                        direction=direction,
-                        seeds=seeds,
-                        root_seed=root_seed,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-            else:
-                c.execute(
-                    update(s.experiments)
-                    .where(s.experiments.c.id == experiment_id)
-                    # the data the experiment's trials now run on (trials of older data
-                    # are not in its slots any more)
-                    .values(updated_at=now, spec_path=spec_path, task_checksum=task_checksum)
-                )
+            upsert(
+                c,
+                s.experiments,
+                {
+                    "id": experiment_id,
+                    "name": name,
+                    "spec_hash": spec_hash,
+                    "spec_json": _dumps(spec),
+                    "arms_json": json.dumps(arms),
+                    "spec_path": spec_path,
+                    "task": task,
+                    "task_checksum": task_checksum,
+                    "metric": metric,
+                    "direction": direction,
+                    "seeds": seeds,
+                    "root_seed": root_seed,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+                # the data the experiment's trials now run on (trials of older data are not
+                # in its slots any more)
+                changed=("updated_at", "spec_path", "task_checksum"),
+            )
 
     def set_seeds(self, experiment_id: str, seeds: int) -> None:
         """Record the planned number of seeds (``seeds = "auto"`` decides it after the pilot)."""
@@ -475,6 +513,11 @@ class Ledger:
                     wall_time=None,
                 )
             )
+            if res.rowcount != 1 and faults.repeated():
+                # the try that failed may have committed this very claim
+                row = c.execute(select(t.c.attempt, t.c.owner).where(t.c.id == trial_id)).first()
+                if row is not None and tuple(row) == (seen_attempt + 1, owner):
+                    return seen_attempt + 1
         return seen_attempt + 1 if res.rowcount == 1 else None
 
     def renew(self, owner: str) -> int:
@@ -527,25 +570,18 @@ class Ledger:
                 )
             )
             current = res.rowcount == 1
-            kept = c.execute(
-                select(attempts.c.attempt).where(
-                    attempts.c.trial_id == trial_id, attempts.c.attempt == attempt
-                )
-            ).first()
-            if kept is None:
-                c.execute(
-                    insert(attempts).values(
-                        trial_id=trial_id,
-                        attempt=attempt,
-                        owner=owner,
-                        status=status,
-                        result=result,
-                        error=error,
-                        wall_time=wall_time,
-                        finished_at=finished_at,
-                        superseded=0 if current else 1,
-                    )
-                )
+            row = {
+                "trial_id": trial_id,
+                "attempt": attempt,
+                "owner": owner,
+                "status": status,
+                "result": result,
+                "error": error,
+                "wall_time": wall_time,
+                "finished_at": finished_at,
+                "superseded": 0 if current else 1,
+            }
+            insert_ignore(c, attempts, [row])  # a repeated finish keeps the first record
         return current
 
     def attempts(self, trial_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -576,6 +612,9 @@ class Ledger:
             for step, t, name, v in rows
         ]
         with self.engine.begin() as c:
+            first = {k: values[0][k] for k in ("trial_id", "attempt", "step", "t", "name")}
+            if faults.repeated() and _stored(c, s.metrics, first):
+                return  # the try that failed did commit
             c.execute(insert(s.metrics), values)
 
     def metrics(self, trial_id: str, attempt: int | None = None) -> list[tuple[Any, ...]]:
@@ -600,6 +639,13 @@ class Ledger:
 
         def write(c: Connection) -> None:
             now = time.time()
+            key = {
+                "trial_id": trial_id,
+                "attempt": attempt,
+                "predictions_sha256": payload["predictions_sha256"],
+            }
+            if faults.repeated() and _stored(c, s.test_evaluations, key):
+                return  # the try that failed did commit
             c.execute(
                 insert(s.test_evaluations).values(
                     trial_id=trial_id,
@@ -664,8 +710,10 @@ class Ledger:
                     write(c)
                 return
             except (IntegrityError, OperationalError) as exc:
+                if faults.classify(exc) is not None:
+                    raise  # busy, or a lost connection: the retrier runs the whole method again
                 text = str(exc.orig).lower()
-                if not any(w in text for w in ("unique", "duplicate", "locked", "busy")):
+                if not any(w in text for w in ("unique", "duplicate")):
                     raise LedgerError(f"cannot append to a log: {_one_line(exc.orig)}") from None
                 if attempt == 19:
                     raise LedgerError(f"cannot append to a log: {_one_line(exc.orig)}") from None
@@ -692,7 +740,15 @@ class Ledger:
         out: dict[str, Any] = {}
 
         def write(c: Connection) -> None:
-            out.update(_append(c, s.preregistrations, PREREG_FIELDS, fields))
+            t = s.preregistrations
+            if faults.repeated():
+                # the try that failed did commit when its record heads the chain (register
+                # never appends a record that is already the latest of its name)
+                head = c.execute(select(t).order_by(t.c.seq.desc()).limit(1)).mappings().first()
+                if head is not None and head["record_hash"] == fields["record_hash"]:
+                    out.update(head)
+                    return
+            out.update(_append(c, t, PREREG_FIELDS, fields))
 
         self._chained_write(write)
         return out
@@ -763,7 +819,8 @@ class Ledger:
                 out.append(digest)
                 t = s.code_files
                 if c.execute(select(t.c.sha256).where(t.c.sha256 == digest)).first() is None:
-                    c.execute(insert(t).values(sha256=digest, size=len(content), content=content))
+                    row = {"sha256": digest, "size": len(content), "content": content}
+                    insert_ignore(c, t, [row])
         return out
 
     def put_code_snapshot(self, snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -795,17 +852,16 @@ class Ledger:
         with self.engine.begin() as c:
             t = s.replications
             if c.execute(select(t.c.id).where(t.c.id == rid)).first() is None:
-                c.execute(
-                    insert(t).values(
-                        id=rid,
-                        experiment_id=original["experiment_id"],
-                        experiment_name=original["name"],
-                        bundle_sha256=record["bundle"]["sha256"],
-                        outcome=record["outcome"],
-                        created_at=time.time(),
-                        record_json=blob,
-                    )
-                )
+                row = {
+                    "id": rid,
+                    "experiment_id": original["experiment_id"],
+                    "experiment_name": original["name"],
+                    "bundle_sha256": record["bundle"]["sha256"],
+                    "outcome": record["outcome"],
+                    "created_at": time.time(),
+                    "record_json": blob,
+                }
+                insert_ignore(c, t, [row])
         return rid
 
     def replications(self, experiment_id: str | None = None) -> list[dict[str, Any]]:
@@ -823,13 +879,9 @@ class Ledger:
         """Store the compute record of one attempt (replacing an earlier one of that attempt)."""
         t = s.trial_compute
         blob = json.dumps(_finite(record), sort_keys=True, default=_json_default)
+        row = {"trial_id": trial_id, "attempt": attempt, "compute_json": blob}
         with self.engine.begin() as c:
-            c.execute(delete(t).where(t.c.trial_id == trial_id, t.c.attempt == attempt))
-            c.execute(
-                insert(t).values(
-                    trial_id=trial_id, attempt=attempt, compute_json=blob, created_at=time.time()
-                )
-            )
+            upsert(c, t, {**row, "created_at": time.time()}, ("compute_json", "created_at"))
 
     def compute(self, experiment_id: str) -> dict[str, dict[str, Any]]:
         """{trial_id: compute record} of each trial's latest attempt (trials without one are
@@ -858,11 +910,9 @@ class Ledger:
     def add_config_reads(self, trial_id: str, attempt: int, keys: Sequence[str]) -> None:
         """Store the config keys one attempt read (replacing an earlier record of it)."""
         t = s.trial_config_reads
+        row = {"trial_id": trial_id, "attempt": attempt, "keys_json": _dumps(list(keys))}
         with self.engine.begin() as c:
-            c.execute(delete(t).where(t.c.trial_id == trial_id, t.c.attempt == attempt))
-            c.execute(
-                insert(t).values(trial_id=trial_id, attempt=attempt, keys_json=_dumps(list(keys)))
-            )
+            upsert(c, t, row, ("keys_json",))
 
     def config_reads(self, experiment_id: str) -> dict[str, list[str]]:
         """{trial_id: config keys read} of each trial's latest attempt that recorded them."""
@@ -871,15 +921,9 @@ class Ledger:
     def set_compute_settings(self, experiment_id: str, settings: dict[str, Any]) -> None:
         """Store the experiment's ``[compute]`` table as given in the spec last run."""
         t = s.experiment_compute
+        row = {"experiment_id": experiment_id, "settings_json": _dumps(settings)}
         with self.engine.begin() as c:
-            c.execute(delete(t).where(t.c.experiment_id == experiment_id))
-            c.execute(
-                insert(t).values(
-                    experiment_id=experiment_id,
-                    settings_json=_dumps(settings),
-                    updated_at=time.time(),
-                )
-            )
+            upsert(c, t, {**row, "updated_at": time.time()}, ("settings_json", "updated_at"))
 
     def compute_settings(self, experiment_id: str) -> dict[str, Any]:
         """The experiment's ``[compute]`` table ({} when it had none, or ran before it existed)."""
@@ -898,7 +942,7 @@ class Ledger:
         with self.engine.begin() as c:
             if c.execute(select(s.provenance.c.id).where(s.provenance.c.id == pid)).first():
                 return pid
-            c.execute(insert(s.provenance).values(id=pid, data_json=blob))
+            insert_ignore(c, s.provenance, [{"id": pid, "data_json": blob}])
         return pid
 
     def provenance(self, provenance_id: str) -> dict[str, Any]:
@@ -951,12 +995,26 @@ def _append(
     return row
 
 
+def _stored(c: Connection, table: Table, row: dict[str, Any]) -> bool:
+    """Whether ``table`` holds a row with the values of ``row``."""
+    where = [table.c[k] == v for k, v in row.items()]
+    return c.execute(select(func.count()).select_from(table).where(*where)).scalar() != 0
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_read_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """A ledger opened read-only: no journal mode change (a write), and no writes at all."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA query_only=ON")
     cur.close()
 
 
