@@ -153,7 +153,7 @@ def _start(
     proc = subprocess.Popen(cmd, cwd=cwd, start_new_session=True, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     eid = load_spec(path).experiment_id
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         pids = list(cwd.glob(".fairtrial/trials/*/*/*/pid"))
         if len(pids) >= blocked and db.exists() and _statuses(db, eid).count("running") >= blocked:
