@@ -1,7 +1,8 @@
 """The ``fairtrial`` command: a thin layer over the library.
 
 User mistakes (a bad spec, an unknown experiment, a missing extra) print one line and exit 2;
-Ctrl-C exits 130 after recording what was running as interrupted (a later run resumes it).
+Ctrl-C exits 130 after recording what was running as interrupted (a later run resumes it);
+SIGTERM and SIGHUP do the same and exit 128 + the signal (143, 129).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from importlib import resources
 from pathlib import Path
@@ -142,7 +144,8 @@ def run(
     Exit status: 0 when every trial of the experiment finished; 1 when any failed, diverged
     or is left unfinished (the run stopped early, or another run holds it); 2 for a user
     error (bad spec, unknown experiment, missing extra) or a store that cannot be used
-    (unreachable, corrupt, read-only); 130 when interrupted.
+    (unreachable, corrupt, read-only); 130 when interrupted (Ctrl-C), 143 on SIGTERM, 129 on
+    SIGHUP.
     """
     from fairtrial.spec import load_spec
 
@@ -200,11 +203,12 @@ def _run_and_report(
             max_retries=max_retries,
             keep_going=keep_going,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         _err.print(
-            "[yellow]interrupted[/]: finished trials are kept; run the same command to resume"
+            f"[yellow]interrupted[/]{_by_signal(exc)}: finished trials are kept; run the same "
+            "command to resume"
         )
-        sys.exit(130)
+        sys.exit(_exit_status(exc))
     for line in run_summary_lines(summary):
         _err.print(line)
     if show_report:
@@ -1031,6 +1035,17 @@ def push(path: Path, registry: str) -> None:
     )
 
 
+def _by_signal(exc: KeyboardInterrupt) -> str:
+    """' by SIGTERM' for a run stopped by a signal other than Ctrl-C's, else ''."""
+    signum = getattr(exc, "signum", None)
+    return f" by {signal.Signals(signum).name}" if signum is not None else ""
+
+
+def _exit_status(exc: KeyboardInterrupt) -> int:
+    """The shell's status of a process ended by the signal behind ``exc``: 128 + signal."""
+    return 128 + int(getattr(exc, "signum", signal.SIGINT))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line and exit 2 for user errors, never a traceback."""
     # psycopg warns of each pipeline it drops with a lost connection: the ledger's own line
@@ -1047,9 +1062,9 @@ def main(argv: list[str] | None = None) -> None:
     except FairtrialError as exc:
         _err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        _err.print("interrupted")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        _err.print(f"interrupted{_by_signal(exc)}")
+        sys.exit(_exit_status(exc))
     except BrokenPipeError:
         os._exit(0)
     except Exception as exc:

@@ -29,7 +29,7 @@ from rich.progress import (
 )
 
 from fairtrial import provenance
-from fairtrial.backends.base import Backend, TrialJob, TrialOutcome
+from fairtrial.backends.base import Backend, TrialJob, TrialOutcome, stop_on_signals
 from fairtrial.ledger import DONE, Ledger, TrialRow
 from fairtrial.ledger.lease import Heartbeat, describe, lease_seconds, owner_id, provably_dead
 from fairtrial.plan import plan_seeds, plan_trials, seed_floor_warning, spec_code_snapshot
@@ -333,6 +333,7 @@ class _LedgerSink:
             )
 
 
+@stop_on_signals()  # SIGTERM, SIGHUP: stop like Ctrl-C, recording what was running
 def run_experiment(
     spec: Spec,
     ledger: Ledger,
@@ -362,6 +363,12 @@ def run_experiment(
     power analysis of the pilot asks for (:func:`fairtrial.plan.plan_seeds`), up to
     ``max_seeds``. The plan is a function of the pilot's results, so a resumed run makes the
     same plan.
+
+    Ctrl-C, SIGTERM and SIGHUP (where their handlers are Python's defaults, in the main
+    thread) stop the run: its workers are stopped, the trials they were running are stored
+    ``interrupted`` (the next run resumes them), and the KeyboardInterrupt is raised again
+    (for SIGTERM and SIGHUP, :class:`~fairtrial.backends.base.RunInterrupted`, whose
+    ``signum`` says which).
     """
     console = console or Console(stderr=True)
     opts = (retry_failed, console, show_progress, max_retries, keep_going)

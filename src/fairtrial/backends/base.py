@@ -3,19 +3,27 @@
 A backend only decides *where* a trial runs (this process, a worker process, a cluster);
 :func:`execute_trial` is what runs it, the same code everywhere, so every backend gives the
 same result for the same trial.
+
+A run stops the same way on Ctrl-C (SIGINT), SIGTERM and SIGHUP: :func:`stop_on_signals`
+turns the last two into :class:`RunInterrupted`, a KeyboardInterrupt, and every backend
+answers a KeyboardInterrupt by stopping its workers and reporting each trial it was running
+``interrupted`` (a later run resumes it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import signal
 import sys
+import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, Literal, Protocol
 
 #: "lost": the process running the trial died under it (killed, crashed, vanished with its
@@ -83,6 +91,62 @@ class Sink(Protocol):
     def finished(self, job: TrialJob, outcome: TrialOutcome) -> None: ...
 
 
+#: the signals that stop a run as Ctrl-C does (those this platform has)
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by a signal other than SIGINT; ``signum`` says which.
+
+    A KeyboardInterrupt, so that everything that handles Ctrl-C (stopping the workers,
+    recording the trials that were running ``interrupted``) handles it the same way.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"the run was stopped by {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise :class:`RunInterrupted` (also usable
+    as a decorator).
+
+    Only in the main thread (where Python runs signal handlers), and only for a signal whose
+    handler is the default one: a handler of the caller's, or an ignored signal (``nohup``
+    ignores SIGHUP), stays as it is. The previous handlers are back when the block ends. A
+    second signal while the run is stopping is ignored, so that the stop can record what was
+    running; SIGKILL still ends it at once (the workers then notice and exit).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: int | None = None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal received
+        if received is None:
+            received = signum
+            raise RunInterrupted(signum)
+
+    ours = [sig for sig in STOP_SIGNALS if signal.getsignal(sig) is signal.SIG_DFL]
+    try:
+        for sig in ours:
+            signal.signal(sig, handler)
+        yield
+    except KeyboardInterrupt as exc:
+        # some libraries (Ray) answer any exception from a signal handler with a plain
+        # KeyboardInterrupt: it still says which signal stopped the run
+        if received is not None and not isinstance(exc, RunInterrupted):
+            raise RunInterrupted(received) from exc
+        raise
+    finally:
+        for sig in ours:
+            signal.signal(sig, signal.SIG_DFL)
+
+
 class Backend(ABC):
     """Where trials run. ``run`` pulls jobs lazily (each pull claims a trial in the ledger)."""
 
@@ -111,7 +175,17 @@ class InlineBackend(Backend):
             def emit(kind: str, payload: Any, job: TrialJob = job) -> None:
                 sink.event(job, kind, payload)
 
-            sink.finished(job, execute_trial(job, emit))
+            t0 = time.perf_counter()
+            try:
+                outcome = execute_trial(job, emit)
+            except BaseException:  # Ctrl-C, a stop signal: the trial resumes next run
+                wall = time.perf_counter() - t0
+                stopped = TrialOutcome(
+                    "interrupted", error="the run was interrupted", wall_time=wall
+                )
+                sink.finished(job, stopped)
+                raise
+            sink.finished(job, outcome)
 
 
 _RECIPES: dict[tuple[str, str | None], Callable[..., Any]] = {}

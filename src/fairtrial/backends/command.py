@@ -23,17 +23,23 @@ The protocol (also in the README):
 * test predictions go to ``$FAIRTRIAL_PREDICTIONS``, one per line (or one JSON array), in the
   order of ``x_test``; fairtrial scores them;
 * a non-zero exit status fails the trial, with the last lines of stderr as its reason.
+
+The command runs in a process group of its own, which ends with the trial's process: a run
+that stops (Ctrl-C, SIGTERM, a time limit, its own death) kills the whole group, so that no
+program the command started computes on.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -146,9 +152,38 @@ def build_argv(command: str, values: dict[str, Any]) -> list[str]:
     return [fill(w) for w in shlex.split(command)]
 
 
-def _die_with_parent() -> None:
-    # Linux: the command dies with its worker (a worker killed for its time limit must not
-    # leave the training program running).
+#: the commands running in this process (their process groups), for kill_running
+_running: set[subprocess.Popen[str]] = set()
+_running_lock = threading.Lock()
+
+
+def kill_running() -> None:
+    """Kill every command this process is running, each with its process group (the
+    programs it started). Called from any thread, e.g. when the run is gone."""
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    if os.name != "posix":
+        proc.kill()
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _child_setup() -> None:
+    # In the child, before the command starts. A process group of its own: the command and
+    # what it starts are killed together (and a terminal's Ctrl-C goes to the run alone,
+    # which stops its trials itself).
+    os.setpgid(0, 0)
+    # The signals a worker ignores (the run handles them) have their default action again.
+    for sig in ("SIGINT", "SIGTERM", "SIGHUP"):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            signal.signal(getattr(signal, sig), signal.SIG_DFL)
+    # Linux: the command dies with its worker, however the worker ends.
     try:
         import ctypes
 
@@ -211,10 +246,35 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
             stderr=subprocess.PIPE,
             text=True,
             bufsize=1,
-            preexec_fn=_die_with_parent if os.name == "posix" else None,
+            stdin=subprocess.DEVNULL,  # in a background process group, reading a tty stops it
+            preexec_fn=_child_setup if os.name == "posix" else None,
         )
     except OSError as exc:
         raise RecipeError(f"cannot start command {argv[0]!r}: {exc.strerror}") from None
+    with _running_lock:
+        _running.add(proc)
+    try:
+        code, stderr_tail = _follow(proc, ctx)
+    except BaseException:  # Ctrl-C, a stop signal (InlineBackend): the command stops too
+        _kill_group(proc)
+        proc.wait()
+        raise
+    finally:
+        with _running_lock:
+            _running.discard(proc)
+    if code != 0:
+        tail = "".join(stderr_tail).strip().splitlines()[-1:] or ["(no stderr)"]
+        raise RecipeError(f"command exited with status {code}: {tail[0][:500]}")
+    if not predictions.exists():
+        raise RecipeError(
+            "command wrote no predictions: write one per line to $FAIRTRIAL_PREDICTIONS"
+        )
+    ctx.evaluate_test(read_predictions(predictions))
+
+
+def _follow(proc: subprocess.Popen[str], ctx: TrialContext) -> tuple[int, list[str]]:
+    """Feed the command's metric lines to ``ctx`` until it exits; its status and the last
+    lines of its stderr."""
     stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
     reader = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr or ()), daemon=True)
     reader.start()
@@ -239,14 +299,7 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
                     ctx.log(step=step if isinstance(step, int) else None, **numbers)
     code = _wait(proc, ctx)
     reader.join(timeout=5)
-    if code != 0:
-        tail = "".join(stderr_tail).strip().splitlines()[-1:] or ["(no stderr)"]
-        raise RecipeError(f"command exited with status {code}: {tail[0][:500]}")
-    if not predictions.exists():
-        raise RecipeError(
-            "command wrote no predictions: write one per line to $FAIRTRIAL_PREDICTIONS"
-        )
-    ctx.evaluate_test(read_predictions(predictions))
+    return code, list(stderr_tail)
 
 
 def _wait(proc: subprocess.Popen[str], ctx: TrialContext) -> int:

@@ -18,6 +18,12 @@ that what it defines can be unpickled): a script that starts the run at its top 
 defined in a notebook (module ``__main__`` without a file) does not exist in a worker. Both are
 caught before any trial runs (:func:`spawn_problem`); a worker that still dies before it is
 ready stops the run with the reason, instead of losing every trial to it.
+
+The parent owns the stop signals (SIGINT, SIGTERM, SIGHUP; workers ignore them): it stops
+its workers and records what they were running. A worker stops when its lifeline, a pipe
+from the parent, closes: the parent closes it to stop the worker, and the system closes it
+when the parent dies, even by SIGKILL. The worker then kills the command it is running (with
+its process group) and exits at once, instead of computing on for a run that is gone.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -38,6 +45,7 @@ from typing import Any
 
 from fairtrial.backends.base import (
     SETUP_ALLOWANCE,
+    STOP_SIGNALS,
     Backend,
     Sink,
     Status,
@@ -75,9 +83,26 @@ STARTUP_METHOD = (
 )
 
 
-def _worker_main(conn: Connection, threads: int, spawned_at: float) -> None:
-    # The parent owns Ctrl-C: it stops the workers itself and records what was running.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+#: seconds a worker asked to stop may take to kill its command and exit before it is killed
+STOP_GRACE = 3.0
+
+
+def _stop_with(lifeline: Connection) -> None:
+    """Wait until the parent closes the lifeline (or dies); then stop this worker at once."""
+    with contextlib.suppress(OSError):
+        wait([lifeline])
+    command = sys.modules.get("fairtrial.backends.command")
+    if command is not None:
+        command.kill_running()
+    os._exit(0)
+
+
+def _worker_main(conn: Connection, lifeline: Connection, threads: int, spawned_at: float) -> None:
+    # The parent owns the stop signals: it stops the workers itself and records what was
+    # running (a terminal sends Ctrl-C and SIGHUP to the whole process group).
+    for sig in (signal.SIGINT, *STOP_SIGNALS):
+        signal.signal(sig, signal.SIG_IGN)
+    threading.Thread(target=_stop_with, args=(lifeline,), daemon=True).start()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     from fairtrial.backends.base import execute_trial, load_trial_code
@@ -123,6 +148,8 @@ def _worker_main(conn: Connection, threads: int, spawned_at: float) -> None:
 class _Worker:
     process: Any
     conn: Connection
+    #: closing it stops the worker (see _stop_with)
+    lifeline: Connection
     job: TrialJob | None = None
     deadline: float | None = None
     started: float = 0.0
@@ -229,15 +256,29 @@ class LocalBackend(Backend):
 
     def _start(self) -> _Worker:
         parent, child = self._ctx.Pipe()
+        held, given = self._ctx.Pipe(duplex=False)  # the worker reads, the parent holds
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(child, self.threads, time.time()),
+            args=(child, held, self.threads, time.time()),
             daemon=True,
             name="fairtrial-worker",
         )
         proc.start()
         child.close()
-        return _Worker(proc, parent)
+        held.close()
+        return _Worker(proc, parent, given)
+
+    @staticmethod
+    def _stop(workers: list[_Worker]) -> None:
+        """Stop these workers and their commands now; kill any that does not exit."""
+        for w in workers:
+            w.lifeline.close()
+        deadline = time.monotonic() + STOP_GRACE
+        for w in workers:
+            w.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
 
     def run(self, jobs: Iterator[TrialJob], sink: Sink, total: int) -> None:
         if problem := spawn_problem():
@@ -291,18 +332,15 @@ class LocalBackend(Backend):
                         if w.job is not None:
                             self._lost(w, sink, pool, self._death_reason(w), "lost")
                     elif w.deadline is not None and time.monotonic() >= w.deadline:
-                        w.process.kill()
-                        w.process.join()
+                        self._stop([w])
                         self._drain(w, sink)
                         if w.job is not None:
                             limit = w.job.time_limit or self.time_limit
                             reason = f"time limit of {limit:g} s exceeded"
                             self._lost(w, sink, pool, reason, "failed")
         except BaseException:
+            self._stop(pool)
             for w in pool:
-                w.process.kill()
-            for w in pool:
-                w.process.join()
                 if w.job is not None:
                     self._drain(w, sink)
                     if w.job is not None:
@@ -324,6 +362,7 @@ class LocalBackend(Backend):
                 if w.process.is_alive():
                     w.process.kill()
                     w.process.join()
+                w.lifeline.close()
 
     def _drain(self, w: _Worker, sink: Sink) -> None:
         """Pass on every message the worker sent; a ``done`` frees the worker."""
@@ -376,4 +415,5 @@ class LocalBackend(Backend):
         wall = time.monotonic() - w.started
         sink.finished(job, TrialOutcome(status, error=reason, wall_time=wall))
         w.conn.close()
+        w.lifeline.close()
         pool.remove(w)

@@ -26,12 +26,21 @@ at the same path (a shared file system), since recipes are imported from it.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from fairtrial.backends.base import SETUP_ALLOWANCE, Backend, Sink, TrialJob, TrialOutcome
+from fairtrial.backends.base import (
+    SETUP_ALLOWANCE,
+    STOP_SIGNALS,
+    Backend,
+    Sink,
+    TrialJob,
+    TrialOutcome,
+)
 from fairtrial.errors import FairtrialError, MissingDependency
 
 #: seconds between two drains of the event actor while trials run
@@ -130,7 +139,14 @@ class RayBackend(Backend):
     # -- running ------------------------------------------------------------------------------
     def run(self, jobs: Iterator[TrialJob], sink: Sink, total: int) -> None:
         ray = _ray()
+        main = threading.current_thread() is threading.main_thread()
+        before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if main else {}
         started = self._connect(ray)
+        # ray.init makes SIGTERM exit the driver at once; the run's own handler stops it as
+        # Ctrl-C does (cancelling the tasks, recording them interrupted)
+        for sig, handler in before.items():
+            if handler is not None and signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
         try:
             self._run(ray, jobs, sink, total)
         finally:
