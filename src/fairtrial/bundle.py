@@ -902,9 +902,14 @@ def _check_structure(b: Bundle) -> None:
     paths are safe relative paths. Each failure names the member and the field."""
     for member in b.manifest["files"]:
         # every JSON member, also those only others read (results/metrics.jsonl: the registry)
-        if member.endswith((".json", ".jsonl")) and json_too_deep(
-            b.read_bytes(member), b.limits.max_json_depth
-        ):
+        if not member.endswith((".json", ".jsonl")):
+            continue
+        data = b.read_bytes(member)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BundleError(f"bundle member '{member}' is not UTF-8 text ({exc})") from None
+        if json_too_deep(data, b.limits.max_json_depth):
             raise BundleError(
                 f"bundle member '{member}' nests arrays or objects more than "
                 f"{b.limits.max_json_depth} deep (limit)"

@@ -260,6 +260,16 @@ def test_deeply_nested_json_is_refused_in_one_line(
         B.verify_bundle(bad)
 
 
+def test_json_members_are_utf8(base: Path, tmp_path: Path) -> None:
+    """The registry decodes results/metrics.jsonl as UTF-8: the reader checks it for it."""
+    text = b'["t", 1, 0, 0, "loss", 0.5]\n\xff\xfe\n'
+    bad = rewrite(
+        base, tmp_path / "bad.tar.gz", lambda f: f.update({"results/metrics.jsonl": text})
+    )
+    with pytest.raises(BundleError, match=r"'results/metrics\.jsonl' is not UTF-8 text"):
+        B.verify_bundle(bad)
+
+
 def test_deep_json_through_the_cli(base: Path, tmp_path: Path) -> None:
     deep = ("[" * 100_000 + "]" * 100_000).encode()
     bad = rewrite(base, tmp_path / "deep.tar.gz", lambda f: f.update({"results/trials.json": deep}))
