@@ -31,10 +31,14 @@ Layout::
 Reading (:func:`read_bundle`) never imports or runs anything from the bundle. It validates
 every member before extracting any (regular files and folders only: no links, devices or
 fifos; no absolute paths, ``..``, backslashes or duplicate names; limits on member count,
-member size, total size and path depth; see :class:`Limits`), extracts into a fresh temporary
-folder only, reads the gzip stream to its end so its CRC is checked, and then compares every
-file with the manifest, naming each file that differs. Safe extraction follows the advice of
-CPython's ``tarfile`` documentation on untrusted archives (extraction filters, PEP 706).
+member size, total size, path depth, compression ratio and tar header size, counted on the
+decompressed stream as it is read, so a decompression bomb is refused before a byte reaches
+disk; see :class:`Limits`), extracts into a fresh temporary folder only, reads the gzip stream
+to its end so its CRC is checked, and then compares every file with the manifest, naming each
+file that differs. Safe extraction follows the advice of CPython's ``tarfile`` documentation on
+untrusted archives (extraction filters, PEP 706). The JSON members are then checked for depth
+(before parsing: Python's parser recurses) and for the types their readers use, names that
+become folder names against the spec's rule; each failure names the member and the field.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ import struct
 import tarfile
 import tempfile
 import time
+import types
+import typing
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -78,13 +84,27 @@ _CHUNK = 1 << 16
 
 @dataclass(frozen=True)
 class Limits:
-    """What a bundle may hold; larger archives are refused before anything is extracted."""
+    """What a bundle may hold; larger archives are refused before anything is extracted.
+
+    Every limit holds while the archive is streamed: the first pass decompresses and counts
+    without writing anything, the second writes only the members the first pass accepted.
+    """
 
     max_members: int = 20_000
     max_member_bytes: int = 1 << 30  # 1 GiB
     max_total_bytes: int = 4 << 30  # 4 GiB, uncompressed
     max_path_length: int = 512
     max_depth: int = 24
+    #: uncompressed bytes per compressed byte read so far: real bundles (JSON, code, tar
+    #: padding) deflate 5 to 20 times, a run of zeros about 1000 times (a decompression bomb)
+    max_ratio: int = 100
+    #: the first this many uncompressed bytes are exempt from ``max_ratio`` (a small archive is
+    #: mostly tar padding, which deflates to almost nothing)
+    ratio_exempt_bytes: int = 8 << 20
+    #: a tar extended header (pax, GNU long name) is read into memory whole
+    max_header_bytes: int = 64 << 10
+    #: nesting of arrays and objects in a JSON member (Python's JSON parser recurses)
+    max_json_depth: int = 64
 
 
 # -- TOML (the normalised spec as a spec file) ---------------------------------------------
@@ -346,42 +366,118 @@ _KINDS = {
 }
 
 
-def _check_name(name: str, limits: Limits) -> str:
-    """``name`` if it is a safe, canonical relative path; else raise naming the problem."""
-    shown = repr(name)[1:-1][:200]
+def _path_problem(name: str, limits: Limits) -> str | None:
+    """What makes ``name`` unsafe as a relative path inside a folder, or None."""
     if not name:
-        raise BundleError("unsafe bundle: a member has an empty name")
+        return "has an empty name"
     if len(name) > limits.max_path_length:
-        raise BundleError(
-            f"unsafe bundle: member '{shown}' has a path of {len(name)} characters "
-            f"(limit {limits.max_path_length})"
-        )
+        return f"has a path of {len(name)} characters (limit {limits.max_path_length})"
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise BundleError(f"unsafe bundle: member '{shown}' has control characters in its name")
+        return "has control characters in its name"
     if "\\" in name:
-        raise BundleError(f"unsafe bundle: member '{shown}' has a backslash in its name")
+        return "has a backslash in its name"
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        raise BundleError(f"unsafe bundle: member '{shown}' has an absolute path")
+        return "has an absolute path"
     parts = name.rstrip("/").split("/")
     if ".." in parts:
-        raise BundleError(f"unsafe bundle: member '{shown}' leaves the bundle's folder ('..')")
+        return "leaves the bundle's folder ('..')"
     if any(p in ("", ".") for p in parts):
-        raise BundleError(f"unsafe bundle: member '{shown}' has an empty or '.' path component")
+        return "has an empty or '.' path component"
     if len(parts) > limits.max_depth:
-        raise BundleError(
-            f"unsafe bundle: member '{shown}' is {len(parts)} folders deep "
-            f"(limit {limits.max_depth})"
-        )
-    return "/".join(parts)
+        return f"is {len(parts)} folders deep (limit {limits.max_depth})"
+    return None
 
 
-def _open_tar(path: Path) -> tuple[gzip.GzipFile, tarfile.TarFile]:
-    gz = gzip.GzipFile(str(path), "rb")
+def _check_name(name: str, limits: Limits) -> str:
+    """``name`` if it is a safe, canonical relative path; else raise naming the problem."""
+    problem = _path_problem(name, limits)
+    if problem is not None:
+        if not name:
+            raise BundleError("unsafe bundle: a member has an empty name")
+        raise BundleError(f"unsafe bundle: member '{repr(name)[1:-1][:200]}' {problem}")
+    return "/".join(name.rstrip("/").split("/"))
+
+
+class _Stream:
+    """A bundle's decompressed tar stream for :mod:`tarfile`, with the limits enforced on every
+    read: the compression ratio so far, and the size of any one read (a tar extended header is
+    read whole). Forward seeks read and count too, so nothing is skipped unchecked; a seek
+    back may only return into the last read (to re-read the block that ended the archive)."""
+
+    def __init__(self, path: Path, limits: Limits) -> None:
+        self._raw = path.open("rb")
+        self._gz = gzip.GzipFile(fileobj=self._raw, mode="rb")
+        self._limits = limits
+        self._pos = 0  # what tarfile has consumed
+        self._end = 0  # what was decompressed: _last holds bytes [_end - len(_last), _end)
+        self._last = b""
+
+    def read(self, size: int | None = -1) -> bytes:
+        cap = max(_CHUNK, self._limits.max_header_bytes)
+        if size is None or size < 0 or size > cap:
+            raise BundleError(
+                f"unsafe bundle: a member header of {size} bytes at byte {self._pos} "
+                f"(limit {self._limits.max_header_bytes})"
+            )
+        again = b""
+        if self._pos < self._end:  # re-reading the end of the last read
+            start = len(self._last) - (self._end - self._pos)
+            again = self._last[start : start + size]
+            self._pos += len(again)
+            if len(again) == size:
+                return again
+        data = self._gz.read(size - len(again))
+        self._count(data)
+        return again + data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence != 0 or offset < self._end - len(self._last):
+            raise BundleError(f"corrupt bundle: its archive steps back to byte {offset}")
+        if offset <= self._end:
+            self._pos = offset
+            return offset
+        self._pos = self._end
+        while self._pos < offset:
+            data = self._gz.read(min(_CHUNK, offset - self._pos))
+            if not data:  # past the end: tarfile reports the truncated archive
+                break
+            self._count(data)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def _count(self, data: bytes) -> None:
+        self._pos = self._end = self._end + len(data)
+        self._last = data
+        lim = self._limits
+        if self._end > lim.ratio_exempt_bytes and self._end > lim.max_ratio * self._raw.tell():
+            raise BundleError(
+                f"unsafe bundle: it unpacks to more than {lim.max_ratio} times its compressed "
+                f"size ({self._end} bytes from the first {self._raw.tell()}; limit "
+                f"{lim.max_ratio}:1): a decompression bomb"
+            )
+
+    def close(self) -> None:
+        try:
+            self._gz.close()
+        finally:
+            self._raw.close()
+
+    def __enter__(self) -> _Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _open_tar(path: Path, limits: Limits) -> tuple[_Stream, tarfile.TarFile]:
+    stream = _Stream(path, limits)
     try:
         with _corrupt("at its start"):
-            return gz, tarfile.open(fileobj=gz, mode="r:")
+            return stream, tarfile.open(fileobj=stream, mode="r:")  # type: ignore[call-overload]
     except BaseException:
-        gz.close()
+        stream.close()
         raise
 
 
@@ -418,8 +514,8 @@ def _scan(path: Path, limits: Limits) -> list[tarfile.TarInfo]:
     files: set[str] = set()
     dirs: set[str] = set()
     total = 0
-    gz, tar = _open_tar(path)
-    with gz, tar, _corrupt("(reading member headers)"):
+    stream, tar = _open_tar(path, limits)
+    with stream, tar, _corrupt("(reading member headers)"):
         while True:
             where = f"after member '{members[-1].name}'" if members else "at its start"
             with _corrupt(where):
@@ -464,9 +560,9 @@ def _scan(path: Path, limits: Limits) -> list[tarfile.TarInfo]:
         # CRC-32 and length there, and tar allows nothing but zero padding after the end.
         last = members[-1].name if members else "-"
         with _corrupt(f"(after its last member '{last}')"):
-            gz.seek(tar.offset)
+            stream.seek(tar.offset)
             rest = 0
-            while chunk := gz.read(_CHUNK):
+            while chunk := stream.read(_CHUNK):
                 rest += len(chunk)
                 if chunk.count(0) != len(chunk):
                     raise BundleError(
@@ -487,12 +583,14 @@ def _scan(path: Path, limits: Limits) -> list[tarfile.TarInfo]:
     return members
 
 
-def _extract(path: Path, members: list[tarfile.TarInfo], root: Path) -> dict[str, tuple[str, int]]:
+def _extract(
+    path: Path, members: list[tarfile.TarInfo], root: Path, limits: Limits
+) -> dict[str, tuple[str, int]]:
     """Pass 2: copy the checked regular files into ``root``; returns their sha256 and size."""
     wanted = {m.name: m for m in members if m.isreg()}
     out: dict[str, tuple[str, int]] = {}
-    gz, tar = _open_tar(path)
-    with gz, tar:
+    stream, tar = _open_tar(path, limits)
+    with stream, tar:
         it = iter(tar)
         current = None
         while True:
@@ -501,8 +599,12 @@ def _extract(path: Path, members: list[tarfile.TarInfo], root: Path) -> dict[str
             if info is None:
                 break
             current = info.name
-            if info.name not in wanted:
+            checked = wanted.pop(info.name, None)
+            if checked is None:
                 continue
+            if not info.isreg() or info.size != checked.size:
+                # the file changed since the first pass: only what that pass checked is written
+                raise BundleError(f"corrupt bundle: member '{info.name}' changed while read")
             with _corrupt(f"(in member '{info.name}')"):
                 out[info.name] = _extract_one(tar, info, root)
     return out
@@ -532,14 +634,60 @@ def _extract_one(tar: tarfile.TarFile, info: tarfile.TarInfo, root: Path) -> tup
     return h.hexdigest(), n
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\\n]|\\.)*"')
+_BRACKET_PAIR = re.compile(rb"[\[{][\]}]")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_too_deep(data: bytes, limit: int) -> bool:
+    """Whether JSON text (or JSON lines) nests arrays and objects more than ``limit`` deep.
+
+    Python's parser recurses once per level, so depth is bounded before parsing, at C speed:
+    strings removed, then everything but brackets, then one level of innermost bracket pairs
+    removed per pass. Text this accepts nests at most ``2 * limit`` deep (unclosed brackets
+    count towards the depth too); text it refuses is deep, or is not valid JSON anyway.
+    """
+    text = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    for _ in range(limit):
+        text, removed = _BRACKET_PAIR.subn(b"", text)
+        if not removed:
+            break
+    return bool(_BRACKET_PAIR.search(text)) or text.count(b"[") + text.count(b"{") > limit
+
+
+def load_json(data: bytes, member: str, limits: Limits | None = None) -> Any:
+    """A bundle member's JSON, with its depth bounded first; :class:`BundleError` naming the
+    member when it is not JSON or nests too deep."""
+    limit = (limits or Limits()).max_json_depth
+    deep = BundleError(
+        f"bundle member '{member}' nests arrays or objects more than {limit} deep (limit)"
+    )
+    if json_too_deep(data, limit):
+        raise deep
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise deep from None
+    except (ValueError, UnicodeDecodeError) as exc:  # also: integers too long to convert
+        raise BundleError(f"bundle member '{member}' is not valid JSON ({exc})") from None
+
+
 class Bundle:
     """An extracted, verified bundle (in a temporary folder, removed by :meth:`close`)."""
 
-    def __init__(self, path: Path, root: Path, manifest: dict[str, Any], sha256: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        root: Path,
+        manifest: dict[str, Any],
+        sha256: str,
+        limits: Limits | None = None,
+    ) -> None:
         self.path = path
         self.root = root
         self.manifest = manifest
         self.sha256 = sha256
+        self.limits = limits or Limits()
 
     def __enter__(self) -> Bundle:
         return self
@@ -560,12 +708,7 @@ class Bundle:
         return (self.root / name).read_bytes()
 
     def json(self, name: str) -> Any:
-        try:
-            return json.loads(self.read_bytes(name))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(
-                f"bundle {self.path}: member '{name}' is not valid JSON ({exc})"
-            ) from None
+        return load_json(self.read_bytes(name), name, self.limits)
 
     def experiment(self) -> ExperimentRow:
         row: ExperimentRow = _row(ExperimentRow, self.json("experiment.json"), "experiment.json")
@@ -599,15 +742,316 @@ def _row(cls: Any, data: Any, member: str) -> Any:
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def _check_manifest(root: Path, got: dict[str, tuple[str, int]]) -> dict[str, Any]:
-    try:
-        manifest = json.loads((root / MANIFEST).read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"bundle manifest is not valid JSON ({exc})") from None
+# -- the shapes of the JSON members: one line naming the member and field for a wrong type ----
+_KIND_TEXT = {
+    "str": "a string",
+    "int": "a whole number",
+    "number": "a number",
+    "bool": "true or false",
+    "null": "null",
+    "object": "an object",
+    "list": "a list",
+}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "str"
+    return "list" if isinstance(value, list) else "object"
+
+
+def _shown(value: Any) -> str:
+    kind = _kind(value)
+    if kind in ("str", "int", "number"):
+        text = repr(value)
+        text = text if len(text) <= 40 else text[:37] + "..."
+        return f"the {'string' if kind == 'str' else 'number'} {text}"
+    if kind == "bool":
+        return "true" if value else "false"
+    return {"null": "null", "list": "a list", "object": "an object"}[kind]
+
+
+def _hint_kinds(tp: Any) -> tuple[str, ...]:
+    """The JSON kinds a dataclass field's type hint allows ("any" for Any)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(k for arg in typing.get_args(tp) for k in _hint_kinds(arg))
+    simple = {str: "str", int: "int", float: "number", bool: "bool", type(None): "null"}
+    if tp in simple:
+        return (simple[tp],)
+    if origin is dict or tp is dict:
+        return ("object",)
+    if origin is list or tp is list:
+        return ("list",)
+    return ("any",)
+
+
+class _Shape:
+    """Type checks of one JSON member, each failure one line naming the member and field."""
+
+    def __init__(self, member: str) -> None:
+        self.member = member
+
+    def fail(self, field: str, text: str) -> BundleError:
+        # keys come from the bundle: escaped, so the message stays one line
+        where = f"field '{repr(field)[1:-1][:200]}' " if field else ""
+        return BundleError(f"bundle member '{self.member}': {where}{text}")
+
+    def check(self, value: Any, field: str, *kinds: str) -> Any:
+        got = _kind(value)
+        if "any" in kinds or got in kinds or (got == "int" and "number" in kinds):
+            return value
+        expected = " or ".join(_KIND_TEXT[k] for k in kinds)
+        raise self.fail(field, f"is {_shown(value)}, expected {expected}")
+
+    def obj(self, value: Any, field: str, *, null: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = self.check(value, field, "object", *(("null",) if null else ()))
+        return out or {}
+
+    def seq(self, value: Any, field: str, *, null: bool = False) -> list[Any]:
+        out: list[Any] = self.check(value, field, "list", *(("null",) if null else ()))
+        return out or []
+
+    def table(
+        self, data: dict[str, Any], key: str, prefix: str, *, null: bool = False
+    ) -> dict[str, Any]:
+        """``data[key]``, an object; {} when missing (or null, where ``null`` allows it)."""
+        got = self.key(data, key, prefix, "object", *(("null",) if null else ()))
+        return got or {}
+
+    def items(
+        self, data: dict[str, Any], key: str, prefix: str, *, null: bool = False
+    ) -> list[Any]:
+        """``data[key]``, a list; [] when missing (or null, where ``null`` allows it)."""
+        got = self.key(data, key, prefix, "list", *(("null",) if null else ()))
+        return got or []
+
+    def key(
+        self, data: dict[str, Any], key: str, prefix: str, *kinds: str, required: bool = False
+    ) -> Any:
+        field = f"{prefix}.{key}" if prefix else key
+        if key not in data:
+            if required:
+                raise self.fail(
+                    field, f"is missing, expected {' or '.join(_KIND_TEXT[k] for k in kinds)}"
+                )
+            return None
+        return self.check(data[key], field, *kinds)
+
+    def name(self, value: Any, field: str, what: str) -> str:
+        from fairtrial.spec import NAME_RULE, valid_name
+
+        self.check(value, field, "str")
+        if not valid_name(value):
+            raise self.fail(field, f"{_shown(value)} is not a valid {what}: {NAME_RULE}")
+        text: str = value
+        return text
+
+    def row(self, cls: Any, value: Any, field: str) -> dict[str, Any]:
+        """A dataclass row: every field present (those with defaults may be missing: older
+        bundles lack them) and of its annotated type; dict[str, X] values checked too."""
+        data = self.obj(value, field)
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            kinds = _hint_kinds(tp)
+            got = self.key(data, f.name, field, *kinds, required=f.default is dataclasses.MISSING)
+            args = typing.get_args(tp)
+            if isinstance(got, dict) and typing.get_origin(tp) is dict and args[1] is not Any:
+                for k, v in got.items():
+                    self.check(
+                        v,
+                        f"{field}.{f.name}.{k}" if field else f"{f.name}.{k}",
+                        *_hint_kinds(args[1]),
+                    )
+        return data
+
+
+def _check_code_files(
+    shape: _Shape, snap: dict[str, Any], prefix: str, limits: Limits | None
+) -> None:
+    """``files`` and ``external`` of a code snapshot; with ``limits``, each key must be a
+    safe relative path (replicate writes the snapshot's files under those names)."""
+    for where in ("files", "external"):
+        table = shape.obj(snap.get(where), f"{prefix}{where}", null=True)
+        for rel, info in table.items():
+            if limits is not None:
+                problem = _path_problem(rel, limits)
+                if problem is None and rel.endswith("/"):
+                    problem = "ends with '/'"
+                if problem is not None:
+                    raise shape.fail(
+                        f"{prefix}{where}",
+                        f"names the file '{repr(rel)[1:-1][:200]}', which {problem}: recipe "
+                        "files are relative paths inside the spec's folder",
+                    )
+            shape.check(info, f"{prefix}{where}.{rel}", "object", "str")
+
+
+def _check_structure(b: Bundle) -> None:
+    """The JSON members hold what the readers of a bundle use, of the types they use it as;
+    names that become folder names follow the spec's rule (:func:`fairtrial.spec.valid_name`),
+    paths are safe relative paths. Each failure names the member and the field."""
+    for member in b.manifest["files"]:
+        # every JSON member, also those only others read (results/metrics.jsonl: the registry)
+        if not member.endswith((".json", ".jsonl")):
+            continue
+        data = b.read_bytes(member)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BundleError(f"bundle member '{member}' is not UTF-8 text ({exc})") from None
+        if json_too_deep(data, b.limits.max_json_depth):
+            raise BundleError(
+                f"bundle member '{member}' nests arrays or objects more than "
+                f"{b.limits.max_json_depth} deep (limit)"
+            )
+    s = _Shape("experiment.json")
+    exp = s.row(ExperimentRow, b.json("experiment.json"), "")
+    s.name(exp["id"], "id", "experiment id")
+    s.name(exp["name"], "name", "experiment name")
+    spec = s.obj(exp["spec"], "spec")
+    e = s.obj(s.key(spec, "experiment", "spec", "object", required=True), "spec.experiment")
+    s.key(e, "name", "spec.experiment", "str", required=True)
+    if s.name(e["name"], "spec.experiment.name", "experiment name") != exp["name"]:
+        raise s.fail("spec.experiment.name", f"'{e['name']}' is not the experiment's name")
+    for key, kinds in {
+        "task": ("str",),
+        "recipe": ("str", "null"),
+        "command": ("str", "null"),
+        "seeds": ("int", "str"),
+        "max_seeds": ("int", "null"),
+        "deterministic": ("bool",),
+        "root_seed": ("int",),
+        "metric": ("str", "null"),
+        "target": ("number", "null"),
+        "time_limit": ("number", "null"),
+    }.items():
+        s.key(e, key, "spec.experiment", *kinds, required=key == "task")
+    hyp = s.table(spec, "hypothesis", "spec")
+    s.key(hyp, "claim", "spec.hypothesis", "str", "null")
+    for key in ("smallest_effect", "alpha", "power"):
+        s.key(hyp, key, "spec.hypothesis", "number", "null")
+    s.table(spec, "baseline", "spec")
+    for arm, components in s.table(spec, "arms", "spec").items():
+        s.name(arm, f"spec.arms.{arm}", "arm name")
+        s.obj(components, f"spec.arms.{arm}")
+    for i, arm in enumerate(s.items(spec, "ablations", "spec", null=True)):
+        s.name(arm, f"spec.ablations[{i}]", "arm name")
+    table = s.obj(exp["arms"], "arms")
+    arms: set[str] = set()
+    for i, a in enumerate(s.seq(s.key(table, "arms", "arms", "list", required=True), "arms.arms")):
+        field = f"arms.arms[{i}]"
+        a = s.obj(a, field)
+        kind = s.key(a, "kind", field, "str", required=True)
+        s.key(a, "components", field, "object", required=True)
+        parent = s.key(a, "parent", field, "str", "null")
+        s.key(a, "removed", field, "str", "null")
+        if kind == "ablation" and isinstance(parent, str):
+            # named after its arm and the key it drops, '{arm}-no-{key}': one folder name
+            s.name(parent, f"{field}.parent", "arm name")
+            name: str = s.key(a, "name", field, "str", required=True)
+            if (
+                not name.startswith(f"{parent}-no-")
+                or "/" in name
+                or _path_problem(name, b.limits) is not None
+            ):
+                raise s.fail(f"{field}.name", f"{_shown(name)} is not a valid ablation name")
+        else:
+            name = s.name(a.get("name"), f"{field}.name", "arm name")
+        arms.add(name)
+    for i, ab in enumerate(s.items(table, "ablations", "arms")):
+        ab = s.obj(ab, f"arms.ablations[{i}]")
+        for key in ("arm", "removed", "as"):
+            s.key(ab, key, f"arms.ablations[{i}]", "str", required=True)
+
+    s = _Shape("results/trials.json")
+    for i, t in enumerate(s.seq(b.json("results/trials.json"), "")):
+        t = s.row(TrialRow, t, f"[{i}]")
+        s.name(t["id"], f"[{i}].id", "trial id")
+        s.name(t["experiment_id"], f"[{i}].experiment_id", "experiment id")
+        if t["arm"] not in arms:
+            raise s.fail(f"[{i}].arm", f"{_shown(t['arm'])} is not an arm of experiment.json")
+
+    s = _Shape("code/snapshot.json")
+    snap = s.obj(b.json("code/snapshot.json"), "")
+    _check_code_files(s, snap, "", b.limits)
+    for key in ("module", "recipe", "command"):
+        s.key(snap, key, "", "str", "null")
+    s.obj(snap.get("git"), "git", null=True)
+
+    s = _Shape("environment/provenance.json")
+    for pid, p in s.obj(b.json("environment/provenance.json"), "").items():
+        p = s.obj(p, pid)
+        git = s.obj(p.get("git"), f"{pid}.git", null=True)
+        s.key(git, "diff", f"{pid}.git", "str", "null")
+        for i, f in enumerate(s.seq(git.get("untracked"), f"{pid}.git.untracked", null=True)):
+            s.check(f, f"{pid}.git.untracked[{i}]", "str")
+        code = s.obj(p.get("code"), f"{pid}.code", null=True)
+        _check_code_files(s, code, f"{pid}.code.", None)
+        for key in ("run", "packages", "env"):
+            s.obj(p.get(key), f"{pid}.{key}", null=True)
+
+    s = _Shape("testlog.json")
+    log = s.obj(b.json("testlog.json"), "")
+    s.obj(log.get("summary"), "summary", null=True)
+    for i, entry in enumerate(s.items(log, "entries", "")):
+        field = f"entries[{i}]"
+        entry = s.obj(entry, field)
+        for key, kinds in {
+            "trial_id": ("str",),
+            "attempt": ("int",),
+            "score": ("number", "null"),
+            "prev_hash": ("str",),
+            "entry_hash": ("str",),
+        }.items():
+            s.key(entry, key, field, *kinds, required=True)
+        s.key(entry, "seq", field, "int")
+        s.key(entry, "predictions_sha256", field, "str", "null")
+
+    if "results/predictions.json" in b.manifest["files"]:
+        s = _Shape("results/predictions.json")
+        for trial_id, p in s.obj(b.json("results/predictions.json"), "").items():
+            p = s.obj(p, trial_id)
+            s.key(p, "attempt", trial_id, "int", required=True)
+            s.key(p, "predictions", trial_id, "list", required=True)
+
+    s = _Shape("results/analysis.json")
+    doc = s.obj(b.json("results/analysis.json"), "")
+    for arm, a in s.table(doc, "arms", "").items():
+        a = s.obj(a, f"arms.{arm}")
+        for i, seed in enumerate(s.items(a, "seeds", f"arms.{arm}")):
+            s.check(seed, f"arms.{arm}.seeds[{i}]", "int")
+        for i, v in enumerate(s.items(a, "values", f"arms.{arm}")):
+            s.check(v, f"arms.{arm}.values[{i}]", "number", "null")
+    for group, against in (("comparisons", "against"), ("ablations", "removed")):
+        for i, c in enumerate(s.items(doc, group, "")):
+            c = s.obj(c, f"{group}[{i}]")
+            for key in ("arm", against):
+                s.key(c, key, f"{group}[{i}]", "str", required=True)
+            s.key(c, "verdict", f"{group}[{i}]", "str", "null")
+
+    s = _Shape("preregistration.json")
+    prereg_doc = s.obj(b.json("preregistration.json"), "", null=True)
+    s.key(prereg_doc, "text", "", "str", "null")
+    s.key(prereg_doc, "deviations", "", "list", "null")
+    s.key(prereg_doc, "chain_ok", "", "bool", "null")
+
+
+def _check_manifest(root: Path, got: dict[str, tuple[str, int]], limits: Limits) -> dict[str, Any]:
+    manifest = load_json((root / MANIFEST).read_bytes(), MANIFEST, limits)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError("not a fairtrial bundle: the manifest's format is not 'fairtrial-bundle'")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
         raise BundleError(
             f"bundle format version {version!r} is newer than this fairtrial reads "
             f"({FORMAT_VERSION}): upgrade fairtrial"
@@ -710,12 +1154,12 @@ def open_archive(path: str | Path, *, limits: Limits | None = None) -> Bundle:
     members = _scan(p, limits)
     root = Path(tempfile.mkdtemp(prefix="fairtrial-bundle-"))
     try:
-        got = _extract(p, members, root)
-        manifest = _check_manifest(root, got)
+        got = _extract(p, members, root, limits)
+        manifest = _check_manifest(root, got, limits)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
-    return Bundle(p, root, manifest, file_sha256(p))
+    return Bundle(p, root, manifest, file_sha256(p), limits)
 
 
 def read_bundle(path: str | Path, *, limits: Limits | None = None) -> Bundle:
@@ -730,6 +1174,7 @@ def read_bundle(path: str | Path, *, limits: Limits | None = None) -> Bundle:
     try:
         with _corrupt("(contents)"):
             try:
+                _check_structure(b)
                 _check_contents(b)
             except (KeyError, TypeError, AttributeError) as exc:
                 raise BundleError(

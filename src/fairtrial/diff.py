@@ -70,6 +70,13 @@ def provenance_groups(p: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def _shown(blob: str) -> str:
+    """One of several differing values (JSON text) as text: strings bare, null as absent,
+    numbers and the rest as JSON (machines differ in CPU counts, too)."""
+    value = json.loads(blob)
+    return "absent" if value is None else value if isinstance(value, str) else blob
+
+
 def _merge(records: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Several provenance groups into one; a key whose values disagree shows all of them."""
     if not records:
@@ -83,7 +90,7 @@ def _merge(records: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]
             merged[k] = (
                 records[0][group].get(k)
                 if len(values) == 1
-                else _MIXED.join(json.loads(v) if v != "null" else "absent" for v in values)
+                else _MIXED.join(_shown(v) for v in values)
             )
         out[group] = merged
     return out

@@ -47,6 +47,7 @@ from fairtrial.diff import diff, ledger_experiment_capture
 from fairtrial.errors import ReplicationError
 from fairtrial.ledger import Ledger
 from fairtrial.seeding import derive_seed
+from fairtrial.spec import valid_name
 
 Seeds = Literal["same", "fresh"]
 OUTCOMES = ("replicated", "not replicated", "inconclusive")
@@ -304,6 +305,11 @@ def _redraw(task: str, draw: int) -> tuple[str, str]:
     )
 
 
+#: the replication's ledger in its folder: a recipe file of this name (or its SQLite journals)
+#: would fill it in advance with results the replication never ran
+_LEDGER = "ledger.db"
+
+
 def _prepare_code(b: Bundle, folder: Path) -> dict[str, Any]:
     snap = b.json("code/snapshot.json")
     exp = b.experiment()
@@ -313,7 +319,22 @@ def _prepare_code(b: Bundle, folder: Path) -> dict[str, Any]:
             f"bundle {b.path.name} has no snapshot of recipe '{recipe}' (the experiment ran "
             "before fairtrial recorded recipe files): it cannot be replicated from the bundle"
         )
-    for rel in snap.get("files", {}):
+    root = folder.resolve()
+    files = list(snap.get("files") or {})
+    for rel in files:  # all checked before any is written
+        # read_bundle checked every name; this guards the folder against any it missed
+        dest = folder.joinpath(*rel.split("/")).resolve()
+        if not dest.is_relative_to(root) or dest == root:
+            raise ReplicationError(
+                f"bundle {b.path.name}: recipe file '{rel}' would be written outside the "
+                f"replication folder {folder}"
+            )
+        if rel.startswith(_LEDGER):
+            raise ReplicationError(
+                f"bundle {b.path.name}: recipe file '{rel}' would take the place of the "
+                f"replication's own ledger ({_LEDGER}); such a bundle cannot be replicated"
+            )
+    for rel in files:
         dest = folder.joinpath(*rel.split("/"))
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(b.read_bytes(f"code/files/{rel}"))
@@ -385,6 +406,10 @@ def replicate(
         power = float(hyp.get("power") or 0.8)
         if folder is None:
             base = Path(".fairtrial") / "replications"
+            if not valid_name(exp.name):  # read_bundle refuses these: never a path from them
+                raise ReplicationError(
+                    f"bundle {b.path.name}: {exp.name!r} is not a valid experiment name"
+                )
             stem = f"{exp.name}-{b.sha256[:12]}-{seeds}"
             n = 1
             while (base / f"{stem}-{n}").exists():

@@ -37,7 +37,9 @@ ArmKind = Literal["baseline", "arm", "ablation"]
 #: seeds = "auto": the pilot's seeds, and the default cap on the seeds the plan may ask for
 PILOT_SEEDS = 5
 DEFAULT_MAX_SEEDS = 50
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+#: What experiment and arm names may be; they become folder names, so nothing else is allowed.
+NAME_RULE = "up to 128 letters, digits, '_', '-' or '.', starting with a letter or digit"
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 #: Placeholders a command may use besides the (dotted) config keys.
 COMMAND_FIELDS = (
@@ -54,6 +56,12 @@ COMMAND_FIELDS = (
     "task",
     "python",
 )
+
+
+def valid_name(text: object) -> bool:
+    """Whether ``text`` is a valid experiment or arm name (:data:`NAME_RULE`): the one check
+    of names, for spec files and for the names a bundle brings."""
+    return isinstance(text, str) and _NAME.fullmatch(text) is not None
 
 
 #: What a trial may ask of a cluster (``[experiment] resources``): CPUs and (fractional) GPUs.
@@ -80,8 +88,8 @@ class _Experiment(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("must be letters, digits, '_', '-' or '.', starting with a letter")
+        if not valid_name(v):
+            raise ValueError(f"must be {NAME_RULE}")
         return v
 
     @field_validator("seeds")
@@ -588,8 +596,8 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
     by_components: dict[str, str] = {}
     for name, overrides in arms_raw.items():
         table = f"arms.{name}"
-        if not _NAME.match(name):
-            raise ld.fail(table, None, "arm names are letters, digits, '_', '-' or '.'")
+        if not valid_name(name):
+            raise ld.fail(table, None, f"arm names are {NAME_RULE}")
         if name == "baseline":
             raise ld.fail(table, None, "duplicate arm: 'baseline' is the [baseline] table")
         components = flatten(overrides)
