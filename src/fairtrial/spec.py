@@ -522,7 +522,9 @@ class _Loader:
         hint = difflib.get_close_matches(key, valid, n=1)
         did = f" (did you mean '{hint[0]}'?)" if hint else ""
         return self.fail(
-            table, _clip(key), f"unknown key{did}; valid: {', '.join(valid) if valid else 'none'}"
+            table,
+            _clip(key) or '""',
+            f"unknown key{did}; valid: {', '.join(valid) if valid else 'none'}",
         )
 
     def model(self, cls: type[BaseModel], table: str, raw: Any) -> Any:
@@ -535,7 +537,7 @@ class _Loader:
             # a misspelt key also shows up as a missing one: name the misspelling first
             err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
             key = str(err["loc"][0]) if err["loc"] else None
-            if err["type"] == "extra_forbidden" and key:
+            if err["type"] == "extra_forbidden" and key is not None:
                 raise self.unknown(table, key, list(cls.model_fields)) from None
             if err["type"] == "missing" and key:
                 raise self.fail(
