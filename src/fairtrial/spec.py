@@ -49,7 +49,9 @@ MAX_SEEDS = 1000
 #: arms, ablations included; with MAX_CONFIG_VALUES, bounds the work of checking a spec
 MAX_ARMS = 200
 #: values in [baseline] (each item of a list counts)
-MAX_CONFIG_VALUES = 10_000
+MAX_CONFIG_VALUES = 1000
+#: arms × seeds (× max_seeds with seeds = "auto"): what `plan` lists and a run records
+MAX_TRIALS = 20_000
 MAX_RETRIES = 100
 #: 0 <= root_seed < 2^31: the experiments table's Integer column on SQLite and PostgreSQL
 ROOT_SEED_END = 2**31
@@ -1042,6 +1044,15 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
             raise ld.fail("experiment", 'seeds = "auto"', "needs an arm to compare: [arms.NAME]")
     elif exp.max_seeds is not None:
         raise ld.fail("experiment", "max_seeds", 'only applies with seeds = "auto"')
+    most = (exp.max_seeds or DEFAULT_MAX_SEEDS) if auto else int(exp.seeds or 0)
+    if len(arms) * most > MAX_TRIALS:
+        key = "max_seeds" if auto else "seeds"
+        raise ld.fail(
+            "experiment",
+            f"{key} = {most}",
+            f"{len(arms)} arms × {most} seeds = {len(arms) * most} trials; "
+            f"an experiment runs at most {MAX_TRIALS}",
+        )
 
     # command placeholders
     if exp.command is not None:

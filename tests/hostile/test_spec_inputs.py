@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from fairtrial.cli import main
-from fairtrial.spec import MAX_ARMS, MAX_CONFIG_VALUES, MAX_SPEC_BYTES
+from fairtrial.spec import MAX_ARMS, MAX_CONFIG_VALUES, MAX_SPEC_BYTES, MAX_TRIALS
 
 EXE = shutil.which("fairtrial", path=str(Path(sys.executable).parent)) or "fairtrial"
 
@@ -307,6 +307,11 @@ CASES: list[tuple[str, str, list[str]]] = [
         "too-many-arms",
         spec(arms="\n".join(f"[arms.a{i}]\nnoise = {i + 1}" for i in range(MAX_ARMS))),
         [f"{MAX_ARMS + 1} arms", f"at most {MAX_ARMS}"],
+    ),
+    (
+        "too-many-trials",
+        spec(seeds="101", arms="\n".join(f"[arms.a{i}]\nnoise = {i + 1}" for i in range(199))),
+        ["[experiment] seeds = 101", "200 arms × 101 seeds", f"at most {MAX_TRIALS}"],
     ),
     (
         "too-many-values",
