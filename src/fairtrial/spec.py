@@ -12,12 +12,18 @@ recipe imported and the config of every arm checked against the recipe's declare
 from __future__ import annotations
 
 import copy
+import datetime
 import difflib
 import hashlib
+import inspect
 import json
+import math
+import os
 import re
+import shlex
+import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,9 +43,33 @@ ArmKind = Literal["baseline", "arm", "ablation"]
 #: seeds = "auto": the pilot's seeds, and the default cap on the seeds the plan may ask for
 PILOT_SEEDS = 5
 DEFAULT_MAX_SEEDS = 50
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+#: Limits of a spec (each error that enforces one names it).
+MAX_SPEC_BYTES = 1024 * 1024
+MAX_SEEDS = 1000
+#: arms, ablations included; with MAX_CONFIG_VALUES, bounds the work of checking a spec
+MAX_ARMS = 200
+#: values in [baseline] (each item of a list counts)
+MAX_CONFIG_VALUES = 1000
+#: arms × seeds (× max_seeds with seeds = "auto"): what `plan` lists and a run records
+MAX_TRIALS = 20_000
+MAX_RETRIES = 100
+#: 0 <= root_seed < 2^31: the experiments table's Integer column on SQLite and PostgreSQL
+ROOT_SEED_END = 2**31
+#: a worker's deadline is waited on in milliseconds, which must fit a C int (about 24 days)
+MAX_TIME_LIMIT = 1_000_000
+#: experiment and arm names; a dotted config key; a task or recipe reference. An ablation's
+#: name (ARM-no-KEY) then fits the stores' 200-character arm column and a file name.
+MAX_NAME = 100
+MAX_KEY = 80
+MAX_REF = 200
+#: tables and lists inside one another
+MAX_DEPTH = 32
+_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}")
 #: What experiment and arm names may be; they become folder names, so nothing else is allowed.
-NAME_RULE = "up to 128 letters, digits, '_', '-' or '.', starting with a letter or digit"
+NAME_RULE = f"up to {MAX_NAME} letters, digits, '_', '-' or '.', starting with a letter or digit"
+#: one part of a config key: what a command placeholder and a keyword argument can name
+_KEY_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_INT64 = (-(2**63), 2**63 - 1)
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 #: Placeholders a command may use besides the (dotted) config keys.
 COMMAND_FIELDS = (
@@ -92,15 +122,24 @@ class _Experiment(BaseModel):
             raise ValueError(f"must be {NAME_RULE}")
         return v
 
+    @field_validator("task", "recipe")
+    @classmethod
+    def _ref(cls, v: str | None) -> str | None:
+        if v is not None and len(v) > MAX_REF:
+            raise ValueError(f"is {len(v)} characters long; at most {MAX_REF}")
+        return v
+
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: int | str | None) -> int | str | None:
         if isinstance(v, str):
             if v != "auto":
-                raise ValueError('must be a whole number >= 2, or "auto"')
+                raise ValueError(f"must be {_VALID['seeds']}")
             return v
         if v is not None and v < 1:
             raise ValueError("must be at least 2 (one seed cannot tell a gain from luck)")
+        if v is not None and v > MAX_SEEDS:
+            raise ValueError(f"must be at most {MAX_SEEDS} seeds per arm")
         return v
 
     @field_validator("max_seeds")
@@ -108,20 +147,38 @@ class _Experiment(BaseModel):
     def _max_seeds(cls, v: int | None) -> int | None:
         if v is not None and v < PILOT_SEEDS:
             raise ValueError(f"must be at least the {PILOT_SEEDS} seeds of the pilot")
+        if v is not None and v > MAX_SEEDS:
+            raise ValueError(f"must be at most {MAX_SEEDS} seeds per arm")
+        return v
+
+    @field_validator("root_seed")
+    @classmethod
+    def _root_seed(cls, v: int) -> int:
+        if not 0 <= v < ROOT_SEED_END:
+            raise ValueError(f"must be {_VALID['root_seed']}")
+        return v
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"must be {_VALID['target']}")
         return v
 
     @field_validator("time_limit")
     @classmethod
     def _positive(cls, v: float | None) -> float | None:
-        if v is not None and v <= 0:
-            raise ValueError("must be a number of seconds > 0")
+        if v is not None and not 0 < v <= MAX_TIME_LIMIT:
+            raise ValueError(f"must be {_VALID['time_limit']}")
         return v
 
     @field_validator("max_retries")
     @classmethod
     def _retries(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError("must be a whole number >= 0 (0 = never retry a lost trial)")
+        if not 0 <= v <= MAX_RETRIES:
+            raise ValueError(
+                f"must be a whole number from 0 to {MAX_RETRIES} (0 = never retry a lost trial)"
+            )
         return v
 
     @field_validator("resources")
@@ -130,7 +187,12 @@ class _Experiment(BaseModel):
         for key, amount in v.items():
             if key not in RESOURCE_KEYS:
                 raise ValueError(f"unknown resource '{key}'; valid: {', '.join(RESOURCE_KEYS)}")
-            if isinstance(amount, bool) or amount < 0 or (key == "cpus" and amount == 0):
+            if (
+                isinstance(amount, bool)
+                or not math.isfinite(amount)
+                or amount < 0
+                or (key == "cpus" and amount == 0)
+            ):
                 raise ValueError(f"'{key}' must be a number {'> 0' if key == 'cpus' else '>= 0'}")
         return v
 
@@ -145,8 +207,8 @@ class _Hypothesis(BaseModel):
     @field_validator("smallest_effect")
     @classmethod
     def _effect(cls, v: float | None) -> float | None:
-        if v is not None and v <= 0:
-            raise ValueError("must be > 0 (in the metric's units)")
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError("must be a number > 0 (in the metric's units)")
         return v
 
     @field_validator("alpha", "power")
@@ -178,21 +240,21 @@ class _Compute(BaseModel):
     @field_validator("grid_intensity", "price_per_hour")
     @classmethod
     def _non_negative(cls, v: float | None) -> float | None:
-        if v is not None and not v >= 0:
+        if v is not None and not (math.isfinite(v) and v >= 0):
             raise ValueError("must be a number >= 0")
         return v
 
     @field_validator("pue")
     @classmethod
     def _pue(cls, v: float | None) -> float | None:
-        if v is not None and not v >= 1:
+        if v is not None and not (math.isfinite(v) and v >= 1):
             raise ValueError("must be a number >= 1 (1 = no facility overhead)")
         return v
 
     @field_validator("cpu_watts", "gpu_watts")
     @classmethod
     def _watts(cls, v: float | None) -> float | None:
-        if v is not None and not v > 0:
+        if v is not None and not (math.isfinite(v) and v > 0):
             raise ValueError("must be a number of watts > 0")
         return v
 
@@ -207,16 +269,16 @@ _VALID: dict[str, str] = {
     "name": "a string",
     "task": "a task name or 'module:function'",
     "recipe": "a built-in recipe name or 'module:function'",
-    "command": "a command line string",
-    "seeds": 'a whole number >= 2, or "auto"',
+    "command": 'a command line, e.g. "python3 train.py --lr {lr} --seed {seed}"',
+    "seeds": f'a whole number >= 2 and <= {MAX_SEEDS}, or "auto"',
     "deterministic": "true (the recipe has no randomness: one run per arm) or false",
-    "max_seeds": f'a whole number >= {PILOT_SEEDS} (with seeds = "auto")',
-    "root_seed": "a whole number",
+    "max_seeds": f'a whole number from {PILOT_SEEDS} to {MAX_SEEDS} (with seeds = "auto")',
+    "root_seed": f"a whole number from 0 to {ROOT_SEED_END - 1}",
     "metric": "a metric name",
-    "target": "a number",
-    "time_limit": "a number of seconds > 0",
+    "target": "a finite number",
+    "time_limit": f"a number of seconds > 0 and at most {MAX_TIME_LIMIT}",
     "description": "a string",
-    "max_retries": "a whole number >= 0",
+    "max_retries": f"a whole number from 0 to {MAX_RETRIES}",
     "resources": "a table like {cpus = 1, gpus = 0.5}",
     "claim": "a string",
     "smallest_effect": "a number > 0",
@@ -415,6 +477,41 @@ def _line_of(text: str, table: str, key: str | None = None) -> int | None:
     return header_line
 
 
+def _one_line(message: str) -> str:
+    """``message`` with every control or invisible character escaped (``\\n``, ``\\x00``,
+    ``\\u202e``): an error quotes what the spec holds, and stays one honest line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+def spec_error(message: str) -> SpecError:
+    """The :class:`SpecError` for ``message``, made one line."""
+    return SpecError(_one_line(message))
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _listed(names: Iterable[str], most: int = 20) -> str:
+    """``a, b, c`` for a message; the first ``most`` and a count of the rest."""
+    names = list(names)
+    rest = f", ... ({len(names) - most} more)" if len(names) > most else ""
+    return ", ".join(_clip(n) for n in names[:most]) + rest
+
+
+def _show(value: Any) -> str:
+    """A spec value as TOML-like text for a message (JSON for most, clipped when long)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # TOML spells them nan, inf, -inf
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    try:
+        shown = json.dumps(value, default=str)
+    except ValueError:  # an int too long to print, a list nested too deep
+        shown = f"<{type(value).__name__}>"
+    return _clip(shown)
+
+
 class _Loader:
     def __init__(self, text: str, path: Path | None) -> None:
         self.text = text
@@ -424,16 +521,18 @@ class _Loader:
     def fail(self, table: str | None, key: str | None, message: str) -> SpecError:
         line = _line_of(self.text, table, key.split(" ")[0] if key else None) if table else None
         where = f"{self.label}:{line}" if line else self.label
-        what = f"[{table}]" if table else ""
+        what = f"[{_clip(table)}]" if table else ""
         if key:
-            what = f"{what} {key}" if what else key
-        return SpecError(f"{where}: {what}: {message}" if what else f"{where}: {message}")
+            what = f"{what} {_clip(key, 120)}" if what else _clip(key, 120)
+        return spec_error(f"{where}: {what}: {message}" if what else f"{where}: {message}")
 
     def unknown(self, table: str | None, key: str, valid: list[str]) -> SpecError:
         hint = difflib.get_close_matches(key, valid, n=1)
         did = f" (did you mean '{hint[0]}'?)" if hint else ""
         return self.fail(
-            table, key, f"unknown key{did}; valid: {', '.join(valid) if valid else 'none'}"
+            table,
+            _clip(key) or '""',
+            f"unknown key{did}; valid: {', '.join(valid) if valid else 'none'}",
         )
 
     def model(self, cls: type[BaseModel], table: str, raw: Any) -> Any:
@@ -446,7 +545,7 @@ class _Loader:
             # a misspelt key also shows up as a missing one: name the misspelling first
             err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
             key = str(err["loc"][0]) if err["loc"] else None
-            if err["type"] == "extra_forbidden" and key:
+            if err["type"] == "extra_forbidden" and key is not None:
                 raise self.unknown(table, key, list(cls.model_fields)) from None
             if err["type"] == "missing" and key:
                 raise self.fail(
@@ -457,31 +556,264 @@ class _Loader:
                 msg = str(err["msg"]).removeprefix("Value error, ")
             else:
                 msg = f"must be {_VALID.get(key or '', 'valid')}"
-            shown = f" = {json.dumps(got)}" if key and key in raw else ""
+            shown = f" = {_show(got)}" if key and key in raw else ""
             raise self.fail(table, f"{key}{shown}" if key else None, msg) from None
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+_SIZE_RULE = f"a spec is a regular file of at most {MAX_SPEC_BYTES // 1024 // 1024} MiB"
+
+
+def _not_regular(p: Path, mode: int) -> SpecError | None:
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    return spec_error(f"{p}: is {kind}, not a spec file; {_SIZE_RULE}")
+
+
+def _too_big(p: Path, size: int | None) -> SpecError:
+    """``size``: from stat; None: the file grew past the limit while it was read."""
+    what = f"{size} bytes" if size is not None else f"more than {MAX_SPEC_BYTES} bytes"
+    return spec_error(f"{p}: is {what}; {_SIZE_RULE} ({MAX_SPEC_BYTES} bytes)")
+
+
+def read_spec_text(path: str | Path) -> str:
+    """The text of spec file ``path``: a regular file of at most :data:`MAX_SPEC_BYTES`, UTF-8.
+
+    A pipe or a device would block or never end: the file is checked before it is opened,
+    opened without blocking and checked again (it may have been swapped), and read no further
+    than one byte past the limit (it may be growing).
+    """
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise spec_error(f"{p}: no such spec file") from None
+    except (OSError, ValueError) as exc:
+        raise spec_error(f"{p}: cannot read spec file ({exc})") from None
+    if (problem := _not_regular(p, st.st_mode)) is not None:
+        raise problem
+    if st.st_size > MAX_SPEC_BYTES:
+        raise _too_big(p, st.st_size)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(p, flags)
+    except FileNotFoundError:
+        raise spec_error(f"{p}: no such spec file") from None
+    except OSError as exc:
+        raise spec_error(f"{p}: cannot read spec file ({exc})") from None
+    try:
+        if (problem := _not_regular(p, os.fstat(fd).st_mode)) is not None:
+            raise problem
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_SPEC_BYTES and (chunk := os.read(fd, MAX_SPEC_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise spec_error(f"{p}: cannot read spec file ({exc})") from None
+    finally:
+        os.close(fd)
+    if size > MAX_SPEC_BYTES:
+        raise _too_big(p, None)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise spec_error(f"{p}: cannot read spec file ({exc}); a spec is UTF-8 text") from None
 
 
 def load_spec(path: str | Path) -> Spec:
     """Read and validate a spec file."""
     p = Path(path)
+    return parse_spec(read_spec_text(p), path=p)
+
+
+def _parse_toml(text: str, ld: _Loader) -> dict[str, Any]:
+    # characters take one to four bytes: more characters than the limit is too big already
+    if len(text) > MAX_SPEC_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
+        raise spec_error(f"{ld.label}: is more than {MAX_SPEC_BYTES} bytes; {_SIZE_RULE}")
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{p}: no such spec file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{p}: cannot read spec file ({exc})") from None
-    return parse_spec(text, path=p)
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        where = f"{ld.label}:{m.group(1)}" if m else ld.label
+        raise spec_error(f"{where}: invalid TOML: {exc}") from None
+    except RecursionError:  # the parser recurses once per nested table or list
+        raise spec_error(
+            f"{ld.label}: invalid TOML: tables or lists nested too deeply; "
+            f"a spec nests at most {MAX_DEPTH} levels"
+        ) from None
+    except ValueError as exc:  # Python reads no integer of more than 4300 digits
+        why = (
+            "a number too long to read; TOML integers are 64-bit (from -2^63 to 2^63-1)"
+            if "digits" in str(exc)
+            else str(exc)
+        )
+        raise spec_error(f"{ld.label}: invalid TOML: {why}") from None
+
+
+def _walk(
+    value: Any, path: tuple[str, ...] = (), in_list: bool = False, depth: int = 0
+) -> Iterator[tuple[tuple[str, ...], Any, bool, int]]:
+    """(keys, value, inside a list, depth) of ``value`` and of everything inside it; nothing
+    below :data:`MAX_DEPTH` (the caller refuses what is that deep)."""
+    yield path, value, in_list, depth
+    if depth > MAX_DEPTH:
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _walk(v, (*path, str(k)), in_list, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk(v, path, True, depth + 1)
+
+
+def _check_document(ld: _Loader, raw: Mapping[str, Any]) -> None:
+    """What no value anywhere may be: nested too deep, a date, a 65-bit integer, a NUL; and in
+    [baseline] and [arms.*], keys a recipe and a command can use and numbers that are finite."""
+    for path, value, in_list, depth in _walk(raw):
+        if not path:
+            continue
+        if path[0] == "arms" and len(path) > 1:
+            table, keys = f"arms.{path[1]}", path[2:]
+        else:
+            table, keys = path[0], path[1:]
+        key = ".".join(keys)
+        config = path[0] in ("baseline", "arms") and bool(keys)
+        if depth > MAX_DEPTH:
+            raise ld.fail(table, _clip(key) or None, f"nested more than {MAX_DEPTH} levels deep")
+        if any("\x00" in k for k in path):
+            raise ld.fail(table, _clip(key) or None, "a key contains a NUL character (\\x00)")
+        if isinstance(value, (datetime.date, datetime.time)):
+            valid = _VALID.get(
+                keys[-1] if keys else "", "a string, a number, true or false, a list or a table"
+            )
+            raise ld.fail(
+                table,
+                f"{_clip(key)} = {_show(value)}",
+                f"a TOML date or time is not a valid value; valid: {valid} "
+                '(to pass a date as text, quote it: "1979-05-27")',
+            )
+        if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+            raise ld.fail(
+                table,
+                f"{_clip(key)} = {_show(value)}",
+                "is outside the 64-bit integers TOML allows (from -2^63 to 2^63-1)",
+            )
+        if isinstance(value, str) and "\x00" in value:
+            raise ld.fail(table, _clip(key) or None, "contains a NUL character (\\x00)")
+        if not config:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ld.fail(
+                table,
+                f"{_clip(key)} = {value}",
+                "must be a finite number: nan and inf equal no value, so arms holding them "
+                "cannot be compared, and no report or bundle can store them",
+            )
+        if not in_list and (len(key) > MAX_KEY or not all(_KEY_PART.match(k) for k in keys)):
+            raise ld.fail(
+                table,
+                _clip(key),
+                "a config key is letters, digits, '_' and '-', starting with a letter or '_' "
+                f"(nested keys joined by '.'), at most {MAX_KEY} characters in all",
+            )
+    baseline = raw.get("baseline")
+    if isinstance(baseline, Mapping):
+        count = sum(1 for _, v, _, _ in _walk(baseline) if not isinstance(v, (Mapping, list)))
+        if count > MAX_CONFIG_VALUES:
+            raise ld.fail(
+                "baseline",
+                None,
+                f"holds {count} values; a config holds at most {MAX_CONFIG_VALUES}",
+            )
+
+
+_RECIPE_VALID = (
+    f"a built-in recipe ({', '.join(sorted(BUILTIN_RECIPES))}) or 'module:function' naming "
+    "a function train(config, ctx) in a module beside the spec or in an installed package"
+)
+_TASK_VALID = (
+    "a built-in task (fairtrial tasks), NAME@DRAW for a fresh draw of one, or "
+    "'module:function' naming a function that returns a fairtrial.Task"
+)
+
+
+def _ref_problem(ref: str, what: str, own: str) -> str | None:
+    """Why ``module:function`` cannot name a user's recipe or task, found before importing
+    anything (an import runs the module's code): None when it may.
+
+    The standard library holds neither (and importing some of it has effects of its own),
+    nor does fairtrial outside package ``own``.
+    """
+    module, _, attr = ref.partition(":")
+    if not all(part.isidentifier() for part in [*module.split("."), *attr.split(".")]):
+        return "is not of the form 'module:function' (dotted Python names)"
+    top = module.split(".")[0]
+    if top in sys.stdlib_module_names:
+        return f"'{module}' is Python's standard library, which holds no {what}"
+    if top == "fairtrial" and module != own and not module.startswith(own + "."):
+        return f"fairtrial's own module '{module}' holds no {what}"
+    return None
+
+
+def _function_problem(fn: object, what: str, params: tuple[str, ...]) -> str | None:
+    """Why ``fn`` is not a Python function that can be called with ``params``: None if it is."""
+    if not inspect.isfunction(fn):
+        name = type(fn).__name__
+        kind = (
+            "a class" if isinstance(fn, type)
+            else "a built-in function" if inspect.isbuiltin(fn)
+            else f"{'an' if name[:1] in 'aeiou' else 'a'} {name} object"
+        )  # fmt: skip
+        return f"is {kind}, not a {what} function"
+    try:
+        origin = str(getattr(inspect.unwrap(fn), "__module__", None) or "")
+    except ValueError:  # a cycle of __wrapped__
+        origin = ""
+    if origin.split(".")[0] in sys.stdlib_module_names:
+        return f"is '{origin}.{fn.__name__}' of Python's standard library, not a {what}"
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None  # no signature to read: the call will tell
+    try:
+        signature.bind(*params)
+    except TypeError:
+        called = f"{fn.__name__}({', '.join(params)})"
+        return f"is {fn.__name__}{signature}, which cannot be called as {called}"
+    return None
+
+
+def _task_ref_problem(ref: str, base_dir: Path | None) -> str | None:
+    """Why task ``ref`` cannot be built, found before the task's code runs: None if it may."""
+    if ":" in ref:
+        if (problem := _ref_problem(ref, "task", "fairtrial.tasks")) is not None:
+            return problem
+        try:
+            factory = import_object(ref, base_dir, "task")
+        except ValueError as exc:
+            return str(exc)
+        except (Exception, SystemExit) as exc:  # the user's module raised on import
+            return f"importing '{ref}' raised {exc!r}"
+        return _function_problem(factory, "task", ())
+    _, at, draw = ref.partition("@")
+    # int() and str.isdigit() take any Unicode digit ("²", "٣"): a draw is ASCII digits
+    if at and not (draw.isascii() and draw.isdigit() and int(draw) < ROOT_SEED_END):
+        return f"the draw after '@' must be a whole number from 0 to {ROOT_SEED_END - 1}"
+    return None
 
 
 def parse_spec(text: str, path: Path | None = None) -> Spec:
     """Validate spec text; ``path`` names it in errors and anchors relative imports."""
     ld = _Loader(text, path)
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"line (\d+)", str(exc))
-        where = f"{ld.label}:{m.group(1)}" if m else ld.label
-        raise SpecError(f"{where}: invalid TOML: {exc}") from None
+    raw = _parse_toml(text, ld)
 
     for key in raw:
         if key not in _SECTIONS:
@@ -489,9 +821,12 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
             did = f" (did you mean [{hint[0]}]?)" if hint else ""
             line = _line_of(text, key)
             where = f"{ld.label}:{line}" if line else ld.label
-            raise SpecError(f"{where}: unknown table [{key}]{did}; valid: {', '.join(_SECTIONS)}")
+            raise spec_error(
+                f"{where}: unknown table [{_clip(key)}]{did}; valid: {', '.join(_SECTIONS)}"
+            )
     if "experiment" not in raw:
-        raise SpecError(f"{ld.label}: missing table [experiment] (name, task, recipe, seeds)")
+        raise spec_error(f"{ld.label}: missing table [experiment] (name, task, recipe, seeds)")
+    _check_document(ld, raw)
     exp: _Experiment = ld.model(_Experiment, "experiment", raw["experiment"])
     hyp: _Hypothesis = ld.model(_Hypothesis, "hypothesis", raw.get("hypothesis", {}))
     abl: _Ablations = ld.model(_Ablations, "ablations", raw.get("ablations", {}))
@@ -530,10 +865,15 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
 
     # task and metric
     base_dir = path.parent if path is not None else None
+    task_key = f"task = {_show(exp.task)}"
+    if (problem := _task_ref_problem(exp.task, base_dir)) is not None:
+        raise ld.fail("experiment", task_key, f"{problem}; valid: {_TASK_VALID}")
     try:
         task: Task = get_task(exp.task, base_dir)
     except TaskError as exc:
         raise ld.fail("experiment", "task", str(exc)) from None
+    except (Exception, SystemExit) as exc:  # the user's task factory raised: a spec problem
+        raise ld.fail("experiment", task_key, f"building the task raised {exc!r}") from None
     metric = exp.metric or task.metric
     if metric not in metrics_for(task.kind):
         raise ld.fail(
@@ -551,24 +891,44 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
     recipe_ref = BUILTIN_RECIPES.get(exp.recipe, exp.recipe) if exp.recipe else None
     config_class = None
     if recipe_ref is not None:
+        recipe_key = f"recipe = {_show(exp.recipe)}"
         if ":" not in recipe_ref:
             raise ld.fail(
                 "experiment",
-                f"recipe = {json.dumps(exp.recipe)}",
+                recipe_key,
                 f"unknown recipe; valid: {', '.join(sorted(BUILTIN_RECIPES))}, "
                 "or 'module:function' for your own",
             )
+        if (problem := _ref_problem(recipe_ref, "recipe", "fairtrial.recipes")) is not None:
+            raise ld.fail("experiment", recipe_key, f"{problem}; valid: {_RECIPE_VALID}")
         try:
             fn = import_object(recipe_ref, base_dir, "recipe")
         except ValueError as exc:
             raise ld.fail("experiment", "recipe", str(exc)) from None
-        except Exception as exc:  # the user's module raised on import: still a spec problem
+        except (Exception, SystemExit) as exc:  # the user's module raised on import
             raise ld.fail(
                 "experiment", "recipe", f"importing '{recipe_ref}' raised {exc!r}"
             ) from None
-        if not callable(fn):
-            raise ld.fail("experiment", "recipe", f"'{recipe_ref}' is not a function")
+        if (problem := _function_problem(fn, "recipe", ("config", "ctx"))) is not None:
+            raise ld.fail("experiment", recipe_key, f"{problem}; valid: {_RECIPE_VALID}")
         config_class = config_class_of(fn)
+    else:
+        command = exp.command or ""
+        try:
+            words = shlex.split(command)
+        except ValueError as exc:
+            raise ld.fail(
+                "experiment",
+                f"command = {_show(command)}",
+                f"cannot be split into words as a shell would ({exc}); "
+                "close every quote, or escape a lone one with a backslash",
+            ) from None
+        if not words:
+            raise ld.fail(
+                "experiment",
+                f"command = {_show(command)}",
+                f"is empty; valid: {_VALID['command']}",
+            )
 
     # baseline and arms
     baseline = raw.get("baseline", {})
@@ -581,6 +941,10 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
         isinstance(v, Mapping) for v in arms_raw.values()
     ):
         raise ld.fail(None, None, "arms are tables: [arms.NAME] with the keys they change")
+    if len(arms_raw) + 1 > MAX_ARMS:
+        raise ld.fail(
+            None, None, f"{len(arms_raw) + 1} arms with the baseline; a spec has at most {MAX_ARMS}"
+        )
 
     def check_config(table: str, config: dict[str, Any]) -> None:
         if config_class is None:
@@ -609,10 +973,10 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
                     table,
                     key,
                     "the baseline has no such key (an arm may only change keys of [baseline]); "
-                    f"baseline keys: {', '.join(flat_base) or 'none'}",
+                    f"baseline keys: {_listed(flat_base) or 'none'}",
                 )
             if flat_base[key] == value:
-                raise ld.fail(table, key, f"equals the baseline's value {json.dumps(value)}")
+                raise ld.fail(table, key, f"equals the baseline's value {_show(value)}")
         sig = json.dumps(components, sort_keys=True)
         if sig in by_components:
             raise ld.fail(
@@ -628,13 +992,15 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
     # leave-one-out ablations
     loo = [abl.leave_one_out] if isinstance(abl.leave_one_out, str) else list(abl.leave_one_out)
     ablations: list[Ablation] = []
-    for target in loo:
+    for i, target in enumerate(loo):
         if target not in arms or target == "baseline":
             raise ld.fail(
                 "ablations",
-                f"leave_one_out = {json.dumps(target)}",
-                f"no such arm; valid: {', '.join(a for a in arms if a != 'baseline') or 'none'}",
+                f"leave_one_out = {_show(target)}",
+                f"no such arm; valid: {_listed(a for a in arms if a != 'baseline') or 'none'}",
             )
+        if target in loo[:i]:
+            raise ld.fail("ablations", f"leave_one_out = {_show(target)}", "names the arm twice")
         parent = arms[target]
         if len(parent.components) < 2:
             raise ld.fail(
@@ -649,6 +1015,19 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
                 ablations.append(Ablation(target, removed, by_components[sig]))
                 continue
             name = f"{target}-no-{removed}"
+            if name in arms:
+                raise ld.fail(
+                    f"arms.{name}",
+                    None,
+                    f"the ablation of [arms.{target}] without '{removed}' is named '{name}': "
+                    "rename this arm",
+                )
+            if len(arms) >= MAX_ARMS:
+                raise ld.fail(
+                    "ablations",
+                    "leave_one_out",
+                    f"the ablations make more than {MAX_ARMS} arms; a spec has at most {MAX_ARMS}",
+                )
             config = copy.deepcopy(baseline)
             for key, value in kept.items():
                 set_dotted(config, key, value)
@@ -669,6 +1048,15 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
             raise ld.fail("experiment", 'seeds = "auto"', "needs an arm to compare: [arms.NAME]")
     elif exp.max_seeds is not None:
         raise ld.fail("experiment", "max_seeds", 'only applies with seeds = "auto"')
+    most = (exp.max_seeds or DEFAULT_MAX_SEEDS) if auto else int(exp.seeds or 0)
+    if len(arms) * most > MAX_TRIALS:
+        key = "max_seeds" if auto else "seeds"
+        raise ld.fail(
+            "experiment",
+            f"{key} = {most}",
+            f"{len(arms)} arms × {most} seeds = {len(arms) * most} trials; "
+            f"an experiment runs at most {MAX_TRIALS}",
+        )
 
     # command placeholders
     if exp.command is not None:

@@ -131,7 +131,7 @@ def _snapshot_file(rel: str) -> Callable[[dict[str, bytes]], None]:
     [
         (_rename_arm("../../evil"), r"'spec\.arms\.\.\./\.\./evil'.* not a valid arm name"),
         (_rename_arm("a/b"), r"not a valid arm name"),
-        (_rename_arm("x" * 200), r"not a valid arm name: up to 128 letters"),
+        (_rename_arm("x" * 200), r"not a valid arm name: up to 100 letters"),
         (_trial_id("../../../x"), r"results/trials\.json': field '\[0\]\.id' .* not a valid"),
         (_trial_id("/etc/x"), r"'\[0\]\.id' the string '/etc/x' is not a valid trial id"),
         (_snapshot_file("../toy.py"), r"code/snapshot\.json': field 'files' names the file "

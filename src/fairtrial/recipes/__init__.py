@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -99,7 +100,13 @@ def config_class_of(fn: object) -> type | None:
     return cls if isinstance(cls, type) and dataclasses.is_dataclass(cls) else None
 
 
-def _check_value(name: str, value: Any, annotation: Any) -> Any:
+#: Whole-number options are 64-bit (what TOML, numpy and torch hold).
+INT_RANGE = (-(2**63), 2**63 - 1)
+#: Field metadata keys that bound a number option (or each number of a list option).
+BOUND_KEYS = ("ge", "gt", "le", "lt")
+
+
+def _check_value(name: str, value: Any, annotation: Any, meta: Mapping[str, Any]) -> Any:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
@@ -109,10 +116,10 @@ def _check_value(name: str, value: Any, annotation: Any) -> Any:
             if opt is type(None):
                 continue
             try:
-                return _check_value(name, value, opt)
+                return _check_value(name, value, opt, meta)
             except ConfigError:
                 continue
-        raise ConfigError(f"'{name}' must be {_type_name(annotation)}, got {value!r}")
+        raise ConfigError(f"'{name}' must be {_type_name(annotation, meta)}, got {value!r}")
     if origin is typing.Literal:
         choices = typing.get_args(annotation)
         if value not in choices:
@@ -121,17 +128,34 @@ def _check_value(name: str, value: Any, annotation: Any) -> Any:
             )
         return value
     if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"'{name}' must be a list, got {value!r}")
-        (item,) = typing.get_args(annotation)[:1] or (Any,)
-        return origin(_check_value(name, v, item) for v in value)
+        items = typing.get_args(annotation) or (Any,)
+        fixed = origin is tuple and Ellipsis not in items
+        if not isinstance(value, (list, tuple)) or (fixed and len(value) != len(items)):
+            raise ConfigError(f"'{name}' must be {_type_name(annotation, meta)}, got {value!r}")
+        try:
+            if fixed:
+                return tuple(
+                    _check_value(name, v, t, meta) for v, t in zip(value, items, strict=True)
+                )
+            return origin(_check_value(name, v, items[0], meta) for v in value)
+        except ConfigError:  # name the whole option's type, not one item's
+            raise ConfigError(
+                f"'{name}' must be {_type_name(annotation, meta)}, got {value!r}"
+            ) from None
     if annotation is float:
+        # NaN and infinities pass every comparison test or none: they are never a setting
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"'{name}' must be a number, got {value!r}")
+            raise ConfigError(f"'{name}' must be {_type_name(float, meta)}, got {value!r}")
+        if isinstance(value, int) and not INT_RANGE[0] <= value <= INT_RANGE[1]:
+            raise ConfigError(f"'{name}' must be {_type_name(float, meta)}, got {value!r}")
+        if not math.isfinite(value) or not _in_bounds(value, meta):
+            raise ConfigError(f"'{name}' must be {_type_name(float, meta)}, got {value!r}")
         return float(value)
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"'{name}' must be a whole number, got {value!r}")
+            raise ConfigError(f"'{name}' must be {_type_name(int, meta)}, got {value!r}")
+        if not INT_RANGE[0] <= value <= INT_RANGE[1] or not _in_bounds(value, meta):
+            raise ConfigError(f"'{name}' must be {_type_name(int, meta)}, got {value!r}")
         return value
     if annotation in (bool, str):
         if not isinstance(value, annotation):
@@ -140,8 +164,35 @@ def _check_value(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
-def _type_name(annotation: Any) -> str:
+def _in_bounds(value: float, meta: Mapping[str, Any]) -> bool:
+    ge, gt, le, lt = (meta.get(k) for k in BOUND_KEYS)
+    return (
+        (ge is None or value >= ge)
+        and (gt is None or value > gt)
+        and (le is None or value <= le)
+        and (lt is None or value < lt)
+    )
+
+
+def _bounds_text(meta: Mapping[str, Any]) -> str:
+    """The declared range, e.g. " from 1 to 65536" or " >= 0 and < 1"; "" when unbounded."""
+    ge, gt, le, lt = (meta.get(k) for k in BOUND_KEYS)
+    if ge is not None and le is not None:
+        return f" from {_num(ge)} to {_num(le)}"
+    bounds = ((">=", ge), (">", gt), ("<=", le), ("<", lt))
+    parts = [f"{op} {_num(v)}" for op, v in bounds if v is not None]
+    return " " + " and ".join(parts) if parts else ""
+
+
+def _num(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _type_name(annotation: Any, meta: Mapping[str, Any] | None = None) -> str:
+    bounds = _bounds_text(meta or {})
     names = {float: "a number", int: "a whole number", bool: "true or false", str: "a string"}
+    if annotation in (float, int):
+        return names[annotation] + bounds
     if annotation in names:
         return names[annotation]
     origin = typing.get_origin(annotation)
@@ -151,24 +202,41 @@ def _type_name(annotation: Any) -> str:
         items = typing.get_args(annotation)
         plural = _type_name(items[0]).removeprefix("a ") + "s"
         fixed = origin is tuple and Ellipsis not in items
-        return f"a list of {len(items)} {plural}" if fixed else f"a list of {plural}"
+        listed = f"a list of {len(items)} {plural}" if fixed else f"a list of {plural}"
+        return listed + (f", each{bounds}" if bounds else "")
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return " or ".join(
-            "none" if a is type(None) else _type_name(a) for a in typing.get_args(annotation)
+            "none" if a is type(None) else _type_name(a, meta) for a in typing.get_args(annotation)
         )
     return str(annotation)
 
 
 def build_config(config_class: type[C], values: Mapping[str, Any]) -> C:
-    """Make a ``config_class`` from a mapping, checking names and types; raises ConfigError."""
+    """Make a ``config_class`` from a mapping, checking names, types and declared ranges.
+
+    Every number must be finite and whole numbers 64-bit; a field's ``metadata`` may bound it
+    with ``ge``/``gt``/``le``/``lt`` (each item, for a list), and name a ``check(value)`` that
+    raises ValueError with the reason. A ValueError from the class itself (its
+    ``__post_init__``: options that must agree) is a config error too. Raises ConfigError.
+    """
     hints = typing.get_type_hints(config_class)
     fields = {f.name: f for f in dataclasses.fields(config_class)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in fields:
             raise ConfigError(f"unknown option '{key}'; valid: {', '.join(sorted(fields))}")
-        kwargs[key] = _check_value(key, value, hints[key])
-    return config_class(**kwargs)
+        meta = fields[key].metadata
+        kwargs[key] = _check_value(key, value, hints[key], meta)
+        check = meta.get("check")
+        if check is not None:
+            try:
+                check(kwargs[key])
+            except ValueError as exc:
+                raise ConfigError(f"'{key}' {exc}, got {value!r}") from None
+    try:
+        return config_class(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def describe_config(config_class: type) -> list[dict[str, Any]]:
@@ -182,7 +250,7 @@ def describe_config(config_class: type) -> list[dict[str, Any]]:
         rows.append(
             {
                 "name": f.name,
-                "type": _type_name(hints[f.name]),
+                "type": _type_name(hints[f.name], f.metadata),
                 "default": default,
                 "help": f.metadata.get("help", ""),
             }

@@ -35,6 +35,24 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
+def check_device(value: str) -> None:
+    """Raise ValueError unless ``value`` names a torch device (whether it exists is the
+    worker's to find out: the spec may be checked on a machine without it)."""
+    try:
+        torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError("must be a torch device, e.g. 'cpu', 'cuda' or 'cuda:1'") from None
+
+
+#: Bounds of the options that size a model or a loop (field metadata, checked with the spec):
+#: far above what these recipes are for, low enough that a typo fails the spec, not every trial.
+MAX_WIDTH = {"ge": 1, "le": 65_536}
+MAX_LAYERS = {"ge": 0, "le": 1_000}
+MAX_BATCH = {"ge": 0, "le": 1_048_576}
+MAX_STEPS = {"ge": 0, "le": 10_000_000}
+PROBABILITY = {"ge": 0, "lt": 1}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimizer, schedule and loop options shared by the epoch-based torch recipes."""
@@ -43,20 +61,35 @@ class TrainConfig:
         default="adam",
         metadata={"help": "sgd (with momentum), adam, or adamw (Adam with decoupled weight decay)"},
     )
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
-    momentum: float = field(default=0.9, metadata={"help": "SGD momentum (ignored by adam/adamw)"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate", "gt": 0})
+    momentum: float = field(
+        default=0.9,
+        metadata={"help": "SGD momentum (ignored by adam/adamw)", "ge": 0, "lt": 1},
+    )
     weight_decay: float = field(
         default=0.0,
-        metadata={"help": "weight decay on every parameter (L2 for sgd/adam, decoupled for adamw)"},
+        metadata={
+            "help": "weight decay on every parameter (L2 for sgd/adam, decoupled for adamw)",
+            "ge": 0,
+        },
     )
     batch_size: int = field(
         default=64,
-        metadata={"help": "examples per step; each epoch drops the last incomplete batch"},
+        metadata={
+            "help": "examples per step; each epoch drops the last incomplete batch "
+            "(0 = full batch)",
+            **MAX_BATCH,
+        },
     )
-    epochs: int = field(default=20, metadata={"help": "passes over the training split"})
+    epochs: int = field(
+        default=20, metadata={"help": "passes over the training split", "ge": 1, "le": 100_000}
+    )
     warmup_steps: int = field(
         default=0,
-        metadata={"help": "steps of linear learning-rate warmup from lr/warmup_steps (0 = off)"},
+        metadata={
+            "help": "steps of linear learning-rate warmup from lr/warmup_steps (0 = off)",
+            **MAX_STEPS,
+        },
     )
     schedule: Literal["constant", "cosine"] = field(
         default="constant",
@@ -64,7 +97,11 @@ class TrainConfig:
     )
     label_smoothing: float = field(
         default=0.0,
-        metadata={"help": "label smoothing of the training loss (val_loss is never smoothed)"},
+        metadata={
+            "help": "label smoothing of the training loss (val_loss is never smoothed)",
+            "ge": 0,
+            "le": 1,
+        },
     )
     select: Literal["last", "best_val"] = field(
         default="last",
@@ -72,7 +109,10 @@ class TrainConfig:
     )
     device: str = field(
         default="cpu",
-        metadata={"help": "torch device; 'cuda' runs on a GPU (bit-identical reruns only on cpu)"},
+        metadata={
+            "help": "torch device; 'cuda' runs on a GPU (bit-identical reruns only on cpu)",
+            "check": check_device,
+        },
     )
 
 

@@ -20,6 +20,8 @@ from torch import nn
 from fairtrial.recipes import recipe
 from fairtrial.recipes._torch import (
     ACTIVATIONS,
+    MAX_LAYERS,
+    MAX_WIDTH,
     TrainConfig,
     fit_epochs,
     init_model,
@@ -34,16 +36,19 @@ class Config(TrainConfig):
 
     # Two training defaults differ from the MLP's: this network trains stably at a 10x larger
     # learning rate, and the cosine decay settles it (about 94% instead of 83% at 1e-3).
-    lr: float = field(default=1e-2, metadata={"help": "peak learning rate"})
+    lr: float = field(default=1e-2, metadata={"help": "peak learning rate", "gt": 0})
     schedule: Literal["constant", "cosine"] = field(
         default="cosine",
         metadata={"help": "learning rate after warmup: constant, or cosine decay to 0 at the end"},
     )
-    channels: int = field(default=32, metadata={"help": "feature maps of every conv layer"})
-    kernel_size: int = field(
-        default=5, metadata={"help": "width of each convolution (padding keeps the length)"}
+    channels: int = field(
+        default=32, metadata={"help": "feature maps of every conv layer", **MAX_WIDTH}
     )
-    depth: int = field(default=3, metadata={"help": "number of conv blocks"})
+    kernel_size: int = field(
+        default=5,
+        metadata={"help": "width of each convolution (padding keeps the length)", **MAX_WIDTH},
+    )
+    depth: int = field(default=3, metadata={"help": "number of conv blocks", **MAX_LAYERS})
     pooling: Literal["max", "avg", "none"] = field(
         default="max",
         metadata={"help": "2x downsampling after each conv block: max, avg, or none"},

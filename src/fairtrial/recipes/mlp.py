@@ -24,6 +24,9 @@ from torch import nn
 from fairtrial.recipes import NotVectorizable, recipe, vectorized
 from fairtrial.recipes._torch import (
     ACTIVATIONS,
+    MAX_LAYERS,
+    MAX_WIDTH,
+    PROBABILITY,
     TrainConfig,
     fit_epochs,
     init_model,
@@ -36,8 +39,10 @@ from fairtrial.recipes._torch import (
 class Config(TrainConfig):
     """Options of the MLP recipe (model options below, training options from TrainConfig)."""
 
-    hidden: int = field(default=128, metadata={"help": "width of every hidden layer"})
-    depth: int = field(default=2, metadata={"help": "number of hidden layers (0 = linear model)"})
+    hidden: int = field(default=128, metadata={"help": "width of every hidden layer", **MAX_WIDTH})
+    depth: int = field(
+        default=2, metadata={"help": "number of hidden layers (0 = linear model)", **MAX_LAYERS}
+    )
     activation: Literal["relu", "gelu", "tanh"] = field(
         default="relu", metadata={"help": "nonlinearity after each hidden layer"}
     )
@@ -46,7 +51,8 @@ class Config(TrainConfig):
         metadata={"help": "normalization after each hidden linear layer: none, layer or batch"},
     )
     dropout: float = field(
-        default=0.0, metadata={"help": "dropout probability after each hidden layer"}
+        default=0.0,
+        metadata={"help": "dropout probability after each hidden layer", **PROBABILITY},
     )
     standardize: bool = field(
         default=True,

@@ -23,16 +23,23 @@ import numpy as np
 from fairtrial.errors import MissingDependency
 from fairtrial.recipes import recipe
 
+#: The most iterations an option may ask for: far beyond convergence on the tasks these
+#: recipes are for, low enough that a typo fails the spec instead of every trial.
+MAX_ITER = 1_000_000
+
 
 @dataclass(frozen=True)
 class LogisticConfig:
     """Options of the logistic regression recipe."""
 
     C: float = field(
-        default=1.0, metadata={"help": "inverse L2 penalty strength (smaller = stronger penalty)"}
+        default=1.0,
+        metadata={"help": "inverse L2 penalty strength (smaller = stronger penalty)", "gt": 0},
     )
-    max_iter: int = field(default=1000, metadata={"help": "most L-BFGS iterations"})
-    tol: float = field(default=1e-4, metadata={"help": "L-BFGS stopping tolerance"})
+    max_iter: int = field(
+        default=1000, metadata={"help": "most L-BFGS iterations", "ge": 1, "le": MAX_ITER}
+    )
+    tol: float = field(default=1e-4, metadata={"help": "L-BFGS stopping tolerance", "ge": 0})
     standardize: bool = field(
         default=True,
         metadata={"help": "scale each feature to mean 0, sd 1 with TRAIN statistics only"},
@@ -43,14 +50,27 @@ class LogisticConfig:
 class GradientBoostingConfig:
     """Options of the gradient boosting recipe (names as in HistGradientBoostingClassifier)."""
 
-    learning_rate: float = field(default=0.1, metadata={"help": "shrinkage of each tree"})
-    max_iter: int = field(default=100, metadata={"help": "boosting rounds (trees per class)"})
-    max_leaf_nodes: int = field(default=31, metadata={"help": "most leaves per tree"})
-    min_samples_leaf: int = field(default=20, metadata={"help": "fewest training rows per leaf"})
-    l2_regularization: float = field(default=0.0, metadata={"help": "L2 penalty on leaf values"})
+    learning_rate: float = field(default=0.1, metadata={"help": "shrinkage of each tree", "gt": 0})
+    max_iter: int = field(
+        default=100,
+        metadata={"help": "boosting rounds (trees per class)", "ge": 1, "le": MAX_ITER},
+    )
+    max_leaf_nodes: int = field(
+        default=31, metadata={"help": "most leaves per tree", "ge": 2, "le": 65_536}
+    )
+    min_samples_leaf: int = field(
+        default=20, metadata={"help": "fewest training rows per leaf", "ge": 1, "le": 2**31 - 1}
+    )
+    l2_regularization: float = field(
+        default=0.0, metadata={"help": "L2 penalty on leaf values", "ge": 0}
+    )
     max_features: float = field(
         default=1.0,
-        metadata={"help": "fraction of features each split may consider (< 1 draws from the seed)"},
+        metadata={
+            "help": "fraction of features each split may consider (< 1 draws from the seed)",
+            "gt": 0,
+            "le": 1,
+        },
     )
     early_stopping: bool = field(
         default=False,

@@ -28,47 +28,83 @@ from numpy.typing import NDArray
 from torch import nn
 
 from fairtrial.recipes import recipe
-from fairtrial.recipes._torch import fit, init_model, make_optimizer, predictor, to_device
+from fairtrial.recipes._torch import (
+    MAX_BATCH,
+    MAX_LAYERS,
+    MAX_STEPS,
+    MAX_WIDTH,
+    PROBABILITY,
+    check_device,
+    fit,
+    init_model,
+    make_optimizer,
+    predictor,
+    to_device,
+)
 
 
 @dataclass(frozen=True)
 class Config:
     """Options of the transformer recipe (trained with AdamW on cross-entropy at "=")."""
 
-    d_model: int = field(default=64, metadata={"help": "width of the residual stream"})
-    n_heads: int = field(default=4, metadata={"help": "attention heads (must divide d_model)"})
-    n_layers: int = field(default=1, metadata={"help": "transformer blocks"})
-    d_mlp: int = field(default=256, metadata={"help": "hidden width of each block's MLP"})
-    dropout: float = field(
-        default=0.0, metadata={"help": "dropout on attention weights and residual branches"}
+    d_model: int = field(default=64, metadata={"help": "width of the residual stream", **MAX_WIDTH})
+    n_heads: int = field(
+        default=4, metadata={"help": "attention heads (must divide d_model)", **MAX_WIDTH}
     )
-    lr: float = field(default=5e-3, metadata={"help": "AdamW peak learning rate"})
+    n_layers: int = field(default=1, metadata={"help": "transformer blocks", **MAX_LAYERS})
+    d_mlp: int = field(
+        default=256, metadata={"help": "hidden width of each block's MLP", **MAX_WIDTH}
+    )
+    dropout: float = field(
+        default=0.0,
+        metadata={"help": "dropout on attention weights and residual branches", **PROBABILITY},
+    )
+    lr: float = field(default=5e-3, metadata={"help": "AdamW peak learning rate", "gt": 0})
     weight_decay: float = field(
         default=2.0,
-        metadata={"help": "AdamW decoupled weight decay; large values (1-2) drive generalization"},
+        metadata={
+            "help": "AdamW decoupled weight decay; large values (1-2) drive generalization",
+            "ge": 0,
+        },
     )
     betas: tuple[float, float] = field(
-        default=(0.9, 0.98), metadata={"help": "AdamW (beta1, beta2)"}
+        default=(0.9, 0.98), metadata={"help": "AdamW (beta1, beta2)", **PROBABILITY}
     )
     steps: int = field(
         default=1000,
-        metadata={"help": "optimizer steps; grokking studies run 10-100x more (e.g. 40000)"},
+        metadata={
+            "help": "optimizer steps; grokking studies run 10-100x more (e.g. 40000)",
+            **MAX_STEPS,
+            "ge": 1,
+        },
     )
-    batch_size: int = field(default=512, metadata={"help": "examples per step (0 = full batch)"})
+    batch_size: int = field(
+        default=512, metadata={"help": "examples per step (0 = full batch)", **MAX_BATCH}
+    )
     warmup_steps: int = field(
-        default=10, metadata={"help": "steps of linear learning-rate warmup (0 = off)"}
+        default=10,
+        metadata={"help": "steps of linear learning-rate warmup (0 = off)", **MAX_STEPS},
     )
     schedule: Literal["constant", "cosine"] = field(
         default="cosine",
         metadata={"help": "learning rate after warmup: constant, or cosine decay to 0 at the end"},
     )
     eval_every: int = field(
-        default=100, metadata={"help": "steps between evaluations and log points"}
+        default=100,
+        metadata={"help": "steps between evaluations and log points", **MAX_STEPS, "ge": 1},
     )
     device: str = field(
         default="cpu",
-        metadata={"help": "torch device; 'cuda' runs on a GPU (bit-identical reruns only on cpu)"},
+        metadata={
+            "help": "torch device; 'cuda' runs on a GPU (bit-identical reruns only on cpu)",
+            "check": check_device,
+        },
     )
+
+    def __post_init__(self) -> None:
+        # checked with the spec (build_config), not when the first trial builds the model
+        if self.d_model % self.n_heads:
+            raise ValueError(f"'n_heads' ({self.n_heads}) must divide 'd_model' ({self.d_model})")
 
 
 class Block(nn.Module):
@@ -124,8 +160,6 @@ class Transformer(nn.Module):
 
 @recipe(Config)
 def train(cfg: Config, ctx: Any) -> None:
-    if cfg.d_model % cfg.n_heads:
-        raise ValueError(f"n_heads ({cfg.n_heads}) must divide d_model ({cfg.d_model})")
     d = ctx.data
     n_tokens = int(d.meta.get("n_tokens", int(np.max(d.x_train)) + 1))
 
