@@ -229,7 +229,7 @@ def fetch_bundle(url: str, folder: Path, *, max_bytes: int | None = None) -> tup
         h = hashlib.sha256()
         with os.fdopen(fd, "wb") as out, _open("GET", api) as resp:
             declared = resp.headers.get("Content-Length") or ""
-            if declared.isdigit() and int(declared) > limit:
+            if declared.isascii() and declared.isdigit() and int(declared) > limit:
                 raise RegistryError(
                     f"{api}: the bundle is {declared} bytes, more than a bundle may be "
                     f"({limit}); not downloaded",

@@ -143,7 +143,7 @@ def get_task(ref: str, base_dir: Path | None = None) -> Task:
                 f"task '{name}' is a fixed dataset: its data cannot be drawn afresh "
                 f"('{ref}'); tasks that can: {', '.join(sorted(_REDRAW))}"
             )
-        if not draw.isdigit():
+        if not (draw.isascii() and draw.isdigit()):
             raise TaskError(f"task '{ref}': the draw after '@' must be a whole number >= 0")
         task = _REDRAW[name](int(draw))
     else:
