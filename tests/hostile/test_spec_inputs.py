@@ -291,12 +291,12 @@ CASES: list[tuple[str, str, list[str]]] = [
     (
         "very-long-name",
         spec().replace('"hostile"', '"' + "n" * 5000 + '"'),
-        ["[experiment] name", "at most 100"],
+        ["[experiment] name", "up to 100 letters"],
     ),
     (
         "very-long-arm-name",
         spec(arms="[arms." + "a" * 300 + "]\nnoise = 0.5"),
-        ["an arm name is at most 100 characters"],
+        ["arm names are up to 100 letters"],
     ),
     (
         "very-long-key",
