@@ -89,6 +89,47 @@ def _svg(markup: str | None) -> Markup:
     return Markup(markup or "")
 
 
+def render_experiment(e: dict[str, Any]) -> str:
+    """The experiment page of ``e`` (:meth:`Registry.experiment`'s document) as HTML."""
+    doc = e["analysis"]
+    figures = {k: _svg(v) for k, v in e["figures"].items()}
+    heads, rows, notes = fmt.compute_rows(doc)
+    pred = doc.get("predictions")
+    disagree = None
+    if pred:
+        disagree = {
+            "examples": pred["examples"],
+            "arms": list(pred["examples"][0]["arms"]) if pred["examples"] else [],
+            "drawn": {
+                str(x["index"]): _svg(
+                    report_html.draw_input(
+                        (pred.get("inputs") or {}).get(str(x["index"])), pred.get("input")
+                    )
+                )
+                for x in pred["examples"]
+            },
+            "line": fmt.disagreement_line(pred),
+            "accuracy": pred.get("majority_vote_accuracy") or {},
+        }
+    return _ENV.get_template("experiment.html").render(
+        e=e,
+        doc=doc,
+        figures=figures,
+        verdicts=Markup(report_html.verdict_table(doc["comparisons"], "vs"))
+        if doc["comparisons"]
+        else None,
+        ablations=Markup(report_html.verdict_table(doc["ablations"], "removed"))
+        if doc["ablations"]
+        else None,
+        arms_table=Markup(report_html.arms_table(doc)),
+        rigor=fmt.rigor_lines(doc),
+        methods=fmt.methods(doc),
+        compute=(heads, rows, notes),
+        disagree=disagree,
+        title=e["name"],
+    )
+
+
 def add_pages(app: FastAPI, reg: Registry) -> None:
     """Mount the web UI's routes on ``app``."""
 
@@ -167,45 +208,7 @@ def add_pages(app: FastAPI, reg: Registry) -> None:
 
     @app.get("/experiments/{ref}", include_in_schema=False, response_class=HTMLResponse)
     def experiment_page(ref: str) -> HTMLResponse:
-        e = reg.experiment(ref)
-        doc = e["analysis"]
-        figures = {k: _svg(v) for k, v in e["figures"].items()}
-        heads, rows, notes = fmt.compute_rows(doc)
-        pred = doc.get("predictions")
-        disagree = None
-        if pred:
-            disagree = {
-                "examples": pred["examples"],
-                "arms": list(pred["examples"][0]["arms"]) if pred["examples"] else [],
-                "drawn": {
-                    str(x["index"]): _svg(
-                        report_html.draw_input(
-                            (pred.get("inputs") or {}).get(str(x["index"])), pred.get("input")
-                        )
-                    )
-                    for x in pred["examples"]
-                },
-                "line": fmt.disagreement_line(pred),
-                "accuracy": pred.get("majority_vote_accuracy") or {},
-            }
-        return render(
-            "experiment.html",
-            e=e,
-            doc=doc,
-            figures=figures,
-            verdicts=Markup(report_html.verdict_table(doc["comparisons"], "vs"))
-            if doc["comparisons"]
-            else None,
-            ablations=Markup(report_html.verdict_table(doc["ablations"], "removed"))
-            if doc["ablations"]
-            else None,
-            arms_table=Markup(report_html.arms_table(doc)),
-            rigor=fmt.rigor_lines(doc),
-            methods=fmt.methods(doc),
-            compute=(heads, rows, notes),
-            disagree=disagree,
-            title=e["name"],
-        )
+        return HTMLResponse(render_experiment(reg.experiment(ref)))
 
     @app.get("/experiments/{ref}/predictions", include_in_schema=False, response_class=HTMLResponse)
     def predictions_page(
