@@ -7,6 +7,8 @@ are plain links and GET forms, so every view has a URL and works without JavaScr
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -89,6 +91,13 @@ def _svg(markup: str | None) -> Markup:
     return Markup(markup or "")
 
 
+@functools.lru_cache(maxsize=4096)
+def _drawn(x: str, how: str) -> str:
+    """A test input drawn as SVG, by its JSON: experiments on a task disagree on the same test
+    examples, so one drawing serves many pages."""
+    return report_html.draw_input(json.loads(x), json.loads(how))
+
+
 def render_experiment(e: dict[str, Any]) -> str:
     """The experiment page of ``e`` (:meth:`Registry.experiment`'s document) as HTML."""
     doc = e["analysis"]
@@ -102,8 +111,9 @@ def render_experiment(e: dict[str, Any]) -> str:
             "arms": list(pred["examples"][0]["arms"]) if pred["examples"] else [],
             "drawn": {
                 str(x["index"]): _svg(
-                    report_html.draw_input(
-                        (pred.get("inputs") or {}).get(str(x["index"])), pred.get("input")
+                    _drawn(
+                        json.dumps((pred.get("inputs") or {}).get(str(x["index"]))),
+                        json.dumps(pred.get("input")),
                     )
                 )
                 for x in pred["examples"]

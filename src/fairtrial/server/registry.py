@@ -13,6 +13,7 @@ the web app's response cache and :meth:`Registry.reference` check. A write throu
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -178,6 +179,14 @@ class Registry:
                 c.execute(insert(s.meta).values(key="generation", value=secrets.token_hex(8)))
 
     # -- what was computed from the store, kept until the next write -------------------------
+    def fresh_version(self) -> tuple[int, str | None] | None:
+        """:meth:`version` when it needs no read of the store, else None (an event loop asks
+        this first, and reads the store in a worker thread only when it must)."""
+        read_at, value = self._generation
+        if value is None or time.monotonic() - read_at >= GENERATION_CHECK_S:
+            return None
+        return self._writes, value
+
     def version(self) -> tuple[int, str | None]:
         """Changes with every write to the store: at once for writes through this object, within
         :data:`GENERATION_CHECK_S` seconds for other processes' writes."""
@@ -477,16 +486,24 @@ class Registry:
 
     def experiment(self, ref: str) -> dict[str, Any]:
         """What the experiment page shows: row, analysis, figures, predictions, replications."""
-        sha = self.resolve(ref)
+        key = ref.strip().lower()
+        # a full id is read at once; a prefix is resolved first
+        sha = key if len(key) == 64 else self.resolve(ref)
         with self.engine.connect() as c:
-            row = c.execute(select(s.experiments).where(s.experiments.c.id == sha)).mappings().one()
+            row = (
+                c.execute(select(s.experiments).where(s.experiments.c.id == sha)).mappings().first()
+            )
+            if row is None:
+                self.resolve(ref)  # raises the error that says what is wrong with the ref
+            replications = self._replications(c, sha)
+        assert row is not None
         out = _public(dict(row))
         out["analysis"] = json.loads(row["doc_json"])
         out["figures"] = json.loads(row["figures_json"])
         out["predictions"] = (
             json.loads(row["predictions_json"]) if row["predictions_json"] else None
         )
-        out["replications"] = self.replications(sha)
+        out["replications"] = replications
         out["reference"] = row["baseline_key"] == self.reference(row["task"])
         return out
 
@@ -529,13 +546,17 @@ class Registry:
 
     def replications(self, ref: str) -> list[dict[str, Any]]:
         sha = self.resolve(ref)
-        r = s.replications
         with self.engine.connect() as c:
-            rows = (
-                c.execute(select(r).where(r.c.experiment == sha).order_by(r.c.uploaded_at))
-                .mappings()
-                .all()
-            )
+            return self._replications(c, sha)
+
+    @staticmethod
+    def _replications(c: Any, sha: str) -> list[dict[str, Any]]:
+        r = s.replications
+        rows = (
+            c.execute(select(r).where(r.c.experiment == sha).order_by(r.c.uploaded_at))
+            .mappings()
+            .all()
+        )
         out = []
         for row in rows:
             rec = json.loads(row["record_json"])
@@ -645,12 +666,18 @@ class Registry:
             raise RegistryError(f"limit must be 1..{MAX_PAGE} and offset >= 0", 422)
         en, ex = s.entries, s.experiments
         with self.engine.connect() as c:
-            metrics = c.execute(
-                select(en.c.metric, func.count())
-                .where(en.c.task == task)
-                .group_by(en.c.metric)
-                .order_by(func.count().desc(), en.c.metric)
-            ).all()
+            # which metrics a task has, and the entries matching a filter, change only with a
+            # write: kept until the next one (the page of ids is read every time)
+            metrics = self._cached(
+                "metrics",
+                task,
+                lambda: c.execute(
+                    select(en.c.metric, func.count(), func.min(en.c.direction))
+                    .where(en.c.task == task)
+                    .group_by(en.c.metric)
+                    .order_by(func.count().desc(), en.c.metric)
+                ).all(),
+            )
             if not metrics:
                 raise RegistryError(f"task '{task[:80]}': no experiments in this registry", 404)
             metric = filters.metric or str(metrics[0][0])
@@ -660,9 +687,7 @@ class Registry:
                     f"metric '{metric[:40]}': task '{task}' has {', '.join(m[0] for m in metrics)}",
                     404,
                 )
-            direction = c.execute(
-                select(en.c.direction).where(en.c.task == task, en.c.metric == metric).limit(1)
-            ).scalar_one()
+            direction = next(str(m[2]) for m in metrics if m[0] == metric)
             where: list[ColumnElement[bool]] = [en.c.task == task, en.c.metric == metric]
             if filters.kind != "all":
                 where.append(en.c.kind == filters.kind)
@@ -680,20 +705,24 @@ class Registry:
             if filters.q:
                 where.append(ex.c.search.like(_like(filters.q), escape="\\"))
             base = en.join(ex, ex.c.id == en.c.experiment) if need_join else en
-            total = c.execute(
-                select(func.count()).select_from(base).where(and_(*where))
-            ).scalar_one()
+            total = self._cached(
+                "count",
+                json.dumps([task, metric, dataclasses.asdict(filters)]),
+                lambda: c.execute(
+                    select(func.count()).select_from(base).where(and_(*where))
+                ).scalar_one(),
+            )
             col_name, best = SORTS[sort]
             col = ex.c.replicated if sort == "replicated" else en.c[col_name]
             if best == "best":
                 best = "desc" if direction == "max" else "asc"
             how = order or best
             key = col.desc() if how == "desc" else col.asc()
-            # NULLS LAST (rather than ordering by "col IS NULL" first) lets the database walk
-            # an index in order: the default sort reads 50 entries of the board index, not all
-            # verified entries first, whatever the sort: an unverifiable result (one the
+            # Verified entries first, whatever the sort: an unverifiable result (one the
             # registry could not re-score against the task's test labels) never ranks above one
-            # it checked
+            # it checked. NULLS LAST (rather than ordering by "col IS NULL" first) lets the
+            # database walk an index in order: the default sort reads 50 entries of the board
+            # index, not all
             if self.engine.dialect.name != "sqlite" or sqlite3.sqlite_version_info >= (3, 30):
                 ordering = [en.c.verified.desc(), key.nulls_last(), en.c.id]
             else:  # SQLite before 3.30 has no NULLS LAST
