@@ -65,7 +65,7 @@ from log_overhead import _version
 from log_overhead import machine_info as machine_record
 
 #: bump when the seeded rows change, so that cached stores are rebuilt
-SEED_FORMAT = 1
+SEED_FORMAT = 2
 TARGET_MS = 150.0
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "fairtrial-registry-bench"
 BIG_TASK = "digits"
@@ -284,6 +284,7 @@ class Seeder:
                 energy_mean_j=None if energy is None else energy * cost / 20,
                 hardware=hw, device=device, baseline_key=key, uploaded_at=uploaded,
             )  # fmt: skip
+            e["verified"] = int(":" not in task)
             if not is_base:
                 raw = mean - base_mean
                 width = float(rng.uniform(0.003, 0.02))
@@ -330,6 +331,11 @@ class Seeder:
             energy_total_j=None if energy is None else energy * len(trials) / 20,
             replicated=0, failed=0, inconclusive=0,
             search=" ".join([name, task, row["recipe"], claim, *arms]).lower(),
+            content_key=_sha(f"fairtrial registry bench content {i}"),
+            verified=int(":" not in task),
+            unverifiable=None if ":" not in task else (
+                f"task '{task}' is defined by the uploader's code, which is never run here"
+            ),
             doc_json=row["doc_json"].replace(json.dumps(old), json.dumps(name)),
         )  # fmt: skip
         replications = []
@@ -566,7 +572,11 @@ def serve(store: str, log: Path) -> Iterator[int]:
 
 
 def page_kinds(ids: list[str], rng: np.random.Generator, count: int) -> dict[str, dict[str, Any]]:
-    """{kind: {"paths": [path per request], "target": whether the 150 ms target applies}}."""
+    """{kind: {"paths": [path per request], "target": whether the 150 ms target applies}}.
+
+    Pages are kept by the registry until its next write; the ``uncached`` rows ask for a URL
+    never asked before (an unused query parameter), so they measure a page's first view after
+    an upload."""
     lb = f"/tasks/{BIG_TASK}"
     api = f"/api/tasks/{BIG_TASK}/leaderboard"
     sorted_ = "?sort=time&device=cpu&max_time=5"
@@ -578,10 +588,12 @@ def page_kinds(ids: list[str], rng: np.random.Generator, count: int) -> dict[str
         "leaderboard": (lb, True),
         "leaderboard, sort=time, cpu, max_time=5": (lb + sorted_, True),
         "leaderboard, page 5": (lb + "?offset=200", True),
+        "leaderboard, uncached": ([f"{lb}?first={k}" for k in range(count)], True),
         "experiment page": ([f"/experiments/{i}" for i in picks[:half]], True),
         "API leaderboard": (api, True),
         "API leaderboard, sort=time, cpu, max_time=5": (api + sorted_, True),
         "API leaderboard, page 5": (api + "?offset=200", True),
+        "API leaderboard, uncached": ([f"{api}?first={k}" for k in range(count)], True),
         "API experiment": ([f"/api/experiments/{i}" for i in picks[half:]], True),
         "tasks index /": ("/", False),
     }
@@ -807,13 +819,15 @@ def main(argv: list[str] | None = None) -> int:
         + "): "
         + ", ".join(f"{v} {k}" for k, v in counts.items() if k not in ("dialect", "database_bytes"))
     )
-    count = max(warmup + requests, args.clients * (warmup + per_client))
-    kinds = page_kinds(ids, np.random.default_rng(args.seed), count)
+    rng = np.random.default_rng(args.seed)
+    kinds = page_kinds(ids, rng, warmup + requests)
+    # the concurrent clients ask for other experiments than the one client did
+    many = page_kinds(ids, rng, args.clients * (warmup + per_client))
     together: dict[str, dict[str, Any]] = {}
     with serve(store, args.cache / "serve.log") as port:
         results = measure(port, kinds, warmup, requests, args.seed)
         if args.clients > 0:
-            together = measure_concurrent(port, kinds, args.clients, warmup, per_client, args.seed)
+            together = measure_concurrent(port, many, args.clients, warmup, per_client, args.seed)
     print(
         f"\nOne client on loopback, keep-alive; {warmup} warm-up rounds, then {requests} "
         "timed requests per page (ms from sending the request to the last byte):\n"
