@@ -242,6 +242,7 @@ def test_forged_results_are_refused_and_unverifiable_ones_rank_last(
         rows = call(srv, "GET", f"/api/tasks/digits/leaderboard?sort={sort}")[1]["rows"]
         assert [r["verified"] for r in rows] == [True, True, False, False], sort
         assert {r["experiment"] for r in rows[:2]} == {honest["id"]}
+        assert all(r["wall_time_mean_s"] > 0 for r in rows)  # the arms' compute, kept
     rows = call(srv, "GET", "/api/tasks/digits/leaderboard?sort=mean&order=asc")[1]["rows"]
     assert [r["verified"] for r in rows] == [True, True, False, False]
     html = call(srv, "GET", "/tasks/digits")[1]

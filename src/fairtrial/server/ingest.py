@@ -249,7 +249,8 @@ def _compute_of(sent: Any) -> dict[str, Any]:
     kept = {
         name: f
         for name, f in figures.items()
-        if isinstance(f, dict) and all(v is None or _is_number(v) for v in f.values())
+        if isinstance(f, dict)
+        and all(f.get(k) is None or _is_number(f[k]) for k in ("mean", "total"))
     }
     return {**sent, "figures": kept}
 

@@ -218,7 +218,7 @@ def add_pages(app: FastAPI, reg: Registry) -> None:
 
     @app.get("/experiments/{ref}", include_in_schema=False, response_class=HTMLResponse)
     def experiment_page(ref: str) -> HTMLResponse:
-        return HTMLResponse(render_experiment(reg.experiment(ref)))
+        return HTMLResponse(render_experiment(reg.experiment(ref, predictions=False)))
 
     @app.get("/experiments/{ref}/predictions", include_in_schema=False, response_class=HTMLResponse)
     def predictions_page(
@@ -269,7 +269,10 @@ def add_pages(app: FastAPI, reg: Registry) -> None:
         if not a or not b:
             return render("compare.html", pair=None, a=a or "", b=b or "", title="compare")
         sa, sb = reg.resolve(a), reg.resolve(b)
-        pair = {"a": reg.experiment(sa), "b": reg.experiment(sb)}
+        pair = {
+            "a": reg.experiment(sa, predictions=False),
+            "b": reg.experiment(sb, predictions=False),
+        }
         found = reg.diff(sa, sb)
         return render("compare.html", pair=pair, diff=found, a=sa, b=sb, title="compare")
 

@@ -484,15 +484,16 @@ class Registry:
         row = self.experiment_row(ref)
         return _public(row)
 
-    def experiment(self, ref: str) -> dict[str, Any]:
-        """What the experiment page shows: row, analysis, figures, predictions, replications."""
+    def experiment(self, ref: str, *, predictions: bool = True) -> dict[str, Any]:
+        """What the experiment page shows: row, analysis, figures, replications, and (unless
+        ``predictions`` is False: the page does not show it) the predictions table."""
         key = ref.strip().lower()
         # a full id is read at once; a prefix is resolved first
         sha = key if len(key) == 64 else self.resolve(ref)
         with self.engine.connect() as c:
-            row = (
-                c.execute(select(s.experiments).where(s.experiments.c.id == sha)).mappings().first()
-            )
+            unread = {"search", "capture_json"} | (set() if predictions else {"predictions_json"})
+            cols = [col for col in s.experiments.c if col.name not in unread]
+            row = c.execute(select(*cols).where(s.experiments.c.id == sha)).mappings().first()
             if row is None:
                 self.resolve(ref)  # raises the error that says what is wrong with the ref
             replications = self._replications(c, sha)
@@ -501,7 +502,7 @@ class Registry:
         out["analysis"] = json.loads(row["doc_json"])
         out["figures"] = json.loads(row["figures_json"])
         out["predictions"] = (
-            json.loads(row["predictions_json"]) if row["predictions_json"] else None
+            json.loads(row["predictions_json"]) if row.get("predictions_json") else None
         )
         out["replications"] = replications
         out["reference"] = row["baseline_key"] == self.reference(row["task"])
