@@ -65,7 +65,7 @@ from log_overhead import _version
 from log_overhead import machine_info as machine_record
 
 #: bump when the seeded rows change, so that cached stores are rebuilt
-SEED_FORMAT = 2
+SEED_FORMAT = 3
 TARGET_MS = 150.0
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "fairtrial-registry-bench"
 BIG_TASK = "digits"
@@ -337,6 +337,7 @@ class Seeder:
                 f"task '{task}' is defined by the uploader's code, which is never run here"
             ),
             doc_json=row["doc_json"].replace(json.dumps(old), json.dumps(name)),
+            page_json=(row.get("page_json") or "null").replace(row["id"], sha).replace(old, name),
         )  # fmt: skip
         replications = []
         if self.records[0] is not None and rng.random() < 0.03:

@@ -16,14 +16,17 @@ visit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -55,6 +58,10 @@ HOW_TO_UPLOAD = (
     "-H 'Content-Type: application/gzip' -H 'Authorization: Bearer TOKEN' URL/api/bundles "
     "(or fairtrial push BUNDLE --to URL)"
 )
+#: threads that run the handlers at once. Handlers are CPU-bound Python: more threads than
+#: this only contend for the interpreter lock, and starve the event loop, which answers the
+#: kept (cached) pages itself; further requests wait their turn in the loop instead.
+HANDLER_THREADS = 4
 #: what the response cache keeps: responses up to this size, this many bytes in all
 CACHE_RESPONSE_BYTES = 2 << 20
 CACHE_TOTAL_BYTES = 64 << 20
@@ -275,7 +282,14 @@ def create_app(
 ) -> FastAPI:
     """The registry app on ``store`` (default ``./.fairtrial/registry.db``)."""
     reg = registry or Registry(store, limits=SERVER_LIMITS)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = HANDLER_THREADS
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="fairtrial registry",
         version=fairtrial.__version__,
         description="Bundles, replications and leaderboards ranked by what holds up. Reads are "
@@ -531,7 +545,7 @@ def create_app(
         response_model=dict[str, Any],
     )
     def api_experiment(ref: str) -> Response:
-        return _json(reg.experiment(ref))
+        return Response(reg.experiment_json(ref), media_type="application/json")
 
     @app.get(
         "/api/experiments/{ref}/replications",

@@ -8,6 +8,7 @@ are plain links and GET forms, so every view has a URL and works without JavaScr
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -98,8 +99,23 @@ def _drawn(x: str, how: str) -> str:
     return report_html.draw_input(json.loads(x), json.loads(how))
 
 
-def render_experiment(e: dict[str, Any]) -> str:
-    """The experiment page of ``e`` (:meth:`Registry.experiment`'s document) as HTML."""
+#: stored page fragments are used while the templates and fairtrial are the ones that made them
+PAGE_VERSION = hashlib.sha256(
+    "\n".join(
+        [fairtrial.__version__]
+        + [
+            (HERE / "templates" / n).read_text()
+            for n in ("experiment_analysis.html", "experiment_tail.html")
+        ]
+    ).encode()
+).hexdigest()[:16]
+
+
+def render_parts(e: dict[str, Any]) -> dict[str, str]:
+    """The parts of ``e``'s experiment page that change with no upload (everything but the
+    replication badge and history and the reference flag), as HTML: rendered once, when the
+    bundle arrives, and stored with the experiment. ``e`` is :meth:`Registry.experiment`'s
+    document."""
     doc = e["analysis"]
     figures = {k: _svg(v) for k, v in e["figures"].items()}
     heads, rows, notes = fmt.compute_rows(doc)
@@ -121,7 +137,7 @@ def render_experiment(e: dict[str, Any]) -> str:
             "line": fmt.disagreement_line(pred),
             "accuracy": pred.get("majority_vote_accuracy") or {},
         }
-    return _ENV.get_template("experiment.html").render(
+    context = dict(
         e=e,
         doc=doc,
         figures=figures,
@@ -136,6 +152,22 @@ def render_experiment(e: dict[str, Any]) -> str:
         methods=fmt.methods(doc),
         compute=(heads, rows, notes),
         disagree=disagree,
+    )
+    return {
+        "version": PAGE_VERSION,
+        "analysis": _ENV.get_template("experiment_analysis.html").render(**context),
+        "tail": _ENV.get_template("experiment_tail.html").render(**context),
+    }
+
+
+def render_experiment(e: dict[str, Any], parts: dict[str, Any] | None = None) -> str:
+    """The experiment page of ``e`` as HTML, from its stored ``parts`` (:func:`render_parts`)
+    when they are current, else from ``e``'s analysis and figures."""
+    if not parts or parts.get("version") != PAGE_VERSION:
+        parts = render_parts(e)
+    return _ENV.get_template("experiment.html").render(
+        e=e,
+        parts={k: Markup(parts[k]) for k in ("analysis", "tail")},
         title=e["name"],
     )
 
@@ -218,7 +250,11 @@ def add_pages(app: FastAPI, reg: Registry) -> None:
 
     @app.get("/experiments/{ref}", include_in_schema=False, response_class=HTMLResponse)
     def experiment_page(ref: str) -> HTMLResponse:
-        return HTMLResponse(render_experiment(reg.experiment(ref, predictions=False)))
+        e = reg.experiment(ref, predictions=False, documents=False)
+        parts = e.pop("page", None)
+        if not parts or parts.get("version") != PAGE_VERSION:  # made by another version
+            e, parts = reg.experiment(ref, predictions=False), None
+        return HTMLResponse(render_experiment(e, parts))
 
     @app.get("/experiments/{ref}/predictions", include_in_schema=False, response_class=HTMLResponse)
     def predictions_page(

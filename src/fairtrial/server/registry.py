@@ -83,6 +83,7 @@ _ADDED: list[tuple[Table, str, str]] = [
     (s.experiments, "verified", "INTEGER NOT NULL DEFAULT 0"),
     (s.experiments, "content_key", "VARCHAR(64)"),
     (s.entries, "verified", "INTEGER NOT NULL DEFAULT 0"),
+    (s.experiments, "page_json", "TEXT"),
 ]
 #: what a bundle that breaks the ingest's assumptions raises, past the checks that name fields:
 #: refused as malformed (422), never a server error
@@ -96,6 +97,8 @@ _MALFORMED = (
     ArithmeticError,
 )
 log = logging.getLogger("fairtrial.server")
+#: the experiment columns that hold documents, not fields of its row
+_DOCUMENTS = ("doc_json", "figures_json", "predictions_json", "search", "capture_json", "page_json")
 
 
 @dataclass(frozen=True)
@@ -289,7 +292,7 @@ class Registry:
         try:
             got = ingest(path, content, limits=self.limits, now=time.time())
             _check_storable(got.experiment, got.entries, got.trials)
-            self._check_renders(got.experiment)
+            got.experiment["page_json"] = self._page(got.experiment)
         except BundleError:
             raise
         except _MALFORMED as exc:
@@ -340,13 +343,14 @@ class Registry:
             ).first()
         return None if row is None else str(row[0])
 
-    def _check_renders(self, row: dict[str, Any]) -> None:
-        """Render the experiment's page now, so that an analysis the page cannot show is refused
-        at upload instead of failing every later visit."""
+    def _page(self, row: dict[str, Any]) -> str | None:
+        """The experiment page's parts that change with no upload, rendered now, once (the page
+        reads them). An analysis the page cannot show is refused here rather than failing every
+        later visit."""
         try:
-            from fairtrial.server.pages import render_experiment
+            from fairtrial.server.pages import render_experiment, render_parts
         except ImportError:  # the web UI's extra is not installed: nothing to render
-            return
+            return None
         e = _public(row)
         e["analysis"] = json.loads(row["doc_json"])
         e["figures"] = json.loads(row["figures_json"])
@@ -356,12 +360,14 @@ class Registry:
         from jinja2 import TemplateError
 
         try:
-            render_experiment(e)
+            parts = render_parts(e)
+            render_experiment(e, parts)
         except (*_MALFORMED, TemplateError) as exc:
             raise BundleError(
                 "results/analysis.json: the registry cannot show this analysis "
                 f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
             ) from None
+        return json.dumps(parts)
 
     def add_replication(
         self, record: Any, token_id: str | None = None
@@ -440,12 +446,7 @@ class Registry:
             )
 
     def _row(self, sha: str) -> dict[str, Any] | None:
-        cols = [
-            c
-            for c in s.experiments.c
-            if c.name
-            not in ("doc_json", "figures_json", "predictions_json", "search", "capture_json")
-        ]
+        cols = [c for c in s.experiments.c if c.name not in _DOCUMENTS]
         with self.engine.connect() as c:
             row = c.execute(select(*cols).where(s.experiments.c.id == sha)).mappings().first()
         return None if row is None else dict(row)
@@ -484,14 +485,17 @@ class Registry:
         row = self.experiment_row(ref)
         return _public(row)
 
-    def experiment(self, ref: str, *, predictions: bool = True) -> dict[str, Any]:
-        """What the experiment page shows: row, analysis, figures, replications, and (unless
-        ``predictions`` is False: the page does not show it) the predictions table."""
+    def _experiment(
+        self, ref: str, predictions: bool, documents: bool = True
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the stored row, its public part with replications and the reference flag)."""
         key = ref.strip().lower()
         # a full id is read at once; a prefix is resolved first
         sha = key if len(key) == 64 else self.resolve(ref)
         with self.engine.connect() as c:
-            unread = {"search", "capture_json"} | (set() if predictions else {"predictions_json"})
+            unread = {"search", "capture_json"}
+            unread |= set() if predictions else {"predictions_json"}
+            unread |= {"page_json"} if documents else {"doc_json", "figures_json"}
             cols = [col for col in s.experiments.c if col.name not in unread]
             row = c.execute(select(*cols).where(s.experiments.c.id == sha)).mappings().first()
             if row is None:
@@ -499,14 +503,44 @@ class Registry:
             replications = self._replications(c, sha)
         assert row is not None
         out = _public(dict(row))
+        out["replications"] = replications
+        out["reference"] = row["baseline_key"] == self.reference(row["task"])
+        return dict(row), out
+
+    def experiment(
+        self, ref: str, *, predictions: bool = True, documents: bool = True
+    ) -> dict[str, Any]:
+        """What the experiment page shows: row, analysis, figures, replications, and (unless
+        ``predictions`` is False: the page does not show it) the predictions table. With
+        ``documents`` False: no analysis, figures or predictions, but the page's parts as
+        rendered when the bundle arrived (``page``; None if none were)."""
+        row, out = self._experiment(ref, predictions, documents)
+        if not documents:
+            out["page"] = json.loads(row["page_json"]) if row.get("page_json") else None
+            return out
         out["analysis"] = json.loads(row["doc_json"])
         out["figures"] = json.loads(row["figures_json"])
         out["predictions"] = (
             json.loads(row["predictions_json"]) if row.get("predictions_json") else None
         )
-        out["replications"] = replications
-        out["reference"] = row["baseline_key"] == self.reference(row["task"])
         return out
+
+    def experiment_json(self, ref: str) -> bytes:
+        """:meth:`experiment` as JSON, with the stored documents (analysis, figures, predictions)
+        written as they are stored: JSON already, not parsed to be written again."""
+        row, out = self._experiment(ref, True)
+        head = json.dumps(out, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        parts = [
+            head[:-1],
+            ',"analysis":',
+            row["doc_json"],
+            ',"figures":',
+            row["figures_json"],
+            ',"predictions":',
+            row["predictions_json"] or "null",
+            "}",
+        ]
+        return "".join(parts).encode()
 
     def _column(self, ref: str, column: str) -> Any:
         """One stored column of the experiment ``ref`` names."""
@@ -808,12 +842,7 @@ class Registry:
             where.append(e.c.replicated > 0)
         if replicated is False:
             where.append(e.c.replicated == 0)
-        cols = [
-            c
-            for c in e.c
-            if c.name
-            not in ("doc_json", "figures_json", "predictions_json", "search", "capture_json")
-        ]
+        cols = [c for c in e.c if c.name not in _DOCUMENTS]
         cond = and_(true(), *where)
         with self.engine.connect() as c:
             total = c.execute(select(func.count()).select_from(e).where(cond)).scalar_one()
@@ -860,6 +889,7 @@ def _public(row: Mapping[str, Any]) -> dict[str, Any]:
             "capture_json",
             "token_id",
             "content_key",
+            "page_json",
         )
     }
     out["badge"] = badge(int(row.get("replicated") or 0), int(row.get("failed") or 0))

@@ -87,6 +87,9 @@ experiments = Table(
     Column("figures_json", Text, nullable=False),
     Column("predictions_json", Text),
     Column("capture_json", Text, nullable=False),  # for diff (fairtrial.diff.capture)
+    # the experiment page's parts that change with no upload, rendered when the bundle arrived
+    # (fairtrial.server.pages.render_parts), with the version of the templates that made them
+    Column("page_json", Text),
     # 1: every finished trial's result was re-scored from its predictions against the task's
     # own test labels (fairtrial.rescore); 0: it could not be, and ``unverifiable`` says why
     Column("verified", Integer, nullable=False, default=0, server_default="0"),
