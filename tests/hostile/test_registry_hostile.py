@@ -435,7 +435,7 @@ def _paths(value: Any, prefix: tuple[Any, ...] = (), depth: int = 4) -> list[tup
 
 
 @settings(
-    max_examples=25,
+    max_examples=60,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
