@@ -115,7 +115,8 @@ def test_default_leaderboard_reads_only_the_board_index(tmp_path: Path) -> None:
             for row in c.execute(
                 text(
                     "EXPLAIN QUERY PLAN SELECT id FROM registry_entries WHERE task = 'digits' "
-                    "AND metric = 'accuracy' ORDER BY score DESC NULLS LAST, id LIMIT 50"
+                    "AND metric = 'accuracy' ORDER BY verified DESC, score DESC NULLS LAST, id "
+                    "LIMIT 50"
                 )
             )
         )

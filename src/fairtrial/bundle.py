@@ -1189,9 +1189,17 @@ def read_bundle(path: str | Path, *, limits: Limits | None = None) -> Bundle:
 def verify_bundle(path: str | Path, *, limits: Limits | None = None) -> dict[str, Any]:
     """Verify a bundle without keeping it extracted; returns what was checked."""
     t0 = time.perf_counter()
+    from fairtrial import rescore
+
     with read_bundle(path, limits=limits) as b:
         exp = b.experiment()
         trials = b.trials()
+        # the results against the task's own test labels, where this fairtrial has them
+        rescore.check_identity(exp)
+        has_preds = "results/predictions.json" in b.manifest["files"]
+        results = rescore.rescore(
+            exp, trials, b.json("results/predictions.json") if has_preds else None
+        )
         return {
             "ok": True,
             "path": str(b.path),
@@ -1207,5 +1215,6 @@ def verify_bundle(path: str | Path, *, limits: Limits | None = None) -> dict[str
             # the code version(s) the trials ran (provenance.code_hash; None before it existed)
             "code": sorted({t.code_hash for t in trials if t.code_hash}),
             "preregistered": (b.json("preregistration.json") or {}).get("text"),
+            "results": results.as_dict(),
             "seconds": time.perf_counter() - t0,
         }

@@ -427,8 +427,7 @@ class Spec:
 
     @property
     def spec_hash(self) -> str:
-        blob = json.dumps(self.normalized(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return hash_normalized(self.normalized())
 
     @property
     def experiment_id(self) -> str:
@@ -436,6 +435,13 @@ class Spec:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def hash_normalized(normalized: Mapping[str, Any]) -> str:
+    """The spec hash of a normalised spec (:meth:`Spec.normalized`): an experiment's identity;
+    its first 12 hex digits are the experiment id."""
+    blob = json.dumps(normalized, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

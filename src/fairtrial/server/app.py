@@ -7,24 +7,33 @@ executed. Every response carries a restrictive content-security policy: no scrip
 and images from the registry itself only, no framing. Errors are JSON ``{"error": "..."}`` with a
 4xx status for the client's mistakes; a 500 says only that something broke (details go to the
 server's log, never to the client).
+
+Pages and API reads are computed from the store, which changes only when something is written:
+successful reads are kept (:class:`_ResponseCache`, bounded) until the store's next write
+(:meth:`Registry.version`), so a popular leaderboard is computed once per upload, not once per
+visit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import fairtrial
 from fairtrial.bundle import Limits
@@ -41,6 +50,21 @@ CSP = (
 DEFAULT_MAX_UPLOAD = 64 << 20
 #: a replication record is a few KiB to a few hundred
 MAX_RECORD = 4 << 20
+#: how deep a replication record's JSON may nest (fairtrial replicate writes 5 levels)
+MAX_RECORD_DEPTH = 32
+#: how to send a bundle, for uploads that are not the bundle file itself
+HOW_TO_UPLOAD = (
+    "send the bundle file itself as the request body, e.g. curl --data-binary @BUNDLE.tar.gz "
+    "-H 'Content-Type: application/gzip' -H 'Authorization: Bearer TOKEN' URL/api/bundles "
+    "(or fairtrial push BUNDLE --to URL)"
+)
+#: threads that run the handlers at once. Handlers are CPU-bound Python: more threads than
+#: this only contend for the interpreter lock, and starve the event loop, which answers the
+#: kept (cached) pages itself; further requests wait their turn in the loop instead.
+HANDLER_THREADS = 4
+#: what the response cache keeps: responses up to this size, this many bytes in all
+CACHE_RESPONSE_BYTES = 2 << 20
+CACHE_TOTAL_BYTES = 64 << 20
 #: what the registry lets a bundle unpack to (the CLI's own limits are far looser)
 SERVER_LIMITS = Limits(
     max_members=5_000, max_member_bytes=128 << 20, max_total_bytes=512 << 20, max_depth=16
@@ -102,8 +126,130 @@ _BEARER = HTTPBearer(
 )
 
 
+def _json(content: Any) -> Response:
+    """A JSON response, written at once: what the read API returns is JSON already (rows and
+    stored documents), and FastAPI's validation of a large document cost more than the rest of
+    the request (about 10 ms for an experiment)."""
+    body = json.dumps(
+        content, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=str
+    )
+    return Response(body.encode(), media_type="application/json")
+
+
 def _err(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+_SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+
+
+class _SecurityHeaders:
+    """Every response's security headers (a plain ASGI middleware: no per-request task or
+    body streaming as with Starlette's ``BaseHTTPMiddleware``). An exception no handler took
+    becomes a logged 500 that carries the headers too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                names = {n for n, _ in _SECURITY_HEADERS}
+                kept = [(n, v) for n, v in message.get("headers", []) if n.lower() not in names]
+                message = {**message, "headers": kept + _SECURITY_HEADERS}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await _err(500, "internal error (logged by the registry)")(
+                scope, receive, send_with_headers
+            )
+
+
+class _ResponseCache:
+    """Successful GET responses, kept until the store's next write (:meth:`Registry.version`):
+    least recently used first out, at most :data:`CACHE_TOTAL_BYTES`. The bundle download is
+    not kept (it is large, and read straight from the store)."""
+
+    def __init__(self, app: ASGIApp, registry: Registry) -> None:
+        self.app = app
+        self.registry = registry
+        self.kept: OrderedDict[tuple[str, bytes], tuple[Any, dict[str, Any], bytes]] = OrderedDict()
+        self.size = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope["method"] != "GET" or path.endswith("/bundle"):
+            await self.app(scope, receive, send)
+            return
+        key = (path, scope.get("query_string", b""))
+        version = self.registry.fresh_version() or await run_in_threadpool(self.registry.version)
+        hit = self.kept.get(key)
+        if hit is not None and hit[0] == version:
+            self.kept.move_to_end(key)
+            await send(hit[1])
+            await send({"type": "http.response.body", "body": hit[2]})
+            return
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+        keep = True
+
+        async def capture(message: Message) -> None:
+            nonlocal keep
+            if message["type"] == "http.response.start":
+                start.update(message)
+                keep = message["status"] == 200
+            elif message["type"] == "http.response.body" and keep:
+                chunks.append(message.get("body", b""))
+                keep = sum(map(len, chunks)) <= CACHE_RESPONSE_BYTES
+                if not message.get("more_body", False) and keep:
+                    self._keep(key, version, start, b"".join(chunks))
+            await send(message)
+
+        await self.app(scope, receive, capture)
+
+    def _keep(
+        self, key: tuple[str, bytes], version: Any, start: dict[str, Any], body: bytes
+    ) -> None:
+        old = self.kept.pop(key, None)
+        if old is not None:
+            self.size -= len(old[2])
+        self.kept[key] = (version, dict(start), body)
+        self.size += len(body)
+        while self.size > CACHE_TOTAL_BYTES and self.kept:
+            _, dropped = self.kept.popitem(last=False)
+            self.size -= len(dropped[2])
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests (lists and objects), counting no further than ``limit + 1``."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            if d > limit:
+                return d
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 async def _read_limited(request: Request, limit: int, dest: Any | None = None) -> bytes:
@@ -136,7 +282,14 @@ def create_app(
 ) -> FastAPI:
     """The registry app on ``store`` (default ``./.fairtrial/registry.db``)."""
     reg = registry or Registry(store, limits=SERVER_LIMITS)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = HANDLER_THREADS
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="fairtrial registry",
         version=fairtrial.__version__,
         description="Bundles, replications and leaderboards ranked by what holds up. Reads are "
@@ -145,22 +298,9 @@ def create_app(
         redoc_url=None,
     )
     app.state.registry = reg
-
-    @app.middleware("http")
-    async def headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        try:
-            response = await call_next(request)
-        except Exception:  # pragma: no cover - the handlers below catch what they know
-            log.exception("unhandled error on %s %s", request.method, request.url.path)
-            response = _err(500, "internal error (logged by the registry)")
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
-        return response
+    # the last added is the outermost: the headers go on every response, cached or not
+    app.add_middleware(_ResponseCache, registry=reg)
+    app.add_middleware(_SecurityHeaders)
 
     @app.exception_handler(RegistryError)
     async def registry_error(request: Request, exc: RegistryError) -> Response:
@@ -227,12 +367,21 @@ def create_app(
         },
     )
     async def upload_bundle(request: Request, token_id: str = Depends(_auth)) -> Response:
+        ctype = request.headers.get("content-type", "").lower()
+        if ctype.startswith("multipart/"):  # curl -F, an HTML form: the file wrapped in a form
+            raise RegistryError(
+                f"the upload is a multipart form ({ctype[:40]}): {HOW_TO_UPLOAD}", 415
+            )
         fd, name = tempfile.mkstemp(prefix="fairtrial-upload-", suffix=".tar.gz")
         try:
             with os.fdopen(fd, "wb") as f:
                 await _read_limited(request, max_upload, f)
             if os.path.getsize(name) == 0:
-                raise RegistryError("empty upload: send the bundle file as the request body", 422)
+                raise RegistryError(f"empty upload: {HOW_TO_UPLOAD}", 422)
+            with open(name, "rb") as f:
+                head = f.read(512)
+            if head.startswith(b"--") and b"content-disposition: form-data" in head.lower():
+                raise RegistryError(f"the upload is a multipart form body: {HOW_TO_UPLOAD}", 422)
             try:
                 summary, created = await run_in_threadpool(reg.add_bundle, name, token_id)
             except BundleError as exc:  # the temporary file's name means nothing to the client
@@ -258,14 +407,23 @@ def create_app(
         ref: str, request: Request, token_id: str = Depends(_auth)
     ) -> Response:
         raw = await _read_limited(request, MAX_RECORD)
+        too_deep = False
         try:
             record = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise RegistryError("replication record: the body is not JSON", 422) from None
+        except RecursionError:
+            record, too_deep = None, True
+        if too_deep or _depth(record, MAX_RECORD_DEPTH) > MAX_RECORD_DEPTH:
+            raise RegistryError(
+                f"replication record: nests deeper than {MAX_RECORD_DEPTH} levels "
+                "(fairtrial replicate writes a handful)",
+                422,
+            )
         sha = await run_in_threadpool(reg.resolve, ref)
-        if not isinstance(record, dict) or (record.get("bundle") or {}).get("sha256") != sha:
-            bundle = record.get("bundle") if isinstance(record, dict) else None
-            got = bundle.get("sha256") if isinstance(bundle, dict) else None
+        bundle = record.get("bundle") if isinstance(record, dict) else None
+        got = bundle.get("sha256") if isinstance(bundle, dict) else None
+        if got != sha:
             raise RegistryError(
                 f"replication record: bundle.sha256 {str(got)[:12]!r} is not experiment "
                 f"{sha[:12]}'s bundle",
@@ -298,15 +456,21 @@ def create_app(
             "experiments": "/api/experiments",
         }
 
-    @app.get("/api/tasks", tags=["read"], summary="Tasks with experiment and replication counts")
-    def api_tasks() -> list[dict[str, Any]]:
-        return reg.tasks()
+    @app.get(
+        "/api/tasks",
+        tags=["read"],
+        summary="Tasks with experiment and replication counts",
+        response_model=list[dict[str, Any]],
+    )
+    def api_tasks() -> Response:
+        return _json(reg.tasks())
 
     @app.get(
         "/api/tasks/{task}/leaderboard",
         tags=["read"],
         summary="A task's leaderboard: one entry per arm, best first",
         responses=_ERRORS,
+        response_model=dict[str, Any],
     )
     def api_leaderboard(
         task: str,
@@ -326,7 +490,7 @@ def create_app(
         q: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
-    ) -> dict[str, Any]:
+    ) -> Response:
         filters = Filters(
             metric=metric,
             kind=kind,
@@ -337,8 +501,10 @@ def create_app(
             verdict=verdict,
             q=q,
         )
-        return reg.leaderboard(
-            task, sort=sort, order=order, filters=filters, limit=limit, offset=offset
+        return _json(
+            reg.leaderboard(
+                task, sort=sort, order=order, filters=filters, limit=limit, offset=offset
+            )
         )
 
     @app.get(
@@ -346,6 +512,7 @@ def create_app(
         tags=["read"],
         summary="Search and filter experiments, newest first",
         responses=_ERRORS,
+        response_model=dict[str, Any],
     )
     def api_search(
         q: Annotated[str | None, Query(max_length=200)] = None,
@@ -357,15 +524,17 @@ def create_app(
         replicated: bool | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
-    ) -> dict[str, Any]:
-        return reg.search(
-            q,
-            task=task,
-            device=device,
-            verdict=verdict,
-            replicated=replicated,
-            limit=limit,
-            offset=offset,
+    ) -> Response:
+        return _json(
+            reg.search(
+                q,
+                task=task,
+                device=device,
+                verdict=verdict,
+                replicated=replicated,
+                limit=limit,
+                offset=offset,
+            )
         )
 
     @app.get(
@@ -373,18 +542,20 @@ def create_app(
         tags=["read"],
         summary="An experiment: its registry row, full analysis, figures and replications",
         responses=_ERRORS,
+        response_model=dict[str, Any],
     )
-    def api_experiment(ref: str) -> dict[str, Any]:
-        return reg.experiment(ref)
+    def api_experiment(ref: str) -> Response:
+        return Response(reg.experiment_json(ref), media_type="application/json")
 
     @app.get(
         "/api/experiments/{ref}/replications",
         tags=["read"],
         summary="The experiment's replication records",
         responses=_ERRORS,
+        response_model=list[dict[str, Any]],
     )
-    def api_replications(ref: str) -> list[dict[str, Any]]:
-        return reg.replications(ref)
+    def api_replications(ref: str) -> Response:
+        return _json(reg.replications(ref))
 
     @app.get(
         "/api/experiments/{ref}/predictions",
@@ -428,11 +599,12 @@ def create_app(
         tags=["read"],
         summary="Two experiments side by side: every captured difference (fairtrial diff)",
         responses=_ERRORS,
+        response_model=dict[str, Any],
     )
     def api_compare(
         a: Annotated[str, Query(max_length=64)], b: Annotated[str, Query(max_length=64)]
-    ) -> dict[str, Any]:
-        return compare(reg, a, b)
+    ) -> Response:
+        return _json(compare(reg, a, b))
 
     from fairtrial.server.pages import add_pages
 

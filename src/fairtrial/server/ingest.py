@@ -3,8 +3,13 @@
 :func:`ingest` reads the bundle with :func:`fairtrial.bundle.read_bundle` (every member checked
 before anything is extracted, manifest and cross-member checks), then
 
+* checks the type of every field it uses, so a malformed bundle is refused naming the field;
+* checks the experiment's identity (its id is its spec's hash) and, for built-in tasks,
+  re-scores every finished trial's stored test predictions against the task's own test labels
+  (:mod:`fairtrial.rescore`): a result they do not give is refused; results that cannot be
+  re-scored (the uploader's own task code, missing predictions) are stored as *unverifiable*;
 * checks that the analysis the uploader sent reports the per-seed results of
-  ``results/trials.json`` (which the sealed test log already vouches for);
+  ``results/trials.json``;
 * re-analyses those results with the registry's own settings (``Options()``: failures dropped,
   10,000 resamples, seed 0), so every leaderboard entry was judged the same way, and records
   where the uploaded verdicts differ;
@@ -17,15 +22,18 @@ Nothing from the bundle is imported or run: recipe files are stored as bytes in 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
-from fairtrial import meter
+from fairtrial import meter, rescore
 from fairtrial.analysis import (
     Hypothesis,
     analyze_scores,
@@ -50,6 +58,156 @@ class Ingested:
     experiment: dict[str, Any]
     entries: list[dict[str, Any]]
     trials: list[dict[str, Any]]
+    #: what the bundle holds, whatever its bytes (:func:`content_key`)
+    content_key: str
+
+
+#: the largest whole number the registry's integer columns hold (PostgreSQL ``integer``)
+_MAX_INT = 2**31 - 1
+_KINDS = {str: "a string", int: "a whole number", float: "a number", dict: "an object"}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a dataclass field's type (``str``, ``int``, ``float``,
+    ``dict[...]``, ``X | None``)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    hint = typing.get_origin(hint) or hint
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is Any:
+        return True
+    return isinstance(value, hint)
+
+
+def _expected(hint: Any) -> str:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return " or ".join(_expected(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return _KINDS.get(typing.get_origin(hint) or hint, str(hint))
+
+
+def _check_fields(row: Any, member: str, where: str) -> None:
+    """Raise naming the first field of the dataclass ``row`` whose value has the wrong type."""
+    hints = typing.get_type_hints(type(row))
+    for f in dataclasses.fields(row):
+        value = getattr(row, f.name)
+        if not _fits(value, hints[f.name]):
+            raise BundleError(
+                f"{member}: {where}'{f.name}' is {_json_type(value)}, expected "
+                f"{_expected(hints[f.name])}"
+            )
+
+
+def _check_rows(exp: ExperimentRow, trials: list[TrialRow]) -> None:
+    """The types (and ranges) of every field of the experiment and its trials that the
+    registry reads, so that a malformed bundle is refused naming the field."""
+    _check_fields(exp, "experiment.json", "")
+    spec = exp.spec
+    for table in ("experiment", "hypothesis", "baseline", "arms"):
+        if not isinstance(spec.get(table, {}), dict):
+            raise BundleError(
+                f"experiment.json: spec.{table} is {_json_type(spec[table])}, expected an object"
+            )
+    if "experiment" not in spec:
+        raise BundleError("experiment.json: the spec has no 'experiment' table")
+    hyp = spec.get("hypothesis", {})
+    for key, low, high in (("alpha", 0.0, 1.0), ("power", 0.0, 1.0)):
+        v = hyp.get(key)
+        if v is not None and not (_fits(v, float) and low < v < high):
+            raise BundleError(
+                f"experiment.json: spec.hypothesis.{key} is {str(v)[:40]!r}, expected a number "
+                f"between {low:g} and {high:g}"
+            )
+    se = hyp.get("smallest_effect")
+    if se is not None and not (_fits(se, float) and math.isfinite(se) and se >= 0):
+        raise BundleError(
+            f"experiment.json: spec.hypothesis.smallest_effect is {str(se)[:40]!r}, expected a "
+            "number >= 0"
+        )
+    if not isinstance(hyp.get("claim") or "", str):
+        raise BundleError("experiment.json: spec.hypothesis.claim is not a string")
+    if exp.direction not in ("max", "min"):
+        raise BundleError(
+            f"experiment.json: 'direction' is {exp.direction[:20]!r}, expected 'max' or 'min'"
+        )
+    if not (0 <= exp.seeds <= _MAX_INT):
+        raise BundleError(f"experiment.json: 'seeds' is {exp.seeds}, expected 0..{_MAX_INT}")
+    for name, limit in (("metric", 64), ("id", 64), ("spec_hash", 64)):
+        if len(getattr(exp, name)) > limit:
+            raise BundleError(f"experiment.json: '{name}' is longer than {limit} characters")
+    arms = exp.arms.get("arms")
+    if not isinstance(arms, list) or not arms:
+        raise BundleError("experiment.json: 'arms.arms' is not a list of arms")
+    names: set[str] = set()
+    for i, a in enumerate(arms):
+        if not (
+            isinstance(a, dict)
+            and isinstance(a.get("name"), str)
+            and a.get("kind") in ("baseline", "arm", "ablation")
+            and isinstance(a.get("components"), dict)
+        ):
+            raise BundleError(
+                f"experiment.json: arms.arms[{i}] is not an arm (name, kind baseline/arm/"
+                "ablation, components)"
+            )
+        if a["name"] in names:
+            raise BundleError(f"experiment.json: arm '{a['name'][:80]}' is listed twice")
+        names.add(a["name"])
+    if not isinstance(exp.arms.get("ablations", []), list) or not all(
+        isinstance(ab, dict) for ab in exp.arms.get("ablations", [])
+    ):
+        raise BundleError("experiment.json: 'arms.ablations' is not a list of ablations")
+    seen: set[str] = set()
+    for i, t in enumerate(trials):
+        _check_fields(t, "results/trials.json", f"trial {i}: ")
+        if not (0 <= t.seed <= _MAX_INT and 0 <= t.attempt <= _MAX_INT):
+            raise BundleError(
+                f"results/trials.json: trial {t.id[:80]}: seed and attempt must be 0..{_MAX_INT}"
+            )
+        if len(t.status) > 16:
+            raise BundleError(
+                f"results/trials.json: trial {t.id[:80]}: status {t.status[:20]!r}... is not a "
+                "trial status"
+            )
+        if t.id in seen:
+            raise BundleError(f"results/trials.json: trial {t.id[:80]} is listed twice")
+        seen.add(t.id)
+
+
+def content_key(exp: ExperimentRow, trials: list[TrialRow], preds: Mapping[str, Any] | None) -> str:
+    """What identifies a bundle's content: the spec hash and every trial's id, arm, seed,
+    attempt, status, result and predictions hash. Two bundles with the same key hold the same
+    experiment with the same results, however their bytes differ (compression, padding, an
+    edited field that is not a result)."""
+    rows = []
+    for t in trials:
+        p = (preds or {}).get(t.id)
+        digest = None
+        if isinstance(p, Mapping) and p.get("attempt") == t.attempt:
+            blob = json.dumps(p.get("predictions"), sort_keys=True)
+            digest = hashlib.sha256(blob.encode()).hexdigest()
+        rows.append([t.id, t.arm, t.seed, t.attempt, t.status, t.result, digest])
+    rows.sort(key=lambda r: json.dumps(r))
+    blob = json.dumps({"spec_hash": exp.spec_hash, "trials": rows}, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def baseline_key(exp: ExperimentRow) -> str:
@@ -65,16 +223,40 @@ def baseline_key(exp: ExperimentRow) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
+def _figure(compute: Mapping[str, Any], name: str, key: str) -> float | None:
+    figures = compute.get("figures")
+    f = figures.get(name) if isinstance(figures, dict) else None
+    v = f.get(key) if isinstance(f, dict) else None
+    return float(v) if _is_number(v) and math.isfinite(v) else None
+
+
 def _fig(compute: Mapping[str, Any], name: str) -> float | None:
-    f = (compute.get("figures") or {}).get(name) or {}
-    v = f.get("mean")
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+    return _figure(compute, name, "mean")
 
 
 def _total(compute: Mapping[str, Any], name: str) -> float | None:
-    f = (compute.get("figures") or {}).get(name) or {}
-    v = f.get("total")
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+    return _figure(compute, name, "total")
+
+
+def _compute_of(sent: Any) -> dict[str, Any]:
+    """An arm's compute summary as uploaded, with the figures the registry computes from (cost
+    ratios, leaderboard columns) kept only where they are numbers."""
+    if not isinstance(sent, dict):
+        return {"figures": {}}
+    figures = sent.get("figures")
+    if not isinstance(figures, dict):
+        figures = {}
+    kept = {
+        name: f
+        for name, f in figures.items()
+        if isinstance(f, dict)
+        and all(f.get(k) is None or _is_number(f[k]) for k in ("mean", "total"))
+    }
+    return {**sent, "figures": kept}
+
+
+def _is_number(v: Any) -> TypeGuard[float]:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _reanalyze(
@@ -90,22 +272,31 @@ def _reanalyze(
     for t in trials:
         by_arm.setdefault(t.arm, []).append(t)
     up_arms = uploaded.get("arms") or {}
+    if not isinstance(up_arms, dict):
+        raise BundleError("results/analysis.json: 'arms' is not an object of arm -> summary")
     arms: dict[str, Any] = {}
     for a in exp.arms["arms"]:
         name = a["name"]
         summary = arm_summary(by_arm.get(name, []), 1.0 - hyp.alpha)
         sent = up_arms.get(name) or {}
-        sent_values = dict(zip(sent.get("seeds") or [], sent.get("values") or [], strict=False))
+        seeds, values = (
+            (sent.get("seeds"), sent.get("values")) if isinstance(sent, dict) else (0, 0)
+        )
+        if not (isinstance(seeds, list) and isinstance(values, list)):
+            raise BundleError(
+                f"results/analysis.json: arm '{name[:80]}' has no lists of 'seeds' and 'values'"
+            )
+        sent_values = dict(zip(map(str, seeds), values, strict=False))
         for seed, value in zip(summary["seeds"], summary["values"], strict=True):
-            got = sent_values.get(seed)
-            if got is None or not math.isclose(
+            got = sent_values.get(str(seed))
+            if not _is_number(got) or not math.isclose(
                 float(got), float(value), rel_tol=1e-9, abs_tol=1e-12
             ):
                 raise BundleError(
                     f"results/analysis.json: arm '{name}' seed {seed} reports {got!r}, but "
                     f"results/trials.json holds {value!r} (edited)"
                 )
-        compute = sent.get("compute") if isinstance(sent.get("compute"), dict) else {}
+        compute = _compute_of(sent.get("compute"))
         arms[name] = {
             **summary,
             "kind": a["kind"],
@@ -136,11 +327,14 @@ def _reanalyze(
         ratios = meter.cost_ratios(arms[c["arm"]]["compute"], arms[c["against"]]["compute"])
         c["cost"] = ratios
         c["cost_text"] = meter.format_cost_ratios(ratios)
-    sent_verdicts = {
-        (c.get("arm"), c.get("against")): c.get("verdict")
-        for c in list(uploaded.get("comparisons") or []) + list(uploaded.get("ablations") or [])
+    sent = [
+        c
+        for key in ("comparisons", "ablations")
+        if isinstance(uploaded.get(key), list)
+        for c in uploaded[key]
         if isinstance(c, dict)
-    }
+    ]
+    sent_verdicts = {(str(c.get("arm")), str(c.get("against"))): c.get("verdict") for c in sent}
     differences = [
         f"{c['arm']} vs {c['against']}: uploaded '{sent_verdicts.get((c['arm'], c['against']))}'"
         f", registry '{c['verdict']}'"
@@ -150,7 +344,7 @@ def _reanalyze(
     doc = dict(uploaded)
     doc.update(arms=arms, comparisons=comparisons, ablations=ablations, interactions=interactions)
     # the code version is read from the trials, not taken from the uploaded analysis
-    experiment = dict(doc.get("experiment") or {})
+    experiment = dict(doc["experiment"]) if isinstance(doc.get("experiment"), dict) else {}
     experiment["code"] = sorted({t.code_hash or "unrecorded" for t in trials if t.attempt > 0})
     doc["experiment"] = experiment
     doc["registry"] = {
@@ -201,6 +395,10 @@ def _predictions(
     for t in sorted(trials, key=lambda t: t.seed):
         p = preds.get(t.id)
         if t.status == "finished" and isinstance(p, dict) and p.get("attempt") == t.attempt:
+            if not isinstance(p.get("predictions"), list):
+                raise BundleError(
+                    f"results/predictions.json: trial {t.id[:80]}'s 'predictions' is not a list"
+                )
             by_arm.setdefault(t.arm, []).append(p["predictions"])
     order = [a["name"] for a in exp.arms["arms"] if a["name"] in by_arm]
     n_test = len(task.test_idx)
@@ -236,21 +434,31 @@ def _curves(exp: ExperimentRow, trials: list[TrialRow], metrics: bytes) -> dict[
             continue
         try:
             trial_id, attempt, step, _, name, value = json.loads(line)
-        except (ValueError, TypeError):
+            t = finished.get((trial_id, attempt))
+        except (ValueError, TypeError, RecursionError):
             raise BundleError(
                 "results/metrics.jsonl: a line is not [trial, attempt, step, time, name, value]"
             ) from None
-        t = finished.get((trial_id, attempt))
-        if t is not None and isinstance(value, (int, float)):
+        whole = isinstance(step, int) and not isinstance(step, bool)
+        if t is not None and _is_number(value) and (step is None or whole):
             points.append((t.arm, t.seed, step, str(name), float(value)))
     return curves_from_points(points, exp)
 
 
 def _hardware(doc: Mapping[str, Any]) -> tuple[str, str]:
-    hw = (doc.get("compute") or {}).get("hardware") or {}
-    text = str(hw.get("text") or (doc.get("provenance") or {}).get("cpu") or "unknown")[:300]
-    machines = hw.get("machines") or []
-    gpu = any(int(m.get("gpu_count") or 0) > 0 for m in machines if isinstance(m, dict))
+    def obj(v: Any) -> dict[str, Any]:
+        return v if isinstance(v, dict) else {}
+
+    hw = obj(obj(doc.get("compute")).get("hardware"))
+    text = str(hw.get("text") or obj(doc.get("provenance")).get("cpu") or "unknown")[:300]
+    machines = hw.get("machines")
+    if not isinstance(machines, list):
+        machines = []
+    gpu = any(
+        _is_number(m.get("gpu_count")) and m["gpu_count"] > 0
+        for m in machines
+        if isinstance(m, dict)
+    )
     return text, "gpu" if gpu else "cpu"
 
 
@@ -276,19 +484,35 @@ def ingest(
         preds = b.json("results/predictions.json") if "results/predictions.json" in files else None
         metrics = b.read_bytes("results/metrics.jsonl") if "results/metrics.jsonl" in files else b""
         prereg_status = b.json("preregistration.json")
-        capture = b.capture()
         sha = b.sha256
         fairtrial_version = str(b.manifest.get("fairtrial") or "")[:32]
+        named = b.manifest.get("experiment")
+        _check_rows(exp, trials)
+        capture = b.capture()
+    rescore.check_identity(exp)
+    if isinstance(named, dict) and named.get("id") != exp.id:
+        raise BundleError(
+            f"manifest.json: experiment id {str(named.get('id'))[:40]!r} is not experiment.json's "
+            f"{exp.id!r}"
+        )
     if not isinstance(uploaded, dict):
         raise BundleError("results/analysis.json: not an analysis document")
-    doc = _reanalyze(exp, trials, uploaded, preds if isinstance(preds, dict) else None)
-    table, disagree, why = _predictions(exp, trials, preds if isinstance(preds, dict) else None)
+    if preds is not None and not isinstance(preds, dict):
+        raise BundleError(
+            "results/predictions.json: expected an object of trial id -> "
+            '{"attempt": N, "predictions": [...]}'
+        )
+    checked = rescore.rescore(exp, trials, preds)
+    doc = _reanalyze(exp, trials, uploaded, preds)
+    table, disagree, why = _predictions(exp, trials, preds)
     doc["predictions"] = disagree
     doc["registry"]["predictions"] = why
+    doc["registry"]["results"] = checked.as_dict()
     curves = _curves(exp, trials, metrics)
     figures = report_html.figures(doc, curves)
     hardware, device = _hardware(doc)
     key = baseline_key(exp)
+    key_of_content = content_key(exp, trials, preds)
     e = exp.spec["experiment"]
     recipe = str(e.get("recipe") or e.get("command") or "")[:300]
     verdicts = ", ".join(f"{c['arm']}: {c['verdict']}" for c in doc["comparisons"])[:300]
@@ -330,6 +554,9 @@ def ingest(
         "figures_json": json.dumps(figures),
         "predictions_json": json.dumps(table) if table else None,
         "capture_json": json.dumps(capture, default=str),
+        "verified": int(checked.verified),
+        "unverifiable": checked.reason,
+        "content_key": key_of_content,
     }
     verdict = {c["arm"]: c for c in doc["comparisons"]}
     sign = 1.0 if exp.direction == "max" else -1.0
@@ -367,6 +594,7 @@ def ingest(
                 "device": device,
                 "baseline_key": key,
                 "uploaded_at": now,
+                "verified": int(checked.verified),
             }
         )
     trial_rows = [
@@ -382,7 +610,7 @@ def ingest(
         }
         for t in trials
     ]
-    return Ingested(sha, content, experiment, entries, trial_rows)
+    return Ingested(sha, content, experiment, entries, trial_rows, key_of_content)
 
 
 def _sum(values: Any) -> float | None:

@@ -7,6 +7,9 @@ are plain links and GET forms, so every view has a URL and works without JavaScr
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -89,6 +92,86 @@ def _svg(markup: str | None) -> Markup:
     return Markup(markup or "")
 
 
+@functools.lru_cache(maxsize=4096)
+def _drawn(x: str, how: str) -> str:
+    """A test input drawn as SVG, by its JSON: experiments on a task disagree on the same test
+    examples, so one drawing serves many pages."""
+    return report_html.draw_input(json.loads(x), json.loads(how))
+
+
+#: stored page fragments are used while the templates and fairtrial are the ones that made them
+PAGE_VERSION = hashlib.sha256(
+    "\n".join(
+        [fairtrial.__version__]
+        + [
+            (HERE / "templates" / n).read_text()
+            for n in ("experiment_analysis.html", "experiment_tail.html")
+        ]
+    ).encode()
+).hexdigest()[:16]
+
+
+def render_parts(e: dict[str, Any]) -> dict[str, str]:
+    """The parts of ``e``'s experiment page that change with no upload (everything but the
+    replication badge and history and the reference flag), as HTML: rendered once, when the
+    bundle arrives, and stored with the experiment. ``e`` is :meth:`Registry.experiment`'s
+    document."""
+    doc = e["analysis"]
+    figures = {k: _svg(v) for k, v in e["figures"].items()}
+    heads, rows, notes = fmt.compute_rows(doc)
+    pred = doc.get("predictions")
+    disagree = None
+    if pred:
+        disagree = {
+            "examples": pred["examples"],
+            "arms": list(pred["examples"][0]["arms"]) if pred["examples"] else [],
+            "drawn": {
+                str(x["index"]): _svg(
+                    _drawn(
+                        json.dumps((pred.get("inputs") or {}).get(str(x["index"]))),
+                        json.dumps(pred.get("input")),
+                    )
+                )
+                for x in pred["examples"]
+            },
+            "line": fmt.disagreement_line(pred),
+            "accuracy": pred.get("majority_vote_accuracy") or {},
+        }
+    context = dict(
+        e=e,
+        doc=doc,
+        figures=figures,
+        verdicts=Markup(report_html.verdict_table(doc["comparisons"], "vs"))
+        if doc["comparisons"]
+        else None,
+        ablations=Markup(report_html.verdict_table(doc["ablations"], "removed"))
+        if doc["ablations"]
+        else None,
+        arms_table=Markup(report_html.arms_table(doc)),
+        rigor=fmt.rigor_lines(doc),
+        methods=fmt.methods(doc),
+        compute=(heads, rows, notes),
+        disagree=disagree,
+    )
+    return {
+        "version": PAGE_VERSION,
+        "analysis": _ENV.get_template("experiment_analysis.html").render(**context),
+        "tail": _ENV.get_template("experiment_tail.html").render(**context),
+    }
+
+
+def render_experiment(e: dict[str, Any], parts: dict[str, Any] | None = None) -> str:
+    """The experiment page of ``e`` as HTML, from its stored ``parts`` (:func:`render_parts`)
+    when they are current, else from ``e``'s analysis and figures."""
+    if not parts or parts.get("version") != PAGE_VERSION:
+        parts = render_parts(e)
+    return _ENV.get_template("experiment.html").render(
+        e=e,
+        parts={k: Markup(parts[k]) for k in ("analysis", "tail")},
+        title=e["name"],
+    )
+
+
 def add_pages(app: FastAPI, reg: Registry) -> None:
     """Mount the web UI's routes on ``app``."""
 
@@ -167,45 +250,11 @@ def add_pages(app: FastAPI, reg: Registry) -> None:
 
     @app.get("/experiments/{ref}", include_in_schema=False, response_class=HTMLResponse)
     def experiment_page(ref: str) -> HTMLResponse:
-        e = reg.experiment(ref)
-        doc = e["analysis"]
-        figures = {k: _svg(v) for k, v in e["figures"].items()}
-        heads, rows, notes = fmt.compute_rows(doc)
-        pred = doc.get("predictions")
-        disagree = None
-        if pred:
-            disagree = {
-                "examples": pred["examples"],
-                "arms": list(pred["examples"][0]["arms"]) if pred["examples"] else [],
-                "drawn": {
-                    str(x["index"]): _svg(
-                        report_html.draw_input(
-                            (pred.get("inputs") or {}).get(str(x["index"])), pred.get("input")
-                        )
-                    )
-                    for x in pred["examples"]
-                },
-                "line": fmt.disagreement_line(pred),
-                "accuracy": pred.get("majority_vote_accuracy") or {},
-            }
-        return render(
-            "experiment.html",
-            e=e,
-            doc=doc,
-            figures=figures,
-            verdicts=Markup(report_html.verdict_table(doc["comparisons"], "vs"))
-            if doc["comparisons"]
-            else None,
-            ablations=Markup(report_html.verdict_table(doc["ablations"], "removed"))
-            if doc["ablations"]
-            else None,
-            arms_table=Markup(report_html.arms_table(doc)),
-            rigor=fmt.rigor_lines(doc),
-            methods=fmt.methods(doc),
-            compute=(heads, rows, notes),
-            disagree=disagree,
-            title=e["name"],
-        )
+        e = reg.experiment(ref, predictions=False, documents=False)
+        parts = e.pop("page", None)
+        if not parts or parts.get("version") != PAGE_VERSION:  # made by another version
+            e, parts = reg.experiment(ref, predictions=False), None
+        return HTMLResponse(render_experiment(e, parts))
 
     @app.get("/experiments/{ref}/predictions", include_in_schema=False, response_class=HTMLResponse)
     def predictions_page(
@@ -256,7 +305,10 @@ def add_pages(app: FastAPI, reg: Registry) -> None:
         if not a or not b:
             return render("compare.html", pair=None, a=a or "", b=b or "", title="compare")
         sa, sb = reg.resolve(a), reg.resolve(b)
-        pair = {"a": reg.experiment(sa), "b": reg.experiment(sb)}
+        pair = {
+            "a": reg.experiment(sa, predictions=False),
+            "b": reg.experiment(sb, predictions=False),
+        }
         found = reg.diff(sa, sb)
         return render("compare.html", pair=pair, diff=found, a=sa, b=sb, title="compare")
 

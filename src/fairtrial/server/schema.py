@@ -87,18 +87,30 @@ experiments = Table(
     Column("figures_json", Text, nullable=False),
     Column("predictions_json", Text),
     Column("capture_json", Text, nullable=False),  # for diff (fairtrial.diff.capture)
+    # the experiment page's parts that change with no upload, rendered when the bundle arrived
+    # (fairtrial.server.pages.render_parts), with the version of the templates that made them
+    Column("page_json", Text),
+    # 1: every finished trial's result was re-scored from its predictions against the task's
+    # own test labels (fairtrial.rescore); 0: it could not be, and ``unverifiable`` says why
+    Column("verified", Integer, nullable=False, default=0, server_default="0"),
+    Column("unverifiable", Text),
+    # what the bundle holds, not its bytes: the spec hash and every trial's result and
+    # predictions hash (ingest.content_key); the same experiment uploaded twice is stored once
+    Column("content_key", String(64)),
     # a task's reference baseline (Registry.reference) counted from this index, not the rows
     Index("registry_experiments_task_baseline", "task", "baseline_key", "uploaded_at"),
+    # unique: of two uploads of the same content at once, one is stored
+    Index("registry_experiments_content", "content_key", unique=True),
 )
 
-# What a leaderboard reads: task and metric, then the default sort key (the score), then every
-# other column it filters or sorts by (all but the hardware text and the experiment's replication
-# count), so that listing, counting and paging a task's entries read this index and never the
-# rows: a row lookup per entry cost ~25 ms per query at 18,000 entries in a task
-# (bench/registry_bench.py).
+# What a leaderboard reads: task and metric, then whether the entry is verified (every sort puts
+# verified entries first), then the default sort key (the score), then every other column it
+# filters or sorts by (all but the hardware text and the experiment's replication count), so
+# that listing, counting and paging a task's entries read this index and never the rows: a row
+# lookup per entry cost ~25 ms per query at 18,000 entries in a task (bench/registry_bench.py).
 BOARD_COLUMNS = (
-    "task", "metric", "score", "kind", "device", "verdict", "wall_time_mean_s", "flops_mean",
-    "energy_mean_j", "mean", "effect", "n", "uploaded_at",
+    "task", "metric", "verified", "score", "kind", "device", "verdict", "wall_time_mean_s",
+    "flops_mean", "energy_mean_j", "mean", "effect", "n", "uploaded_at",
 )  # fmt: skip
 
 entries = Table(
@@ -131,6 +143,7 @@ entries = Table(
     Column("device", String(8), nullable=False),
     Column("baseline_key", String(64), nullable=False),
     Column("uploaded_at", Float, nullable=False),
+    Column("verified", Integer, nullable=False, default=0, server_default="0"),  # as experiments
     Index("registry_entries_board", *BOARD_COLUMNS),
 )
 
