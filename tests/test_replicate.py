@@ -286,6 +286,8 @@ def test_cli_round_trip_with_a_real_recipe(tmp_path: Path) -> None:
     assert out.returncode == 0 and "sha256" in out.stdout, out.stderr
     ver = ft("verify", "mlp.tar.gz")
     assert ver.returncode == 0 and "preregistered" in ver.stdout, ver.stderr
+    # mlp on digits: a built-in task, so verify re-scored every trial from its predictions
+    assert "results re-scored" in ver.stdout and "all 6 finished trials" in ver.stdout, ver.stdout
     rep = ft("replicate", "mlp.tar.gz", "--workers", "2", "-o", "record.json")
     assert rep.returncode == 0, rep.stdout + rep.stderr
     assert rep.stdout.startswith("REPLICATED: mlp-rt")

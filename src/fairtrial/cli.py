@@ -806,6 +806,17 @@ def verify(bundle_path: Path, as_json: bool) -> None:
         + (" (MIXED)" if len(result["code"]) > 1 else "")
         + f"; {escape(result['preregistered'] or 'not preregistered')}"
     )
+    checked = result.get("results") or {}
+    if checked.get("verified"):
+        _out.print(
+            f"results re-scored: the stored test predictions of all {checked['rescored']} "
+            "finished trials give the results they report"
+        )
+    elif checked:
+        _out.print(
+            f"[yellow]results unverifiable[/]: {escape(str(checked.get('unverifiable')))}",
+            highlight=False,
+        )
     _out.print(f"sha256 {result['sha256']}")
 
 
