@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from bundle_kit import members, rewrite, write_raw
 from conftest import toy_spec
 from fairtrial import bundle as B
 from fairtrial.backends import InlineBackend
@@ -49,35 +50,11 @@ def made(write_spec: Callable[..., Path], tmp_path: Path) -> Iterator[tuple[Path
     led.close()
 
 
-def members(path: Path) -> dict[str, bytes]:
-    with tarfile.open(path, "r:gz") as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar if m.isreg()}  # type: ignore[union-attr]
-
-
 def repack(
     src: Path, dst: Path, change: Callable[[dict[str, bytes]], None], manifest: bool
 ) -> None:
     """Rewrite a bundle with ``change`` applied; ``manifest`` re-computes the manifest too."""
-    files = members(src)
-    old = json.loads(files.pop("manifest.json"))
-    change(files)
-    if manifest:
-        B.write_archive(files, dst, extra={"experiment": old["experiment"]})
-    else:
-        write_raw(dst, [("manifest.json", json.dumps(old).encode()), *files.items()])
-
-
-def write_raw(dst: Path, entries: list[tuple[str | tarfile.TarInfo, bytes]]) -> None:
-    """A tar.gz with fairtrial's gzip header but any members (for the reader's checks)."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, payload in entries:
-            if isinstance(info, str):
-                info = _info(info, size=len(payload))
-            tar.addfile(info, io.BytesIO(payload) if info.isreg() else None)
-    raw.seek(0)
-    with dst.open("wb") as out:
-        B._deterministic_gzip(raw, out)
+    rewrite(src, dst, change, manifest=manifest)
 
 
 def extracted(path: Path) -> dict[str, bytes]:

@@ -20,19 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from bundle_kit import (
     base_bundle,
     dump,
     members,
     rehash_spec,
+    rewrite_members,
     scratch_tempdir,
     tree,
-    write_raw,
     written_bytes,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from fairtrial import bundle as B
 from fairtrial.errors import FairtrialError
 from fairtrial.replicate import judge, replicate
@@ -177,23 +177,10 @@ def test_mutated_members_are_read_safely_or_refused(
                 files[victim] = b""
 
     try:
-        _rewrite_from(base_members, box.bundle, change, manifest=manifest)
+        rewrite_members(base_members, box.bundle, change, manifest=manifest)
     except (ValueError, tarfile.TarError):
         return  # tarfile itself cannot write such a member name
     read_safely(box)
-
-
-def _rewrite_from(
-    base_members: dict[str, bytes], dst: Path, change: Any, *, manifest: bool = True
-) -> None:
-    """:func:`bundle_kit.rewrite` from members already read (the session's base bundle)."""
-    files = dict(base_members)
-    old = json.loads(files.pop("manifest.json"))
-    change(files)
-    if manifest:
-        B.write_archive(files, dst, extra={"experiment": old["experiment"]})
-    else:
-        write_raw(dst, [("manifest.json", json.dumps(old).encode()), *files.items()])
 
 
 # -- the JSON inside the members -------------------------------------------------------------
@@ -270,7 +257,7 @@ def test_mutated_json_is_read_safely_or_refused(
     one-line FairtrialError, or read whole (verify, capture, judge)."""
     box = boxes()
     member = data.draw(st.sampled_from(JSON_MEMBERS))
-    _rewrite_from(
+    rewrite_members(
         base_members,
         box.bundle,
         lambda files: files.update({member: _mutate_json(data, member, files[member])}),
@@ -287,7 +274,7 @@ def test_mutated_json_is_replicated_safely_or_refused(
     its own folder (and never outside it)."""
     box = boxes()
     member = data.draw(st.sampled_from(["experiment.json", "code/snapshot.json"]))
-    _rewrite_from(
+    rewrite_members(
         base_members,
         box.bundle,
         lambda files: files.update({member: _mutate_json(data, member, files[member])}),

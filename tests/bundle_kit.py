@@ -14,7 +14,7 @@ import sys
 import tarfile
 import textwrap
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ def base_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         from fairtrial.spec import load_spec
 
         root = tmp_path_factory.mktemp("hostile-base")
-        recipes = Path(__file__).parents[1] / "recipes"
+        recipes = Path(__file__).parent / "recipes"
         (root / "toy.py").write_text((recipes / "toy.py").read_text())
         (root / "spec.toml").write_text(textwrap.dedent(SPEC))
         led = Ledger(root / "ledger.db")
@@ -92,7 +92,18 @@ def rewrite(
 ) -> Path:
     """``src`` with ``change`` applied to its members; re-manifested unless ``manifest`` is
     false (then the old manifest goes in unchanged)."""
-    files = members(src)
+    return rewrite_members(members(src), dst, change, manifest=manifest)
+
+
+def rewrite_members(
+    files: dict[str, bytes],
+    dst: Path,
+    change: Callable[[dict[str, bytes]], None],
+    *,
+    manifest: bool = True,
+) -> Path:
+    """:func:`rewrite` from members already read (a copy of ``files`` is changed)."""
+    files = dict(files)
     old = json.loads(files.pop("manifest.json"))
     change(files)
     if manifest:
@@ -111,14 +122,16 @@ def edit_json(src: Path, dst: Path, member: str, change: Callable[[Any], Any]) -
     return rewrite(src, dst, apply)
 
 
-def write_raw(dst: Path, entries: list[tuple[str, bytes]]) -> None:
-    """A tar.gz with fairtrial's gzip header and exactly these members."""
+def write_raw(dst: Path, entries: Sequence[tuple[str | tarfile.TarInfo, bytes]]) -> None:
+    """A tar.gz with fairtrial's gzip header and exactly these members (a name makes a regular
+    file of its payload; a TarInfo is written as it is, for the reader's checks)."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, payload in entries:
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
+        for info, payload in entries:
+            if isinstance(info, str):
+                info = tarfile.TarInfo(info)
+                info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload) if info.isreg() else None)
     raw.seek(0)
     with dst.open("wb") as out:
         B._deterministic_gzip(raw, out)
