@@ -15,7 +15,6 @@ from fairtrial import stats
 from fairtrial.analysis import (
     Hypothesis,
     Options,
-    analyze,
     analyze_scores,
     compare,
     learning_curves,
@@ -24,6 +23,7 @@ from fairtrial.analysis import (
     method_text,
     settings,
 )
+from fairtrial.analysis.document import analyze
 from fairtrial.backends import InlineBackend, LocalBackend
 from fairtrial.ledger import Ledger
 from fairtrial.plan import plan_seeds
@@ -57,27 +57,27 @@ def test_verdicts_on_clear_cases() -> None:
     scores = _scores(rng, 12, {"baseline": 0.0, "up": 0.02, "down": -0.02, "same": 0.0})
     hyp = Hypothesis(smallest_effect=0.01)
     comps, _, _ = analyze_scores(scores, ARMS, "max", hyp, FAST)
-    verdict = {c["arm"]: c["verdict"] for c in comps}
+    verdict = {c.arm: c.verdict for c in comps}
     assert verdict == {"up": "better", "down": "worse", "same": "equivalent"}
     for c in comps:
-        assert c["family"] == "arms vs baseline"
-        assert c["p_adjusted"] >= c["p"]
-        assert c["interval"][0] <= c["effect"] <= c["interval"][1]
-        assert c["n_pairs"] == 12
-    up = next(c for c in comps if c["arm"] == "up")
-    assert up["wins"] == 12 and up["prob_improvement"]["estimate"] == 1.0
-    assert up["p_method"] == "exact sign-flip permutation"
+        assert c.family == "arms vs baseline"
+        assert c.p_adjusted >= c.p
+        assert c.interval[0] <= c.effect <= c.interval[1]
+        assert c.n_pairs == 12
+    up = next(c for c in comps if c.arm == "up")
+    assert up.wins == 12 and up.prob_improvement.estimate == 1.0
+    assert up.p_method == "exact sign-flip permutation"
     # 12 positive pairs of 12: the exact two-sided p is 2 / 2^12, then Holm over 3 tests
-    assert up["p"] == pytest.approx(2 / 2**12)
+    assert up.p == pytest.approx(2 / 2**12)
 
 
 def test_direction_min_flips_the_sign() -> None:
     rng = np.random.default_rng(2)
     scores = _scores(rng, 10, {"baseline": 0.0, "up": 0.02, "down": -0.02, "same": 0.0})
     comps, _, _ = analyze_scores(scores, ARMS, "min", Hypothesis(smallest_effect=0.01), FAST)
-    verdict = {c["arm"]: c["verdict"] for c in comps}
+    verdict = {c.arm: c.verdict for c in comps}
     assert verdict["up"] == "worse" and verdict["down"] == "better"
-    assert next(c for c in comps if c["arm"] == "down")["effect"] > 0
+    assert next(c for c in comps if c.arm == "down").effect > 0
 
 
 def test_inconclusive_says_what_it_would_take() -> None:
@@ -87,20 +87,20 @@ def test_inconclusive_says_what_it_would_take() -> None:
     arms = {"arms": ARMS["arms"][:2], "ablations": []}
     hyp = Hypothesis(smallest_effect=0.005, alpha=0.05, power=0.8)
     (c,), _, _ = analyze_scores(scores, arms, "max", hyp, FAST)
-    assert c["verdict"] == "inconclusive"
-    assert c["mde"] > 0.005
-    sd = c["sd_diff"]
-    assert c["seeds_needed"] == stats.required_seeds(sd, 0.005, alpha=0.05, power=0.8)
-    assert c["seeds_needed"] > 4
+    assert c.verdict == "inconclusive"
+    assert c.mde > 0.005
+    sd = c.sd_diff
+    assert c.seeds_needed == stats.required_seeds(sd, 0.005, alpha=0.05, power=0.8)
+    assert c.seeds_needed > 4
     # without a smallest effect there is nothing to plan for or to be equivalent to
     (c2,), _, _ = analyze_scores(scores, arms, "max", Hypothesis(), FAST)
-    assert c2["verdict"] == "inconclusive" and c2["seeds_needed"] is None and c2["tost"] is None
+    assert c2.verdict == "inconclusive" and c2.seeds_needed is None and c2.tost is None
 
 
 def test_too_few_pairs_is_inconclusive_not_an_error() -> None:
     arms = {"arms": ARMS["arms"][:2], "ablations": []}
     (c,), _, _ = analyze_scores({"baseline": {0: 0.9}, "up": {0: 0.95}}, arms, "max", Hypothesis())
-    assert c["verdict"] == "inconclusive" and "at least 2" in c["reason"]
+    assert c.verdict == "inconclusive" and "at least 2" in c.reason
 
 
 def test_identical_arms_are_equivalent_not_a_crash() -> None:
@@ -109,7 +109,7 @@ def test_identical_arms_are_equivalent_not_a_crash() -> None:
     (c,), _, _ = analyze_scores(
         {"baseline": same, "up": dict(same)}, arms, "max", Hypothesis(smallest_effect=0.01)
     )
-    assert c["effect"] == 0 and c["verdict"] == "equivalent"
+    assert c.effect == 0 and c.verdict == "equivalent"
 
 
 def _factorial(rng: np.random.Generator, n: int, a: float, b: float, ab: float):
@@ -137,18 +137,18 @@ def test_ablations_contributions_and_interaction() -> None:
     arms, scores = _factorial(rng, 12, 0.02, 0.01, 0.03)
     hyp = Hypothesis(smallest_effect=0.005)
     comps, abl, (inter,) = analyze_scores(scores, arms, "max", hyp, FAST)
-    contrib = {c["removed"]: c for c in abl}
-    assert contrib["a"]["effect"] == pytest.approx(0.02, abs=0.004)
-    assert contrib["b"]["effect"] == pytest.approx(0.01, abs=0.004)
-    assert {c["verdict"] for c in abl} == {"better"}
-    assert {c["family"] for c in abl} == {"ablations of both"}
-    assert inter["additive"] is True
-    assert inter["interval"][0] <= 0 <= inter["interval"][1]
+    contrib = {c.removed: c for c in abl}
+    assert contrib["a"].effect == pytest.approx(0.02, abs=0.004)
+    assert contrib["b"].effect == pytest.approx(0.01, abs=0.004)
+    assert {c.verdict for c in abl} == {"better"}
+    assert {c.family for c in abl} == {"ablations of both"}
+    assert inter.additive is True
+    assert inter.interval[0] <= 0 <= inter.interval[1]
     # synergy: each alone adds nothing, together 0.03
     arms, scores = _factorial(rng, 12, 0.0, 0.0, 0.03)
     _, _, (inter,) = analyze_scores(scores, arms, "max", hyp, FAST)
-    assert inter["additive"] is False and inter["interaction"] == pytest.approx(0.03, abs=0.005)
-    assert comps[0]["verdict"] == "better"
+    assert inter.additive is False and inter.interaction == pytest.approx(0.03, abs=0.005)
+    assert comps[0].verdict == "better"
 
 
 def test_plan_seeds_uses_the_pilot_sd_and_the_cap() -> None:
@@ -191,11 +191,13 @@ def test_report_of_a_real_run_in_every_format(
     )
     body += "\n[hypothesis]\nclaim = 'less noise helps'\nsmallest_effect = 0.005\n"
     ledger, exp = _run(write_spec(body), store_url)
-    doc = analyze(ledger, exp, FAST)
+    analysis = analyze(ledger, exp, FAST)
+    doc = analysis.to_dict()
+    assert analysis.comparison("clean").verdict == "better"
     verdict = {c["arm"]: c["verdict"] for c in doc["comparisons"]}
     assert verdict == {"clean": "better", "noisier": "worse"}
     # the JSON is stable and says how every number was made
-    loaded = json.loads(render_json(doc))
+    loaded = json.loads(render_json(analysis))
     assert loaded["experiment"]["claim"] == "less noise helps"
     assert set(loaded["comparisons"][0]) >= {
         "arm", "against", "effect", "interval", "p", "p_adjusted", "d_z",
@@ -224,23 +226,23 @@ def test_report_of_a_real_run_in_every_format(
         and "the time" in doc["comparisons"][0]["cost_text"]
     )
     assert doc["compute"]["settings"]["grid_intensity"] == 436.0
-    md = render_md(doc)
+    md = render_md(analysis)
     assert "▲ better" in md and "▼ worse" in md and "### Methods" in md
     assert "### Compute per trial" in md and "hardware:" in md
-    tex = render_tex(doc)
+    tex = render_tex(analysis)
     assert r"\toprule" in tex and r"\blacktriangle" in tex and "noisier" in tex
     curves = learning_curves(ledger, exp)
     assert curves["metric"] == "val_accuracy" and set(curves["arms"]) == {
         "baseline", "clean", "noisier"
     }  # fmt: skip
-    html = render_html(doc, {"curves": curves})
+    html = render_html(analysis, {"curves": curves})
     assert html.count("<svg") >= 4 + len(pred["examples"])  # figures + drawn inputs
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "<script" not in html
     from rich.console import Console
 
     console = Console(width=160, record=True)
-    console.print(render_text(doc))
+    console.print(render_text(analysis))
     text = console.export_text()
     assert text.index("Verdicts") < text.index("Arms:")
 
@@ -271,10 +273,10 @@ def test_failures_dropped_or_scored_worst(write_spec: Callable[..., Path], tmp_p
             .where(schema.trials.c.id == ledger.trial_at(exp.id, "flaky", 2).id)
             .values(status="failed", result=None, error="RuntimeError: boom")
         )
-    dropped = analyze(ledger, exp, FAST)
+    dropped = analyze(ledger, exp, FAST).to_dict()
     assert dropped["arms"]["flaky"]["n"] == 3 and dropped["arms"]["flaky"]["failed"] == 1
     assert dropped["comparisons"][0]["n_pairs"] == 3
-    worst = analyze(ledger, exp, Options(failures="worst", n_resamples=2000))
+    worst = analyze(ledger, exp, Options(failures="worst", n_resamples=2000)).to_dict()
     assert worst["comparisons"][0]["n_pairs"] == 4
     lowest = min(v for a in dropped["arms"].values() for v in a["values"])
     assert worst["arms"]["flaky"]["values"][2] == lowest
@@ -290,12 +292,13 @@ def test_seeds_auto_runs_a_pilot_then_the_planned_seeds(
     )
     body += "\n[hypothesis]\nsmallest_effect = 0.002\n"
     ledger, exp = _run(write_spec(body), str(tmp_path / "l.db"), LocalBackend(workers=2))
-    doc = analyze(ledger, exp, FAST)
+    analysis = analyze(ledger, exp, FAST)
+    doc = analysis.to_dict()
     plan = doc["experiment"]["seed_plan"]
     assert plan["pilot"] == 5 and plan["max_seeds"] == 9
     assert exp.seeds == plan["seeds"] == len(doc["arms"]["baseline"]["seeds"])
     assert plan["seeds"] == min(max(plan["needed"], 5), 9)
-    assert re.search(r"pilot of 5 seeds asked for \d+", render_md(doc))
+    assert re.search(r"pilot of 5 seeds asked for \d+", render_md(analysis))
     # the plan is a function of the pilot's results: running again adds nothing
     spec = load_spec(Path(exp.spec_path or ""))
     again = run_experiment(spec, ledger, InlineBackend(), show_progress=False)
@@ -306,7 +309,7 @@ def test_two_seeds_and_no_hypothesis_analyse_without_error() -> None:
     arms = {"arms": ARMS["arms"][:2], "ablations": []}
     scores = {"baseline": {0: 0.90, 1: 0.91}, "up": {0: 0.92, 1: 0.95}}
     (c,), _, _ = analyze_scores(scores, arms, "max", Hypothesis(), FAST)
-    assert c["verdict"] == "inconclusive" and c["mde"] > c["effect"] > 0
+    assert c.verdict == "inconclusive" and c.mde > c.effect > 0
 
 
 @pytest.mark.parametrize(

@@ -26,11 +26,13 @@ def make_ctx(seed: int = 0, **kw: Any) -> tuple[TrialContext, list[tuple[str, An
 def test_public_api_is_pinned() -> None:
     assert fairtrial.__all__ == sorted(fairtrial.__all__)
     assert set(fairtrial.__all__) == {
-        "Arm", "Backend", "ExperimentNotFound", "FairtrialError", "InlineBackend", "Ledger",
-        "LedgerError", "LocalBackend", "MissingDependency", "RecipeError", "RunSummary", "Spec",
-        "SpecError", "Task", "TaskData", "TaskError", "TrialContext", "TrialDiverged",
-        "TrialJob", "TrialOutcome", "TrialPlan", "derive_seed", "get_task", "load_spec",
-        "parse_spec", "plan_trials", "recipe", "register_task", "run_experiment",
+        "Ablation", "Analysis", "Arm", "ArmSummary", "Backend", "Comparison",
+        "ExperimentNotFound", "ExperimentRecord", "FairtrialError", "Hypothesis",
+        "InlineBackend", "Interaction", "Ledger", "LedgerError", "LocalBackend",
+        "MissingDependency", "Options", "RecipeError", "RunSummary", "Spec", "SpecError", "Task",
+        "TaskData", "TaskError", "TrialContext", "TrialDiverged", "TrialJob", "TrialOutcome",
+        "TrialPlan", "analyze", "derive_seed", "get_task", "load_spec", "parse_spec",
+        "plan_trials", "recipe", "register_task", "run", "run_experiment",
     }  # fmt: skip
     for name in fairtrial.__all__:
         assert getattr(fairtrial, name) is not None

@@ -15,13 +15,21 @@ from sqlalchemy import delete, text, update
 
 from conftest import toy_spec
 from fairtrial import analysis, prereg
+from fairtrial.analysis.document import analyze as _analyze
 from fairtrial.backends import InlineBackend
 from fairtrial.errors import RegistrationError
 from fairtrial.ledger import Ledger
 from fairtrial.ledger import schema as s
 from fairtrial.report import render_md
+from fairtrial.results import Analysis
 from fairtrial.runner import run_experiment
 from fairtrial.spec import load_spec
+
+
+def analyze_doc(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """The analysis as its JSON document (the stable interface these tests check)."""
+    return _analyze(*args, **kwargs).to_dict()
+
 
 HYP = """
 [hypothesis]
@@ -268,7 +276,7 @@ def test_the_frozen_method_is_the_one_the_report_uses(
 
     run(path, ledger)
     exp = ledger.experiment(spec.experiment_id)
-    doc = analysis.analyze(ledger, exp)
+    doc = analyze_doc(ledger, exp)
     assert {c["interval_method"] for c in doc["comparisons"]} == {"paired t"}
     settings = doc["settings"]
     assert settings["method"] == method and settings["confidence"] == confidence
@@ -286,7 +294,7 @@ def test_more_than_20_seeds_change_the_frozen_interval_and_test(
     path = write_spec(spec_text(seeds=21), name="more.toml")
     run(path, ledger)
     exp = ledger.experiment(load_spec(path).experiment_id)
-    doc = analysis.analyze(ledger, exp)
+    doc = analyze_doc(ledger, exp)
     assert doc["comparisons"][0]["interval_method"] == "BCa bootstrap"
     st = doc["experiment"]["preregistered"]
     assert kinds(st) == ["seeds_changed", "analysis_changed"]
@@ -296,7 +304,8 @@ def test_more_than_20_seeds_change_the_frozen_interval_and_test(
         "(10000 resamples)"
     )
     assert doc["settings"]["method"]["interval"]["methods"] == ["BCa bootstrap"]
-    assert "- deviation, analysis changed: interval: paired t (95%) → BCa" in render_md(doc)
+    md = render_md(Analysis.from_dict(doc))
+    assert "- deviation, analysis changed: interval: paired t (95%) → BCa" in md
 
 
 def test_report_failures_worst_is_a_deviation(
@@ -321,8 +330,8 @@ def test_report_failures_worst_is_a_deviation(
     ledger = Ledger(store)
     run(path, ledger)
     exp = ledger.experiment(load_spec(path).experiment_id)
-    assert analysis.analyze(ledger, exp)["experiment"]["preregistered"]["deviations"] == []
-    fewer = analysis.analyze(ledger, exp, analysis.Options(n_resamples=2000))
+    assert analyze_doc(ledger, exp)["experiment"]["preregistered"]["deviations"] == []
+    fewer = analyze_doc(ledger, exp, analysis.Options(n_resamples=2000))
     assert fewer["experiment"]["preregistered"]["deviations"] == [
         {"kind": "analysis_changed", "detail": "resamples: 10000 → 2000"}
     ]
@@ -370,13 +379,13 @@ def test_a_format_1_record_is_shown_and_its_method_not_compared(
     )
     run(path, ledger)
     exp = ledger.experiment(spec.experiment_id)
-    doc = analysis.analyze(ledger, exp)
+    doc = analyze_doc(ledger, exp)
     st = doc["experiment"]["preregistered"]
     assert st["deviations"] == [] and st["chain_ok"] and st["hash"] == old["record_hash"]
     assert st["method_note"] == prereg.OLD_FORMAT_NOTE
     assert st["text"].endswith(f"({prereg.OLD_FORMAT_NOTE})")
     assert st["record"]["analysis"]["methods"]["interval"].startswith("95% BCa")
-    assert "older fairtrial" in render_md(doc)
+    assert "older fairtrial" in render_md(Analysis.from_dict(doc))
     # the parts both formats hold are still compared
     with ledger.engine.begin() as c:
         c.execute(

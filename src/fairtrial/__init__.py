@@ -2,9 +2,12 @@
 
 Paired multi-seed experiments from a spec file, stored in a ledger, with per-seed results
 that a report turns into comparisons. The names below are the public API; everything else
-is an implementation detail that may change.
+is an implementation detail that may change. In a notebook: ``fairtrial.run(spec)`` then
+``fairtrial.analyze(experiment)``, an :class:`Analysis` that shows its verdict table.
 """
 
+from fairtrial.analysis import Options
+from fairtrial.api import analyze, run
 from fairtrial.backends import Backend, InlineBackend, LocalBackend, TrialJob, TrialOutcome
 from fairtrial.context import TrialContext
 from fairtrial.errors import (
@@ -20,6 +23,8 @@ from fairtrial.errors import (
 from fairtrial.ledger import Ledger
 from fairtrial.plan import TrialPlan, plan_trials
 from fairtrial.recipes import recipe
+from fairtrial.record import ExperimentRecord, Hypothesis
+from fairtrial.results import Ablation, Analysis, ArmSummary, Comparison, Interaction
 from fairtrial.runner import RunSummary, run_experiment
 from fairtrial.seeding import derive_seed
 from fairtrial.spec import Arm, Spec, load_spec, parse_spec
@@ -28,15 +33,23 @@ from fairtrial.tasks import Task, TaskData, get_task, register_task
 __version__ = "0.1.0"
 
 __all__ = [
+    "Ablation",
+    "Analysis",
     "Arm",
+    "ArmSummary",
     "Backend",
+    "Comparison",
     "ExperimentNotFound",
+    "ExperimentRecord",
     "FairtrialError",
+    "Hypothesis",
     "InlineBackend",
+    "Interaction",
     "Ledger",
     "LedgerError",
     "LocalBackend",
     "MissingDependency",
+    "Options",
     "RecipeError",
     "RunSummary",
     "Spec",
@@ -49,6 +62,7 @@ __all__ = [
     "TrialJob",
     "TrialOutcome",
     "TrialPlan",
+    "analyze",
     "derive_seed",
     "get_task",
     "load_spec",
@@ -56,5 +70,6 @@ __all__ = [
     "plan_trials",
     "recipe",
     "register_task",
+    "run",
     "run_experiment",
 ]

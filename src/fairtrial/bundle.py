@@ -24,7 +24,7 @@ Layout::
     task.json                     task name and checksums
     results/trials.json           every trial: arm, seed, status, result, seeds, config, ...
     results/metrics.jsonl         every logged metric point
-    results/analysis.json         the analysis document (DESIGN.md's JSON)
+    results/analysis.json         the analysis (fairtrial.results; docs/results-schema.md)
     results/predictions.json      each finished trial's test predictions (hashes in testlog.json)
     testlog.json                  the experiment's sealed test log entries, with their hashes
 
@@ -205,7 +205,7 @@ def _snapshot_record(ledger: Ledger, trials: list[TrialRow]) -> str | None:
 
 def bundle_files(ledger: Ledger, exp: ExperimentRow) -> dict[str, bytes]:
     """Every member of ``exp``'s bundle but the manifest: path -> content."""
-    from fairtrial.analysis import analyze
+    from fairtrial.analysis.document import analyze
 
     trials = ledger.trials(exp.id)
     prov_ids = sorted({t.provenance_id for t in trials if t.provenance_id})
@@ -268,7 +268,7 @@ def bundle_files(ledger: Ledger, exp: ExperimentRow) -> dict[str, bytes]:
             row = [t.id, attempt, step, tt, name, _clean(value)]
             lines.append(json.dumps(row, allow_nan=False))
     files["results/metrics.jsonl"] = ("\n".join(lines) + ("\n" if lines else "")).encode()
-    files["results/analysis.json"] = _dumps(_clean(analyze(ledger, exp)))
+    files["results/analysis.json"] = _dumps(_clean(analyze(ledger, exp).to_dict()))
     current = {t.id: t.attempt for t in trials if t.status == "finished"}
     # compact: one label per test example per trial adds up
     files["results/predictions.json"] = json.dumps(

@@ -271,7 +271,8 @@ def _print_report(
     compute: dict[str, Any] | None = None,
 ) -> None:
     from fairtrial import report as r
-    from fairtrial.analysis import Options, analyze, learning_curves
+    from fairtrial.analysis import Options, learning_curves
+    from fairtrial.analysis.document import analyze
 
     opts = Options(failures=failures, n_resamples=resamples, **(compute or {}))  # type: ignore[arg-type]
     doc = analyze(ledger, exp, opts)

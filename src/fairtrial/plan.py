@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from fairtrial.record import sign
 from fairtrial.seeding import trial_seeds
 from fairtrial.spec import PILOT_SEEDS, Spec
 
@@ -193,8 +194,8 @@ def plan_seeds(
     reject with (:func:`seed_floor`), at least the pilot and at most ``max_seeds``.
     An arm whose pilot has fewer than 2 paired seeds cannot be planned: it asks for the cap.
     """
-    sign = 1.0 if direction == "max" else -1.0
-    signed = {a: {s: sign * v for s, v in m.items() if s < pilot} for a, m in scores.items()}
+    k = sign(direction)
+    signed = {a: {s: k * v for s, v in m.items() if s < pilot} for a, m in scores.items()}
     arms = [a["name"] for a in arm_table["arms"] if a["kind"] == "arm"]
     level = alpha / max(len(arms), 1)
     per_arm: dict[str, Any] = {}

@@ -46,6 +46,8 @@ from fairtrial.bundle import Bundle, read_bundle, spec_toml
 from fairtrial.diff import diff, ledger_experiment_capture
 from fairtrial.errors import ReplicationError
 from fairtrial.ledger import Ledger
+from fairtrial.record import Hypothesis
+from fairtrial.results import Analysis, Comparison, ShapeError
 from fairtrial.seeding import derive_seed
 from fairtrial.spec import valid_name
 
@@ -144,33 +146,22 @@ def compare_arm(
     }
 
 
-def _arm_values(arm: Mapping[str, Any]) -> dict[int, float]:
-    return {
-        int(s): float(v)
-        for s, v in zip(arm.get("seeds", []), arm.get("values", []), strict=False)
-        if v is not None
-    }
-
-
-def _claims(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for c in doc.get("comparisons", []):
-        out[f"{c['arm']} vs {c['against']}"] = c
-    for c in doc.get("ablations", []):
-        out[f"{c['arm']} without {c['removed']}"] = c
+def _claims(doc: Analysis) -> dict[str, Comparison]:
+    out: dict[str, Comparison] = {f"{c.arm} vs {c.against}": c for c in doc.comparisons}
+    out.update({f"{c.arm} without {c.removed}": c for c in doc.ablations})
     return out
 
 
 def judge(
-    original: Mapping[str, Any],
-    replication: Mapping[str, Any],
+    original: Analysis,
+    replication: Analysis,
     *,
     tolerance: float,
     paired: bool,
     alpha: float = 0.05,
     power: float = 0.8,
 ) -> dict[str, Any]:
-    """Agreement of two analysis documents (DESIGN.md's JSON), arm by arm and verdict by verdict.
+    """Agreement of two analyses, arm by arm and verdict by verdict.
 
     Returns ``{"outcome", "arms": [...], "claims": [...], "failures": [text], "undecided":
     [text]}``. Verdicts are read from each comparison's and ablation's ``verdict`` key; an
@@ -180,17 +171,16 @@ def judge(
     failures: list[str] = []
     undecided: list[str] = []
     notes: list[str] = []
-    rep_arms = replication.get("arms", {})
-    for name, o in original.get("arms", {}).items():
-        r = rep_arms.get(name)
-        ov = _arm_values(o)
-        rv = _arm_values(r or {})
+    for name, o in original.arms.items():
+        r = replication.arms.get(name)
+        ov = o.scores
+        rv = r.scores if r else {}
         row: dict[str, Any] = {
             "arm": name,
-            "original_mean": o.get("mean"),
-            "replication_mean": (r or {}).get("mean"),
-            "original_failed": o.get("failed", 0),
-            "replication_failed": (r or {}).get("failed", 0) if r else None,
+            "original_mean": o.mean,
+            "replication_mean": r.mean if r else None,
+            "original_failed": o.failed,
+            "replication_failed": r.failed if r else None,
         }
         if r is None:
             row.update(status="differ", reason="the arm is missing from the replication")
@@ -216,15 +206,15 @@ def judge(
             undecided.append(_arm_text(row, tolerance, alpha))
     claims = []
     oc, rc = _claims(original), _claims(replication)
-    has_verdicts = any("verdict" in c for c in oc.values())
+    has_verdicts = any(c.verdict is not None for c in oc.values())
     if not has_verdicts:
         notes.append("the original analysis has no verdicts: only per-arm agreement was judged")
     for key, c in oc.items():
-        if "verdict" not in c:
+        if c.verdict is None:
             continue
-        ov_ = c["verdict"]
-        r = rc.get(key)
-        rv_ = (r or {}).get("verdict")
+        ov_ = c.verdict
+        rep = rc.get(key)
+        rv_ = rep.verdict if rep else None
         if ov_ not in CLAIM_VERDICTS:
             status = "no claim"
         elif rv_ == ov_:
@@ -237,15 +227,15 @@ def judge(
             "claim": f"{key}: {ov_}",
             "original": ov_,
             "replication": rv_,
-            "original_effect": c.get("effect"),
-            "replication_effect": (r or {}).get("effect"),
+            "original_effect": c.effect,
+            "replication_effect": rep.effect if rep else None,
             "status": status,
         }
         claims.append(claim)
         if status == "failed":
             failures.append(
                 f"claim '{key}: {ov_}' not reproduced: the replication says {rv_} "
-                f"(effect {_num(claim['replication_effect'])} vs {_num(c.get('effect'))})"
+                f"(effect {_num(claim['replication_effect'])} vs {_num(c.effect)})"
             )
         elif status == "undecided":
             undecided.append(
@@ -378,7 +368,7 @@ def replicate(
     (``ledger.db``); the record goes to the ledger at ``store`` (table ``replications``) and to
     ``folder/replication.json``. ``tolerance`` defaults to the hypothesis' smallest effect.
     """
-    from fairtrial.analysis import analyze
+    from fairtrial.analysis.document import analyze
     from fairtrial.backends import LocalBackend
     from fairtrial.runner import run_experiment
     from fairtrial.spec import load_spec
@@ -388,9 +378,9 @@ def replicate(
     t0 = time.time()
     with read_bundle(bundle_path) as b:
         exp = b.experiment()
-        hyp = exp.spec.get("hypothesis", {})
+        hyp = Hypothesis.from_spec(exp.spec)
         if tolerance is None:
-            tolerance = hyp.get("smallest_effect")
+            tolerance = hyp.smallest_effect
             source = "hypothesis.smallest_effect"
             if tolerance is None:
                 raise ReplicationError(
@@ -402,8 +392,7 @@ def replicate(
         tolerance = float(tolerance)
         if not (tolerance > 0 and math.isfinite(tolerance)):
             raise ReplicationError(f"--tolerance must be a number > 0, got {tolerance}")
-        alpha = float(hyp.get("alpha") or 0.05)
-        power = float(hyp.get("power") or 0.8)
+        alpha, power = hyp.alpha, hyp.power
         if folder is None:
             base = Path(".fairtrial") / "replications"
             if not valid_name(exp.name):  # read_bundle refuses these: never a path from them
@@ -445,7 +434,10 @@ def replicate(
                 f"task '{exp.task}' data differ here: checksum {spec.task_checksum[:12]}, "
                 f"the bundle's {exp.task_checksum[:12]}"
             )
-        original_doc = b.json("results/analysis.json")
+        try:
+            original_doc = Analysis.from_dict(b.json("results/analysis.json"))
+        except ShapeError as exc:
+            raise ReplicationError(f"bundle {b.path.name}: results/analysis.json: {exc}") from None
         original_capture = b.capture()
         prov = b.provenances()
         bundle_info = {

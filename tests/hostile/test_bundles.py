@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bundle_kit import (
     assert_one_line_error,
     base_bundle,
@@ -31,7 +32,6 @@ from bundle_kit import (
     write_bomb,
     written_bytes,
 )
-
 from fairtrial import bundle as B
 from fairtrial.backends import InlineBackend
 from fairtrial.errors import BundleError, RegistryError, ReplicationError

@@ -7,7 +7,6 @@ ablations, arms, failures and predictions, then the methods that produced the nu
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rich.console import Group
@@ -19,70 +18,72 @@ from rich.text import Text
 from fairtrial.report import fmt
 from fairtrial.report.html import render_html
 from fairtrial.report.tex import render_tex
+from fairtrial.results import Ablation, Analysis, Comparison, Interaction
 
 FORMATS = ("text", "md", "html", "tex", "json")
 
 
-def render_json(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=2, sort_keys=False)
+def render_json(doc: Analysis) -> str:
+    return doc.to_json()
 
 
-def _comparison_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(doc["comparisons"]) + list(doc["ablations"])
+def _comparison_rows(doc: Analysis) -> list[Comparison]:
+    return doc.judged
 
 
-def render_text(doc: dict[str, Any]) -> Group:
+def render_text(doc: Analysis) -> Group:
     """A rich renderable: verdicts first (what the user came for), then arms and failures."""
-    e = doc["experiment"]
+    e = doc.experiment
     head = Text.assemble(
-        (f"{e['name']}", "bold"),
-        f"  ({e['id']})\n",
-        f"task {e['task']} · metric {e['metric']} ({fmt.direction_word(doc)} is better) · ",
-        f"{e['seeds']} seeds · {e['trials']} trials",
-        (f"\nclaim: {e['claim']}" if e["claim"] else ""),
+        (f"{e.name}", "bold"),
+        f"  ({e.id})\n",
+        f"task {e.task} · metric {e.metric} ({fmt.direction_word(doc)} is better) · ",
+        f"{e.seeds} seeds · {e.trials} trials",
+        (f"\nclaim: {e.claim}" if e.claim else ""),
     )
     parts: list[Any] = [Panel(head, expand=False)]
     parts.append(Text("\n".join(fmt.rigor_lines(doc)), style="dim"))
-    conf = f"{doc['settings']['confidence']:.0%}"
-    if doc["comparisons"]:
+    conf = f"{doc.settings['confidence']:.0%}"
+    if doc.comparisons:
         t = Table(
             title=f"Verdicts: arm vs baseline (effect: + is better; {conf} "
             f"{fmt.interval_kind(doc)} interval)"
         )
         _verdict_columns(t, "vs")
-        for c in doc["comparisons"]:
-            _verdict_row(t, c, c["against"])
+        for c in doc.comparisons:
+            _verdict_row(t, c, c.against)
         parts.append(t)
-    by_arm: dict[str, list[dict[str, Any]]] = {}
-    for a in doc["ablations"]:
-        by_arm.setdefault(a["arm"], []).append(a)
+    by_arm: dict[str, list[Ablation]] = {}
+    for ab in doc.ablations:
+        by_arm.setdefault(ab.arm, []).append(ab)
     for arm, rows in by_arm.items():
         t = Table(
             title=f"Ablations of {arm}: contribution of each component (arm − arm without it)"
         )
         _verdict_columns(t, "removed")
-        for c in rows:
-            _verdict_row(t, c, f"{c['removed']} ({c['ablation_arm']})")
+        for r in rows:
+            _verdict_row(t, r, f"{r.removed} ({r.ablation_arm})")
         parts.append(t)
-        inter = next((i for i in doc.get("interactions", []) if i["arm"] == arm), None)
-        if inter and inter.get("interaction") is not None:
+        inter = next((i for i in doc.interactions if i.arm == arm), None)
+        if inter and inter.interaction is not None:
             parts.append(Text(_interaction_line(inter, conf)))
-    t = Table(title=f"Arms: test {e['metric']} per seed")
+    t = Table(title=f"Arms: test {e.metric} per seed")
     for col in ("arm", "components", "n", "failed", "mean", "sd", f"{conf} CI", "per seed"):
         t.add_column(col, justify="left" if col in ("arm", "components", "per seed") else "right")
-    for name, a in doc["arms"].items():
+    for name, arm_ in doc.arms.items():
+        a = arm_
         t.add_row(
             escape(name),
-            escape(fmt.components(a["components"])),
-            str(a["n"]),
-            str(a["failed"]) + (f" ({a['pending']} pending)" if a["pending"] else ""),
-            fmt.num(a["mean"]),
-            fmt.num(a["sd"]),
-            fmt.interval(a["interval"]),
-            fmt.values(a["values"]),
+            escape(fmt.components(a.components)),
+            str(a.n),
+            str(a.failed) + (f" ({a.pending} pending)" if a.pending else ""),
+            fmt.num(a.mean),
+            fmt.num(a.sd),
+            fmt.interval(a.interval),
+            fmt.values(a.values),
         )
     parts.append(t)
-    if reads := doc.get("config_reads"):
+    if reads := doc.config_reads:
         parts.append(Text(f"Warning: {reads['text']}", style="yellow"))
     heads, table, notes = fmt.compute_rows(doc)
     if len(heads) > 1:
@@ -95,15 +96,15 @@ def render_text(doc: dict[str, Any]) -> Group:
         parts.append(Text("\n".join(notes), style="dim"))
     if line := fmt.seed_plan_line(doc):
         parts.append(Text(line))
-    fails = [(n, f) for n, a in doc["arms"].items() for f in a["failures"]]
+    fails = [(n, f) for n, a in doc.arms.items() for f in a.failures]
     if fails:
         lines = Text("Failures (counted, not averaged in):\n", style="yellow")
         for name, f in fails[:20]:
-            lines.append(f"  {name} seed {f['seed']}: {f['status']}: {f['reason']}\n")
+            lines.append(f"  {name} seed {f.seed}: {f.status}: {f.reason}\n")
         if len(fails) > 20:
             lines.append(f"  … {len(fails) - 20} more\n")
         parts.append(lines)
-    pred = doc.get("predictions")
+    pred = doc.predictions
     if pred and pred["examples"]:
         t = Table(title=fmt.disagreement_line(pred))
         arms = list(pred["examples"][0]["arms"])
@@ -139,18 +140,18 @@ def _verdict_columns(t: Table, against: str) -> None:
         )
 
 
-def _verdict_row(t: Table, c: dict[str, Any], against: str) -> None:
-    v = c.get("verdict") or "inconclusive"
+def _verdict_row(t: Table, c: Comparison, against: str) -> None:
+    v = c.verdict or "inconclusive"
     t.add_row(
-        escape(c["arm"]),
+        escape(c.arm),
         escape(against),
         Text(fmt.verdict(c), style=fmt.STYLES[v]),
-        fmt.signed(c["effect"]),
-        fmt.interval(c["interval"], sign=True),
-        f"{fmt.pvalue(c['p'])} ({fmt.pvalue(c.get('p_adjusted'))})",
-        fmt.num(c.get("d_z"), 2),
+        fmt.signed(c.effect),
+        fmt.interval(c.interval, sign=True),
+        f"{fmt.pvalue(c.p)} ({fmt.pvalue(c.p_adjusted)})",
+        fmt.num(c.d_z, 2),
         fmt.prob(c),
-        str(c["n_pairs"]),
+        str(c.n_pairs),
         escape(fmt.power_note(c)),
         escape(fmt.cost_text(c)),
     )
@@ -162,34 +163,33 @@ def _pred_cell(ex: dict[str, Any], arm: str) -> str:
     return f"{p['prediction']} {mark} ({p['agreement']:.0%})"
 
 
-def _interaction_line(inter: dict[str, Any], conf: str) -> str:
+def _interaction_line(inter: Interaction, conf: str) -> str:
     verdict = (
         "the components add up (no interaction detected)"
-        if inter["additive"]
+        if inter.additive
         else (
             "the components reinforce each other"
-            if inter["interaction"] > 0
+            if (inter.interaction or 0) > 0
             else "the components overlap (together they gain less than the sum)"
         )
     )
     return (
-        f"{inter['arm']}: total effect {fmt.signed(inter['total_effect'])}, sum of contributions "
-        f"{fmt.signed(inter['sum_of_contributions'])}, interaction "
-        f"{fmt.signed(inter['interaction'])} {fmt.interval(inter['interval'], sign=True)} "
-        f"({conf}, {inter['n_pairs']} seeds): {verdict}."
+        f"{inter.arm}: total effect {fmt.signed(inter.total_effect)}, sum of contributions "
+        f"{fmt.signed(inter.sum_of_contributions)}, interaction "
+        f"{fmt.signed(inter.interaction)} {fmt.interval(inter.interval, sign=True)} "
+        f"({conf}, {inter.n_pairs} seeds): {verdict}."
     )
 
 
-def render_md(doc: dict[str, Any]) -> str:
+def render_md(doc: Analysis) -> str:
     """Markdown for READMEs, issues and pull requests."""
-    e = doc["experiment"]
-    conf = f"{doc['settings']['confidence']:.0%}"
+    e = doc.experiment
+    conf = f"{doc.settings['confidence']:.0%}"
     out = [
-        f"## {e['name']}",
+        f"## {e.name}",
         "",
-        f"Task `{e['task']}`, metric {e['metric']} ({fmt.direction_word(doc)} is better), "
-        f"{e['seeds']} seeds, experiment `{e['id']}`."
-        + (f" Claim: {e['claim']}" if e["claim"] else ""),
+        f"Task `{e.task}`, metric {e.metric} ({fmt.direction_word(doc)} is better), "
+        f"{e.seeds} seeds, experiment `{e.id}`." + (f" Claim: {e.claim}" if e.claim else ""),
         "",
         *[f"- {line}" for line in fmt.rigor_lines(doc)],
         "",
@@ -200,19 +200,19 @@ def render_md(doc: dict[str, Any]) -> str:
     )
     rule = "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
 
-    def row(c: dict[str, Any], against: str) -> str:
+    def row(c: Comparison, against: str) -> str:
         return (
-            f"| {c['arm']} | {against} | {fmt.verdict(c)} | {fmt.signed(c['effect'])} | "
-            f"{fmt.interval(c['interval'], sign=True)} | {fmt.pvalue(c['p'])} | "
-            f"{fmt.pvalue(c.get('p_adjusted'))} | {fmt.num(c.get('d_z'), 2)} | {fmt.prob(c)} | "
-            f"{c['n_pairs']} | {fmt.power_note(c)} | {fmt.cost_text(c)} |"
+            f"| {c.arm} | {against} | {fmt.verdict(c)} | {fmt.signed(c.effect)} | "
+            f"{fmt.interval(c.interval, sign=True)} | {fmt.pvalue(c.p)} | "
+            f"{fmt.pvalue(c.p_adjusted)} | {fmt.num(c.d_z, 2)} | {fmt.prob(c)} | "
+            f"{c.n_pairs} | {fmt.power_note(c)} | {fmt.cost_text(c)} |"
         )
 
-    if doc["comparisons"]:
+    if doc.comparisons:
         out += ["### Verdicts", "", head.format(c=conf), rule]
-        out += [row(c, c["against"]) for c in doc["comparisons"]]
+        out += [row(c, c.against) for c in doc.comparisons]
         out.append("")
-    if doc["ablations"]:
+    if doc.ablations:
         out += [
             "### Ablations",
             "",
@@ -221,10 +221,10 @@ def render_md(doc: dict[str, Any]) -> str:
             head.format(c=conf).replace("| vs |", "| removed |"),
             rule,
         ]
-        out += [row(c, f"{c['removed']} (`{c['ablation_arm']}`)") for c in doc["ablations"]]
+        out += [row(c, f"{c.removed} (`{c.ablation_arm}`)") for c in doc.ablations]
         out.append("")
-        for inter in doc.get("interactions", []):
-            if inter.get("interaction") is not None:
+        for inter in doc.interactions:
+            if inter.interaction is not None:
                 out += [_interaction_line(inter, conf), ""]
     out += [
         "### Arms",
@@ -233,13 +233,13 @@ def render_md(doc: dict[str, Any]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     out += [
-        f"| {n} | {fmt.components(a['components'])} | {a['n']} | {a['failed']} | "
-        f"{fmt.num(a['mean'])} | {fmt.num(a['sd'])} | {fmt.interval(a['interval'])} | "
-        f"{fmt.values(a['values'])} |"
-        for n, a in doc["arms"].items()
+        f"| {n} | {fmt.components(a.components)} | {a.n} | {a.failed} | "
+        f"{fmt.num(a.mean)} | {fmt.num(a.sd)} | {fmt.interval(a.interval)} | "
+        f"{fmt.values(a.values)} |"
+        for n, a in doc.arms.items()
     ]
     out.append("")
-    if reads := doc.get("config_reads"):
+    if reads := doc.config_reads:
         out += [f"**Warning**: {reads['text']}", ""]
     heads, rows, notes = fmt.compute_rows(doc)
     if len(heads) > 1:
@@ -253,12 +253,12 @@ def render_md(doc: dict[str, Any]) -> str:
         out += [""] + [f"- {n}" for n in notes] + [""]
     if line := fmt.seed_plan_line(doc):
         out += [line, ""]
-    fails = [(n, f) for n, a in doc["arms"].items() for f in a["failures"]]
+    fails = [(n, f) for n, a in doc.arms.items() for f in a.failures]
     if fails:
         out += ["Failures (counted, not averaged in):", ""]
-        out += [f"- {n} seed {f['seed']}: {f['status']}: {f['reason']}" for n, f in fails[:20]]
+        out += [f"- {n} seed {f.seed}: {f.status}: {f.reason}" for n, f in fails[:20]]
         out.append("")
-    pred = doc.get("predictions")
+    pred = doc.predictions
     if pred and pred["examples"]:
         arms = list(pred["examples"][0]["arms"])
         out += [

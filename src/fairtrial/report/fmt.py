@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from fairtrial.results import Analysis, Comparison, Figure
 
 MARKS = {"better": "▲", "worse": "▼", "equivalent": "≈", "inconclusive": "?", "invalid": "✗"}
 STYLES = {
@@ -23,7 +26,7 @@ def signed(x: float | None, digits: int = 4) -> str:
     return "—" if x is None else f"{x:+.{digits}f}"
 
 
-def interval(iv: list[float] | None, digits: int = 4, sign: bool = False) -> str:
+def interval(iv: Sequence[float | None] | None, digits: int = 4, sign: bool = False) -> str:
     if not iv or iv[0] is None or iv[1] is None:
         return "—"
     f = signed if sign else num
@@ -38,7 +41,7 @@ def pvalue(p: float | None) -> str:
     return f"{p:.3g}" if p < 0.1 else f"{p:.2f}"
 
 
-def components(c: dict[str, Any]) -> str:
+def components(c: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={json.dumps(v)}" for k, v in c.items()) or "—"
 
 
@@ -47,36 +50,36 @@ def values(vs: list[float | None], limit: int = 10) -> str:
     return shown + (f" … (+{len(vs) - limit})" if len(vs) > limit else "")
 
 
-def verdict(c: dict[str, Any]) -> str:
-    v = c.get("verdict") or "inconclusive"
+def verdict(c: Comparison) -> str:
+    v = c.verdict or "inconclusive"
     return f"{MARKS[v]} {v}"
 
 
-def power_note(c: dict[str, Any]) -> str:
+def power_note(c: Comparison) -> str:
     """What an inconclusive comparison would need: its MDE and the seeds for smallest_effect."""
-    if c.get("verdict") != "inconclusive":
+    if c.verdict != "inconclusive":
         return ""
     parts = []
-    if c.get("mde") is not None:
-        parts.append(f"detectable ≥ {c['mde']:.4g}")
-    if c.get("seeds_needed") is not None:
-        parts.append(f"{c['seeds_needed']} seeds needed")
+    if c.mde is not None:
+        parts.append(f"detectable ≥ {c.mde:.4g}")
+    if c.seeds_needed is not None:
+        parts.append(f"{c.seeds_needed} seeds needed")
     return "; ".join(parts)
 
 
-def prob(c: dict[str, Any]) -> str:
-    p = c.get("prob_improvement")
-    if not p or p.get("estimate") is None:
+def prob(c: Comparison) -> str:
+    p = c.prob_improvement
+    if p is None or p.estimate is None:
         return "—"
-    return f"{p['estimate']:.2f}"
+    return f"{p.estimate:.2f}"
 
 
-def direction_word(doc: dict[str, Any]) -> str:
-    return "higher" if doc["experiment"]["direction"] == "max" else "lower"
+def direction_word(doc: Analysis) -> str:
+    return doc.experiment.better
 
 
-def seed_plan_line(doc: dict[str, Any]) -> str | None:
-    sp = doc["experiment"].get("seed_plan")
+def seed_plan_line(doc: Analysis) -> str | None:
+    sp = doc.experiment.seed_plan
     if not sp:
         return None
     line = f'seeds = "auto": a pilot of {sp["pilot"]} seeds asked for {sp["needed"]} ({sp["rule"]})'
@@ -94,9 +97,9 @@ def disagreement_line(pred: dict[str, Any] | None) -> str | None:
     )
 
 
-def methods(doc: dict[str, Any]) -> list[str]:
+def methods(doc: Analysis) -> list[str]:
     """The analysis' settings, as sentences for the report's methods section."""
-    s = doc["settings"]
+    s = doc.settings
     keys = [
         "pairing",
         "effect",
@@ -114,11 +117,9 @@ def methods(doc: dict[str, Any]) -> list[str]:
     return [f"{k.replace('_', ' ')}: {s[k]}" for k in keys if k in s]
 
 
-def interval_kind(doc: dict[str, Any]) -> str:
+def interval_kind(doc: Analysis) -> str:
     """Which interval the comparisons use ("paired t", "BCa bootstrap", or both)."""
-    kinds = sorted(
-        {c.get("interval_method") for c in doc["comparisons"] + doc["ablations"]} - {None}
-    )
+    kinds = sorted({c.interval_method for c in doc.judged if c.interval_method})
     return " / ".join(kinds) or "no"
 
 
@@ -160,17 +161,17 @@ COMPUTE_COLUMNS = (
 )
 
 
-def compute_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str]]:
+def compute_rows(doc: Analysis) -> tuple[list[str], list[list[str]], list[str]]:
     """Headings, one row per arm (per-trial means ± sd; time-to-target's olympic mean) and
     the notes that say how each figure was obtained. Columns no arm has are left out."""
-    arms = {n: a.get("compute") or {} for n, a in doc["arms"].items()}
+    arms = {n: a.compute for n, a in doc.arms.items()}
     cols = []
     for key, head, kind in COMPUTE_COLUMNS:
         if kind == "olympic":
-            if any((c.get("time_to_target") or {}).get("n") for c in arms.values()):
+            if any((c.time_to_target or {}).get("n") for c in arms.values()):
                 cols.append((key, head, kind))
         elif any(
-            ((c.get("figures") or {}).get(key) or {}).get("mean") is not None for c in arms.values()
+            (fig := c.figure(key)) is not None and fig.mean is not None for c in arms.values()
         ):
             cols.append((key, head, kind))
     rows = []
@@ -178,16 +179,16 @@ def compute_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]], list[
         row = [name]
         for key, _, kind in cols:
             if kind == "olympic":
-                t = c.get("time_to_target") or {}
+                t = c.time_to_target or {}
                 row.append(
                     si(t.get("value"), "s") if t.get("valid") else "invalid" if t.get("n") else "—"
                 )
                 continue
-            f = (c.get("figures") or {}).get(key) or {}
-            unit = f.get("unit", "")
-            text = si(f.get("mean"), unit)
-            if f.get("sd") and f.get("mean") is not None:
-                text += f" ± {si(f['sd'], unit)}"
+            f = c.figure(key) or Figure()
+            unit = f.unit or ""
+            text = si(f.mean, unit)
+            if f.sd and f.mean is not None:
+                text += f" ± {si(f.sd, unit)}"
             row.append(text)
         rows.append(row)
     notes = []
@@ -195,9 +196,9 @@ def compute_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]], list[
         if kind == "olympic":
             ttt: dict[str, Any] = next(
                 (
-                    c["time_to_target"]
+                    c.time_to_target or {}
                     for c in arms.values()
-                    if (c.get("time_to_target") or {}).get("n")
+                    if (c.time_to_target or {}).get("n")
                 ),
                 {},
             )
@@ -207,29 +208,25 @@ def compute_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]], list[
             )
             continue
         methods = sorted(
-            {
-                m
-                for c in arms.values()
-                for m in (((c.get("figures") or {}).get(key) or {}).get("methods") or [])
-            }
+            {m for c in arms.values() for m in ((c.figure(key) or Figure()).methods or [])}
         )
         if methods:
             notes.append(f"{head}: " + "; ".join(methods))
-    hw = (doc.get("compute") or {}).get("hardware") or {}
+    hw = doc.compute.hardware or {}
     if hw.get("text"):
         notes.append(
             "hardware: "
             + hw["text"]
             + (" (mixed: figures not comparable one to one)" if hw.get("mixed") else "")
         )
-    if start := (doc.get("compute") or {}).get("worker_startup"):
+    if start := doc.compute.worker_startup:
         notes.append(
             f"worker start-up: {start['workers']} worker(s), {si(start['mean'], 's')} each on "
             f"average ({si(start['interpreter_and_imports'], 's')} interpreter start and "
             f"imports, {si(start['task_and_recipe'], 's')} loading the task and the recipe); "
             "in no trial's time and no cost ratio"
         )
-    settings = (doc.get("compute") or {}).get("settings") or {}
+    settings = doc.compute.settings or {}
     if any(h == "CO2e" for _, h, _ in cols):
         notes.append(
             f"CO2e = energy × PUE {settings.get('pue')} × {settings.get('grid_intensity')} "
@@ -238,16 +235,16 @@ def compute_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]], list[
     return ["arm"] + [h for _, h, _ in cols], rows, notes
 
 
-def cost_text(c: dict[str, Any]) -> str:
+def cost_text(c: Comparison) -> str:
     """The comparison's cost ratios, short: "1.0× FLOPs, 1.4× time"."""
-    text = str(c.get("cost_text") or "").removeprefix("for ")
+    text = str(c.cost_text or "").removeprefix("for ")
     return text.replace(" the ", " ").replace(" and ", ", ")
 
 
-def rigor_lines(doc: dict[str, Any]) -> list[str]:
+def rigor_lines(doc: Analysis) -> list[str]:
     """Preregistration, the sealed test log and arm isolation, one line each."""
-    e = doc["experiment"]
-    pre = e.get("preregistered")
+    e = doc.experiment
+    pre = e.preregistered
     lines = [
         "preregistration: "
         + (pre["text"] if pre else "none (`fairtrial register SPEC` before the first run)")
@@ -256,12 +253,12 @@ def rigor_lines(doc: dict[str, Any]) -> list[str]:
         f"deviation, {d['kind'].replace('_', ' ')}: {d['detail']}"
         for d in (pre or {}).get("deviations") or []
     ]
-    for c in list(doc.get("comparisons") or []) + list(doc.get("ablations") or []):
-        if c.get("verdict") == "invalid":
-            lines.insert(0, f"INVALID {c['arm']} vs {c['against']}: {c.get('reason')}")
-    code = e.get("code")
+    for c in doc.judged:
+        if c.verdict == "invalid":
+            lines.insert(0, f"INVALID {c.arm} vs {c.against}: {c.reason}")
+    code = e.code
     if code:
-        reused = e.get("reused") or 0
+        reused = e.reused or 0
         lines.append(
             "code version "
             + ", ".join(h[:12] for h in code)
@@ -272,7 +269,7 @@ def rigor_lines(doc: dict[str, Any]) -> list[str]:
                 else ""
             )
         )
-    log = e.get("test_log")
+    log = e.test_log
     if log:
         line = (
             f"sealed test log: {log['evaluations']} test evaluation(s) by this experiment; "
@@ -282,7 +279,7 @@ def rigor_lines(doc: dict[str, Any]) -> list[str]:
         if log.get("warning"):
             line += f". Warning: {log['warning']}"
         lines.append(line)
-    iso = e.get("arm_isolation")
+    iso = e.arm_isolation
     if iso and iso.get("text"):
         lines.append(("" if iso.get("ok") else "Warning: ") + f"hidden variables: {iso['text']}")
     return lines

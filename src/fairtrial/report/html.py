@@ -9,10 +9,14 @@ escaped.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from fairtrial import record
 from fairtrial.report import fmt, svg
+from fairtrial.results import Ablation, Analysis, ArmCompute, Comparison, Figure, Interaction
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
@@ -35,36 +39,43 @@ def _e(x: Any) -> str:
     return escape(str(x))
 
 
-def render_html(doc: dict[str, Any], details: dict[str, Any] | None = None) -> str:
-    """The report page; ``details`` adds the learning curves (see ``analysis.report_details``)."""
+def render_html(
+    doc: Analysis, details: dict[str, Any] | None = None, *, fragment: bool = False
+) -> str:
+    """The report page; ``details`` adds the learning curves (``{"curves": ...}`` of
+    :func:`fairtrial.analysis.learning_curves`).
+
+    ``fragment``: the report as one ``<div>`` with its own stylesheet, to embed in another
+    page (a Jupyter notebook's output cell) rather than a whole document.
+    """
     details = details or {}
-    e = doc["experiment"]
-    conf = f"{doc['settings']['confidence']:.0%}"
+    e = doc.experiment
+    conf = f"{doc.settings['confidence']:.0%}"
     body: list[str] = [
-        f"<h1>{_e(e['name'])}</h1>",
-        f'<p class="muted">experiment <code>{_e(e["id"])}</code> · task <code>{_e(e["task"])}'
-        f"</code> · metric {_e(e['metric'])} ({fmt.direction_word(doc)} is better) · "
-        f"{e['seeds']} seeds · {e['trials']} trials</p>",
+        f"<h1>{_e(e.name)}</h1>",
+        f'<p class="muted">experiment <code>{_e(e.id)}</code> · task <code>{_e(e.task)}'
+        f"</code> · metric {_e(e.metric)} ({fmt.direction_word(doc)} is better) · "
+        f"{e.seeds} seeds · {e.trials} trials</p>",
     ]
-    if e.get("claim"):
-        body.append(f"<p><strong>Claim:</strong> {_e(e['claim'])}</p>")
+    if e.claim:
+        body.append(f"<p><strong>Claim:</strong> {_e(e.claim)}</p>")
     body.append(
         "<ul class='muted'>" + "".join(f"<li>{_e(x)}</li>" for x in fmt.rigor_lines(doc)) + "</ul>"
     )
-    if doc["comparisons"]:
+    if doc.comparisons:
         body += [
             f"<h2>Verdicts</h2><p class='muted'>Effect: the arm minus the baseline, positive is "
             f"better, with its {conf} {_e(fmt.interval_kind(doc))} interval.</p>",
-            _verdict_table(doc["comparisons"], "vs"),
+            _verdict_table(doc.comparisons, "vs"),
         ]
-    if doc["ablations"]:
+    if doc.ablations:
         body += [
             "<h2>Ablations</h2><p class='muted'>Contribution of each component: the arm minus "
             "the arm without it.</p>",
-            _verdict_table(doc["ablations"], "removed"),
+            _verdict_table(doc.ablations, "removed"),
         ]
-        for inter in doc.get("interactions", []):
-            if inter.get("interaction") is not None:
+        for inter in doc.interactions:
+            if inter.interaction is not None:
                 body.append(f"<p>{_e(_interaction(inter, conf))}</p>")
     figs = [
         _paired_plot(doc),
@@ -94,18 +105,17 @@ def render_html(doc: dict[str, Any], details: dict[str, Any] | None = None) -> s
         )
     if line := fmt.seed_plan_line(doc):
         body.append(f"<p>{_e(line)}</p>")
-    fails = [(n, f) for n, a in doc["arms"].items() for f in a["failures"]]
+    fails = [(n, f) for n, a in doc.arms.items() for f in a.failures]
     if fails:
         body.append("<h2>Failures</h2><p class='muted'>Counted, not averaged in.</p><ul>")
         body += [
-            f"<li>{_e(n)} seed {f['seed']}: {_e(f['status'])}: {_e(f['reason'])}</li>"
-            for n, f in fails[:50]
+            f"<li>{_e(n)} seed {f.seed}: {_e(f.status)}: {_e(f.reason)}</li>" for n, f in fails[:50]
         ]
         body.append("</ul>")
-    if doc.get("predictions"):
-        body.append(_predictions(doc["predictions"]))
+    if doc.predictions:
+        body.append(_predictions(doc.predictions))
     body += ["<h2>Methods</h2><ul>"] + [f"<li>{_e(m)}</li>" for m in fmt.methods(doc)] + ["</ul>"]
-    prov = doc.get("provenance") or {}
+    prov = doc.provenance or {}
     if prov:
         body += [
             "<h2>Provenance</h2><table>",
@@ -115,12 +125,27 @@ def render_html(doc: dict[str, Any], details: dict[str, Any] | None = None) -> s
             ],
             "</table>",
         ]
+    if fragment:
+        scoped = re.sub(
+            r"([^{}]+)\{",
+            lambda m: (
+                ",".join(
+                    ".fairtrial-report"
+                    if sel.strip() == "body"
+                    else f".fairtrial-report {sel.strip()}"
+                    for sel in m.group(1).split(",")
+                )
+                + "{"
+            ),
+            _CSS,
+        )
+        return f"<div class='fairtrial-report'><style>{scoped}</style>" + "\n".join(body) + "</div>"
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "
         "style-src 'unsafe-inline'; img-src data:\">"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{_e(e['name'])} · fairtrial report</title><style>{_CSS}</style></head><body>"
+        f"<title>{_e(e.name)} · fairtrial report</title><style>{_CSS}</style></head><body>"
         + "\n".join(body)
         + "\n<p class='muted'>Made by fairtrial.</p></body></html>\n"
     )
@@ -130,7 +155,7 @@ def render_html(doc: dict[str, Any], details: dict[str, Any] | None = None) -> s
 CSS = _CSS
 
 
-def figures(doc: dict[str, Any], curves: dict[str, Any] | None = None) -> dict[str, str]:
+def figures(doc: Analysis, curves: dict[str, Any] | None = None) -> dict[str, str]:
     """The report's figures as inline SVG (escaped), by name; figures without data are left out."""
     made = {
         "paired": _paired_plot(doc),
@@ -141,14 +166,14 @@ def figures(doc: dict[str, Any], curves: dict[str, Any] | None = None) -> dict[s
     return {k: v for k, v in made.items() if v}
 
 
-def verdict_table(rows: list[dict[str, Any]], against: str) -> str:
+def verdict_table(rows: Sequence[Comparison], against: str) -> str:
     """The verdicts (``against="vs"``) or ablations (``"removed"``) table as escaped HTML."""
     return _verdict_table(rows, against)
 
 
-def arms_table(doc: dict[str, Any]) -> str:
+def arms_table(doc: Analysis) -> str:
     """The per-arm table (n, failures, mean, interval) as escaped HTML."""
-    return _arms_table(doc, f"{doc['settings']['confidence']:.0%}")
+    return _arms_table(doc, f"{doc.settings['confidence']:.0%}")
 
 
 def draw_input(x: list[Any] | None, how: dict[str, Any] | None) -> str:
@@ -156,7 +181,7 @@ def draw_input(x: list[Any] | None, how: dict[str, Any] | None) -> str:
     return _draw(x, how or {})
 
 
-def _verdict_table(rows: list[dict[str, Any]], against: str) -> str:
+def _verdict_table(rows: Sequence[Comparison], against: str) -> str:
     head = (
         f"<table><tr><th class='l'>arm</th><th class='l'>{against}</th><th class='l'>verdict</th>"
         "<th>effect</th><th>interval</th><th>p</th><th>p adj.</th><th>d<sub>z</sub></th>"
@@ -164,45 +189,49 @@ def _verdict_table(rows: list[dict[str, Any]], against: str) -> str:
     )
     out = [head]
     for c in rows:
-        v = c.get("verdict") or "inconclusive"
-        other = f"{c['removed']} ({c['ablation_arm']})" if against == "removed" else c["against"]
+        v = c.verdict or "inconclusive"
+        other = (
+            f"{c.removed} ({c.ablation_arm})"
+            if isinstance(c, Ablation) and against == "removed"
+            else c.against
+        )
         out.append(
-            f"<tr><td class='l'>{_e(c['arm'])}</td><td class='l'>{_e(other)}</td>"
-            f"<td class='l {v}' title='{_e(c.get('reason', ''))}'>{_e(fmt.verdict(c))}</td>"
-            f"<td>{fmt.signed(c['effect'])}</td><td>{fmt.interval(c['interval'], sign=True)}</td>"
-            f"<td>{fmt.pvalue(c['p'])}</td><td>{fmt.pvalue(c.get('p_adjusted'))}</td>"
-            f"<td>{fmt.num(c.get('d_z'), 2)}</td><td>{fmt.prob(c)}</td><td>{c['n_pairs']}</td>"
+            f"<tr><td class='l'>{_e(c.arm)}</td><td class='l'>{_e(other)}</td>"
+            f"<td class='l {v}' title='{_e(c.reason or '')}'>{_e(fmt.verdict(c))}</td>"
+            f"<td>{fmt.signed(c.effect)}</td><td>{fmt.interval(c.interval, sign=True)}</td>"
+            f"<td>{fmt.pvalue(c.p)}</td><td>{fmt.pvalue(c.p_adjusted)}</td>"
+            f"<td>{fmt.num(c.d_z, 2)}</td><td>{fmt.prob(c)}</td><td>{c.n_pairs}</td>"
             f"<td class='l'>{_e(fmt.power_note(c))}</td><td class='l'>{_e(fmt.cost_text(c))}</td>"
             "</tr>"
         )
     return "".join(out) + "</table>"
 
 
-def _arms_table(doc: dict[str, Any], conf: str) -> str:
+def _arms_table(doc: Analysis, conf: str) -> str:
     out = [
         "<table><tr><th class='l'>arm</th><th class='l'>components</th><th>n</th>"
         f"<th>failed</th><th>mean</th><th>sd</th><th>{conf} CI</th><th class='l'>per seed</th></tr>"
     ]
-    for name, a in doc["arms"].items():
+    for name, a in doc.arms.items():
         out.append(
-            f"<tr><td class='l'>{_e(name)}</td><td class='l'>{_e(fmt.components(a['components']))}"
-            f"</td><td>{a['n']}</td><td>{a['failed']}</td><td>{fmt.num(a['mean'])}</td>"
-            f"<td>{fmt.num(a['sd'])}</td><td>{fmt.interval(a['interval'])}</td>"
-            f"<td class='l'>{_e(fmt.values(a['values'], 12))}</td></tr>"
+            f"<tr><td class='l'>{_e(name)}</td><td class='l'>{_e(fmt.components(a.components))}"
+            f"</td><td>{a.n}</td><td>{a.failed}</td><td>{fmt.num(a.mean)}</td>"
+            f"<td>{fmt.num(a.sd)}</td><td>{fmt.interval(a.interval)}</td>"
+            f"<td class='l'>{_e(fmt.values(a.values, 12))}</td></tr>"
         )
     return "".join(out) + "</table>"
 
 
-def _interaction(inter: dict[str, Any], conf: str) -> str:
+def _interaction(inter: Interaction, conf: str) -> str:
     kind = (
         "the components add up (no interaction detected)"
-        if inter["additive"]
+        if inter.additive
         else "the components interact"
     )
     return (
-        f"{inter['arm']}: total effect {fmt.signed(inter['total_effect'])}, sum of "
-        f"contributions {fmt.signed(inter['sum_of_contributions'])}, interaction "
-        f"{fmt.signed(inter['interaction'])} {fmt.interval(inter['interval'], sign=True)} "
+        f"{inter.arm}: total effect {fmt.signed(inter.total_effect)}, sum of "
+        f"contributions {fmt.signed(inter.sum_of_contributions)}, interaction "
+        f"{fmt.signed(inter.interaction)} {fmt.interval(inter.interval, sign=True)} "
         f"({conf}): {kind}."
     )
 
@@ -213,12 +242,12 @@ def _range(vals: list[float], pad: float = 0.06) -> tuple[float, float]:
     return lo - span * pad, hi + span * pad
 
 
-def _paired_plot(doc: dict[str, Any]) -> str | None:
-    arms = [n for n, a in doc["arms"].items() if a["values"]]
+def _paired_plot(doc: Analysis) -> str | None:
+    arms = [n for n, a in doc.arms.items() if a.values]
     if len(arms) < 2:
         return None
-    vals = [v for n in arms for v in doc["arms"][n]["values"] if v is not None]
-    vals += [v for n in arms for v in doc["arms"][n]["interval"] or [] if v is not None]
+    vals = [v for n in arms for v in doc.arms[n].values if v is not None]
+    vals += [v for n in arms for v in doc.arms[n].interval or () if v is not None]
     longest = max(len(n) for n in arms)
     fig = svg.Figure(
         (-0.5, len(arms) - 0.5),
@@ -226,14 +255,14 @@ def _paired_plot(doc: dict[str, Any]) -> str | None:
         width=max(360, 90 * len(arms) + 110),
         height=300 + 5 * min(longest, 30),
         title="Per seed: one line per seed across arms",
-        y_label=f"test {doc['experiment']['metric']}",
+        y_label=f"test {doc.experiment.metric}",
         x_ticks=[(i, n[:30]) for i, n in enumerate(arms)],
         rotate_x=True,
         margin=(34, 20, 30 + 5 * min(longest, 30), 64),
     )
     by_seed: dict[int, dict[int, float]] = {}
     for i, n in enumerate(arms):
-        for s, v in zip(doc["arms"][n]["seeds"], doc["arms"][n]["values"], strict=True):
+        for s, v in zip(doc.arms[n].seeds, doc.arms[n].values, strict=True):
             if v is not None:
                 by_seed.setdefault(s, {})[i] = v
     for pts in by_seed.values():
@@ -241,25 +270,33 @@ def _paired_plot(doc: dict[str, Any]) -> str | None:
         if len(xs) > 1:
             fig.polyline(xs, [pts[x] for x in xs], "#888", width=1, opacity=0.55)
     for i, n in enumerate(arms):
-        a = doc["arms"][n]
-        for s, v in zip(a["seeds"], a["values"], strict=True):
+        a = doc.arms[n]
+        for s, v in zip(a.seeds, a.values, strict=True):
             if v is not None:
                 fig.point(i, v, svg.color(i), r=2.5, title=f"{n} seed {s}: {v}")
-        if a["interval"]:
-            fig.segment(i + 0.12, a["interval"][0], i + 0.12, a["interval"][1], "#000")
-        if a["mean"] is not None:
-            fig.point(i + 0.12, a["mean"], "#000", r=4, title=f"{n} mean {a['mean']}")
+        if a.interval and a.interval[0] is not None and a.interval[1] is not None:
+            fig.segment(i + 0.12, a.interval[0], i + 0.12, a.interval[1], "#000")
+        if a.mean is not None:
+            fig.point(i + 0.12, a.mean, "#000", r=4, title=f"{n} mean {a.mean}")
     return fig.svg("per-seed paired plot")
 
 
-def _forest_plot(doc: dict[str, Any]) -> str | None:
-    rows = [(f"{c['arm']} vs {c['against']}", c) for c in doc["comparisons"]]
-    rows += [(f"{c['arm']}: {c['removed']}", c) for c in doc["ablations"]]
-    rows = [(label, c) for label, c in rows if c.get("interval")]
+def _forest_plot(doc: Analysis) -> str | None:
+    rows = [(f"{c.arm} vs {c.against}", c) for c in doc.comparisons]
+    rows += [(f"{c.arm}: {c.removed}", c) for c in doc.ablations]
+    rows = [
+        (label, c)
+        for label, c in rows
+        if c.interval and None not in c.interval and c.effect is not None
+    ]
     if not rows:
         return None
-    se = doc["settings"].get("smallest_effect")
-    xs = [v for _, c in rows for v in c["interval"]] + [0.0] + ([se, -se] if se else [])
+    se = doc.settings.get("smallest_effect")
+    xs = (
+        [float(v) for _, c in rows for v in c.interval or () if v is not None]
+        + [0.0]
+        + ([se, -se] if se else [])
+    )
     height = 60 + 26 * len(rows)
     fig = svg.Figure(
         _range(xs),
@@ -277,15 +314,16 @@ def _forest_plot(doc: dict[str, Any]) -> str | None:
     for i, (label, c) in enumerate(rows):
         y = len(rows) - 1 - i
         col = {"better": "#117733", "worse": "#b2182b", "equivalent": "#0072B2"}.get(
-            c.get("verdict") or "", "#a66f00"
+            c.verdict or "", "#a66f00"
         )
-        fig.segment(c["interval"][0], y, c["interval"][1], y, col)
-        fig.point(c["effect"], y, col, r=4, title=f"{label}: {c['effect']}")
+        low, high = c.interval or (0.0, 0.0)
+        fig.segment(float(low or 0.0), y, float(high or 0.0), y, col)
+        fig.point(float(c.effect or 0.0), y, col, r=4, title=f"{label}: {c.effect}")
         fig.text(fig.left - 8, fig.sy(y) + 4, label[:40], anchor="end", px=True)
     return fig.svg("forest plot")
 
 
-def _curves_plot(curves: dict[str, Any] | None, doc: dict[str, Any]) -> str | None:
+def _curves_plot(curves: dict[str, Any] | None, doc: Analysis) -> str | None:
     if not curves or not curves.get("arms"):
         return None
     arms = curves["arms"]
@@ -296,12 +334,12 @@ def _curves_plot(curves: dict[str, Any] | None, doc: dict[str, Any]) -> str | No
         _range(ys),
         width=760,
         title=f"Learning curves: {curves['metric']}, mean and "
-        f"{doc['settings']['confidence']:.0%} band across seeds",
+        f"{doc.settings['confidence']:.0%} band across seeds",
         x_label="step",
         y_label=str(curves["metric"]),
         margin=(34, 180, 46, 64),
     )
-    names = list(doc["arms"])
+    names = list(doc.arms)
     for name, a in arms.items():
         col = svg.color(names.index(name) if name in names else 0)
         if len(a["steps"]) > 1:
@@ -313,15 +351,14 @@ def _curves_plot(curves: dict[str, Any] | None, doc: dict[str, Any]) -> str | No
     return fig.svg("learning curves")
 
 
-def _compute_plot(doc: dict[str, Any]) -> str | None:
+def _compute_plot(doc: Analysis) -> str | None:
     """Test metric against a compute figure per arm, with the Pareto front."""
     pts = []
     label = ""
-    for name, a in doc["arms"].items():
-        c = a.get("compute") or {}
-        x, label = _compute_x(c)
-        if x is not None and a["mean"] is not None and x > 0:
-            pts.append((name, x, a["mean"]))
+    for name, a in doc.arms.items():
+        x, label = _compute_x(a.compute)
+        if x is not None and a.mean is not None and x > 0:
+            pts.append((name, x, a.mean))
     if len(pts) < 2:
         return None
     xs = [p[1] for p in pts]
@@ -338,11 +375,11 @@ def _compute_plot(doc: dict[str, Any]) -> str | None:
         width=620,
         title="Metric against compute (Pareto front dashed)",
         x_label=label,
-        y_label=f"test {doc['experiment']['metric']}",
+        y_label=f"test {doc.experiment.metric}",
         log_x=log_x,
         margin=(34, 150, 46, 64),
     )
-    sign = 1.0 if doc["experiment"]["direction"] == "max" else -1.0
+    sign = record.sign(doc.experiment.direction)
     front = []
     best = -math.inf
     for _, x, y in sorted(pts, key=lambda p: (p[1], -sign * p[2])):
@@ -351,23 +388,22 @@ def _compute_plot(doc: dict[str, Any]) -> str | None:
             best = sign * y
     if len(front) > 1:
         fig.polyline([p[0] for p in front], [p[1] for p in front], "#555", dash="5 3")
-    names = list(doc["arms"])
+    names = list(doc.arms)
     for name, x, y in pts:
         fig.point(x, y, svg.color(names.index(name)), r=5, title=f"{name}: {y} at {x:.4g}")
         fig.text(x, y, f" {name}")
     return fig.svg("metric against compute")
 
 
-def _compute_x(c: dict[str, Any]) -> tuple[float | None, str]:
+def _compute_x(c: ArmCompute) -> tuple[float | None, str]:
     """The best compute figure an arm has: FLOPs when counted, else train time, else wall time."""
-    figures = c.get("figures") or {}
-    flops = (figures.get("flops") or {}).get("mean")
+    flops = (c.figure("flops") or Figure()).mean
     if flops:
         return float(flops), "FLOPs per trial (matmul/conv, counted on one step)"
-    train = (figures.get("train_time") or {}).get("mean")
+    train = (c.figure("train_time") or Figure()).mean
     if train:
         return float(train), "train time per trial (s)"
-    wall = c.get("wall_time_mean_s")
+    wall = c.wall_time_mean_s
     if wall:
         return float(wall), "wall time per trial (s)"
     return None, ""

@@ -6,7 +6,9 @@ The output is a ``table`` environment that needs ``\\usepackage{booktabs}`` and
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+
+from fairtrial.results import Analysis
 
 _SPECIAL = {
     "\\": r"\textbackslash{}",
@@ -41,7 +43,7 @@ def _s(x: float | None, d: int) -> str:
     return "--" if x is None else f"{x:+.{d}f}".replace("-", "$-$")
 
 
-def _iv(iv: list[float] | None, d: int, signed: bool = False) -> str:
+def _iv(iv: Sequence[float | None] | None, d: int, signed: bool = False) -> str:
     if not iv or iv[0] is None or iv[1] is None:
         return ""
     f = _s if signed else _n
@@ -56,43 +58,43 @@ def _p(p: float | None) -> str:
     return f"{p:.3f}"
 
 
-def render_tex(doc: dict[str, Any], digits: int = 3) -> str:
+def render_tex(doc: Analysis, digits: int = 3) -> str:
     """The results table (and an ablation table when the experiment has ablations)."""
-    e = doc["experiment"]
-    conf = f"{doc['settings']['confidence'] * 100:.0f}"
-    by_arm = {c["arm"]: c for c in doc["comparisons"]}
-    kinds = {c.get("interval_method") for c in doc["comparisons"]}
+    e = doc.experiment
+    conf = f"{doc.settings['confidence'] * 100:.0f}"
+    by_arm = {c.arm: c for c in doc.comparisons}
+    kinds = {c.interval_method for c in doc.comparisons}
     lines = [
         "% fairtrial report: needs \\usepackage{booktabs} and \\usepackage{amssymb}",
         r"\begin{table}[t]",
         r"\centering",
         r"\begin{tabular}{llrllr}",
         r"\toprule",
-        f"Arm & Change & Seeds & {tex_escape(e['metric'])} [{conf}\\% CI] & "
+        f"Arm & Change & Seeds & {tex_escape(e.metric)} [{conf}\\% CI] & "
         f"$\\Delta$ vs baseline [{conf}\\% CI] & $p_{{\\mathrm{{Holm}}}}$ \\\\",
         r"\midrule",
     ]
-    for name, a in doc["arms"].items():
-        if a["kind"] == "ablation":
+    for name, a in doc.arms.items():
+        if a.kind == "ablation":
             continue
-        comp = ", ".join(f"{k}={v}" for k, v in a["components"].items()) or "--"
+        comp = ", ".join(f"{k}={v}" for k, v in a.components.items()) or "--"
         c = by_arm.get(name)
         delta = (
-            f"{_s(c['effect'], digits)}{_iv(c['interval'], digits, True)} "
-            f"{MARKS[c.get('verdict') or 'inconclusive']}"
+            f"{_s(c.effect, digits)}{_iv(c.interval, digits, True)} "
+            f"{MARKS[c.verdict or 'inconclusive']}"
             if c
             else "--"
         )
         lines.append(
-            f"{tex_escape(name)} & {tex_escape(comp)} & {a['n']} & "
-            f"{_n(a['mean'], digits)}{_iv(a['interval'], digits)} & {delta} & "
-            f"{_p(c.get('p_adjusted')) if c else '--'} \\\\"
+            f"{tex_escape(name)} & {tex_escape(comp)} & {a.n} & "
+            f"{_n(a.mean, digits)}{_iv(a.interval, digits)} & {delta} & "
+            f"{_p(c.p_adjusted) if c else '--'} \\\\"
         )
     lines += [r"\bottomrule", r"\end{tabular}"]
-    better = "higher" if e["direction"] == "max" else "lower"
+    better = "higher" if e.direction == "max" else "lower"
     caption = (
-        f"{tex_escape(e['name'])} on {tex_escape(e['task'])}: test {tex_escape(e['metric'])} "
-        f"({better} is better) over {e['seeds']} seeds paired across arms. $\\Delta$: mean "
+        f"{tex_escape(e.name)} on {tex_escape(e.task)}: test {tex_escape(e.metric)} "
+        f"({better} is better) over {e.seeds} seeds paired across arms. $\\Delta$: mean "
         f"paired difference (positive is better) with a {conf}\\% "
         f"{'BCa bootstrap' if 'BCa bootstrap' in kinds else 'paired $t$'} interval; "
         f"$p$: sign-flip permutation test, Holm-adjusted. "
@@ -100,8 +102,8 @@ def render_tex(doc: dict[str, Any], digits: int = 3) -> str:
         f"(TOST), {MARKS['inconclusive']} inconclusive, {MARKS['invalid']} invalid (the seeds "
         "gave no spread)."
     )
-    lines += [f"\\caption{{{caption}}}", f"\\label{{tab:{_label(e['name'])}}}", r"\end{table}"]
-    if doc["ablations"]:
+    lines += [f"\\caption{{{caption}}}", f"\\label{{tab:{_label(e.name)}}}", r"\end{table}"]
+    if doc.ablations:
         lines += [
             "",
             r"\begin{table}[t]",
@@ -112,17 +114,17 @@ def render_tex(doc: dict[str, Any], digits: int = 3) -> str:
             r"$p_{\mathrm{Holm}}$ \\",
             r"\midrule",
         ]
-        for c in doc["ablations"]:
+        for c in doc.ablations:
             lines.append(
-                f"{tex_escape(c['arm'])} & {tex_escape(c['removed'])} & {c['n_pairs']} & "
-                f"{_s(c['effect'], digits)}{_iv(c['interval'], digits, True)} "
-                f"{MARKS[c.get('verdict') or 'inconclusive']} & {_p(c.get('p_adjusted'))} \\\\"
+                f"{tex_escape(c.arm)} & {tex_escape(c.removed or '')} & {c.n_pairs} & "
+                f"{_s(c.effect, digits)}{_iv(c.interval, digits, True)} "
+                f"{MARKS[c.verdict or 'inconclusive']} & {_p(c.p_adjusted)} \\\\"
             )
         lines += [r"\bottomrule", r"\end{tabular}"]
         lines += [
-            f"\\caption{{Ablations of {tex_escape(e['name'])}: each component's contribution is "
+            f"\\caption{{Ablations of {tex_escape(e.name)}: each component's contribution is "
             f"the arm minus the arm without it, paired by seed.}}",
-            f"\\label{{tab:{_label(e['name'])}-ablations}}",
+            f"\\label{{tab:{_label(e.name)}-ablations}}",
             r"\end{table}",
         ]
     return "\n".join(lines) + "\n"

@@ -33,20 +33,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from fairtrial import meter, rescore
+from fairtrial import rescore
 from fairtrial.analysis import (
-    Hypothesis,
-    analyze_scores,
+    Options,
     arm_summary,
     curves_from_points,
     disagreement_table,
     majority_votes,
-    seed_blind_arms,
 )
+from fairtrial.analysis.document import build
 from fairtrial.bundle import Limits, read_bundle
 from fairtrial.errors import BundleError
 from fairtrial.ledger import ExperimentRow, TrialRow
+from fairtrial.record import ExperimentRecord, sign
 from fairtrial.report import html as report_html
+from fairtrial.results import Analysis, Comparison, ShapeError
 
 
 @dataclass
@@ -264,20 +265,18 @@ def _reanalyze(
     trials: list[TrialRow],
     uploaded: Mapping[str, Any],
     preds: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The registry's own analysis of the bundle's results; raises when the uploaded analysis
-    reports numbers that the trials do not hold."""
-    hyp = Hypothesis.from_spec(exp.spec)
-    by_arm: dict[str, list[TrialRow]] = {}
-    for t in trials:
-        by_arm.setdefault(t.arm, []).append(t)
+) -> Analysis:
+    """The registry's own analysis of the bundle's results (the function ``fairtrial report``
+    uses, with the registry's options); raises when the uploaded analysis reports numbers that
+    the trials do not hold."""
+    record = ExperimentRecord.from_row(exp)
     up_arms = uploaded.get("arms") or {}
     if not isinstance(up_arms, dict):
         raise BundleError("results/analysis.json: 'arms' is not an object of arm -> summary")
-    arms: dict[str, Any] = {}
-    for a in exp.arms["arms"]:
-        name = a["name"]
-        summary = arm_summary(by_arm.get(name, []), 1.0 - hyp.alpha)
+    compute: dict[str, dict[str, Any]] = {}
+    for a in record.arms:
+        name = a.name
+        summary = arm_summary([t for t in trials if t.arm == name], record.hypothesis.confidence)
         sent = up_arms.get(name) or {}
         seeds, values = (
             (sent.get("seeds"), sent.get("values")) if isinstance(sent, dict) else (0, 0)
@@ -287,23 +286,16 @@ def _reanalyze(
                 f"results/analysis.json: arm '{name[:80]}' has no lists of 'seeds' and 'values'"
             )
         sent_values = dict(zip(map(str, seeds), values, strict=False))
-        for seed, value in zip(summary["seeds"], summary["values"], strict=True):
+        for seed, value in zip(summary.seeds, summary.values, strict=True):
             got = sent_values.get(str(seed))
             if not _is_number(got) or not math.isclose(
-                float(got), float(value), rel_tol=1e-9, abs_tol=1e-12
+                float(got), float(value or 0.0), rel_tol=1e-9, abs_tol=1e-12
             ):
                 raise BundleError(
                     f"results/analysis.json: arm '{name}' seed {seed} reports {got!r}, but "
                     f"results/trials.json holds {value!r} (edited)"
                 )
-        compute = _compute_of(sent.get("compute"))
-        arms[name] = {
-            **summary,
-            "kind": a["kind"],
-            "components": a["components"],
-            "compute": compute,
-        }
-    scores = {name: dict(zip(a["seeds"], a["values"], strict=True)) for name, a in arms.items()}
+        compute[name] = _compute_of(sent.get("compute"))
     # the same seed-blindness check as the analysis, on the bundle's own predictions
     finished = {t.id: t for t in trials if t.status == "finished"}
     hashes: dict[str, dict[int, str]] = {}
@@ -312,47 +304,58 @@ def _reanalyze(
         if row is not None and isinstance(p, dict) and p.get("attempt") == row.attempt:
             blob = json.dumps(p.get("predictions")).encode()
             hashes.setdefault(row.arm, {})[row.seed] = hashlib.sha256(blob).hexdigest()
-    deterministic = bool((exp.spec.get("experiment") or {}).get("deterministic"))
-    blind = (
-        {}
-        if deterministic
-        else seed_blind_arms(dict(scores), {a: h for a, h in hashes.items() if a in scores})
+    sent_doc = _uploaded_parts(uploaded)
+    doc = build(
+        record,
+        trials,
+        Options(),
+        predictions=hashes,
+        compute=compute,
+        # what only the uploader's store knew, as uploaded
+        experiment={
+            k: v
+            for k, v in sent_doc.experiment.to_dict().items()
+            if k in ("preregistered", "test_log", "arm_isolation", "test_evaluations")
+        },
+        compute_info=sent_doc.compute.to_dict(),
+        provenance=sent_doc.provenance,
+        config_reads=sent_doc.config_reads,
+        extra=sent_doc.extra,
     )
-    for name, a in arms.items():
-        a["seed_blind"] = name in blind
-    comparisons, ablations, interactions = analyze_scores(
-        scores, exp.arms, exp.direction, hyp, seed_blind=blind, deterministic=deterministic
-    )
-    for c in comparisons + ablations:
-        ratios = meter.cost_ratios(arms[c["arm"]]["compute"], arms[c["against"]]["compute"])
-        c["cost"] = ratios
-        c["cost_text"] = meter.format_cost_ratios(ratios)
-    sent = [
-        c
+    sent_verdicts = {
+        (str(c.get("arm")), str(c.get("against"))): c.get("verdict")
         for key in ("comparisons", "ablations")
         if isinstance(uploaded.get(key), list)
         for c in uploaded[key]
         if isinstance(c, dict)
-    ]
-    sent_verdicts = {(str(c.get("arm")), str(c.get("against"))): c.get("verdict") for c in sent}
+    }
     differences = [
-        f"{c['arm']} vs {c['against']}: uploaded '{sent_verdicts.get((c['arm'], c['against']))}'"
-        f", registry '{c['verdict']}'"
-        for c in comparisons + ablations
-        if sent_verdicts.get((c["arm"], c["against"])) != c["verdict"]
+        f"{c.arm} vs {c.against}: uploaded '{sent_verdicts.get(c.key)}', registry '{c.verdict}'"
+        for c in doc.judged
+        if sent_verdicts.get(c.key) != c.verdict
     ]
-    doc = dict(uploaded)
-    doc.update(arms=arms, comparisons=comparisons, ablations=ablations, interactions=interactions)
-    # the code version is read from the trials, not taken from the uploaded analysis
-    experiment = dict(doc["experiment"]) if isinstance(doc.get("experiment"), dict) else {}
-    experiment["code"] = sorted({t.code_hash or "unrecorded" for t in trials if t.attempt > 0})
-    doc["experiment"] = experiment
-    doc["registry"] = {
+    registry = {
         "reanalysed": "the registry re-ran the analysis on the bundle's per-seed results "
         "(failures dropped, 10000 resamples, seed 0)",
         "verdict_differences": differences,
     }
-    return doc
+    return doc.replace(extra={**doc.extra, "registry": registry})
+
+
+def _uploaded_parts(uploaded: Mapping[str, Any]) -> Analysis:
+    """The parts of the uploaded analysis the registry keeps as they came (what only the
+    uploader's store knew), read into the schema; a part of the wrong shape is refused."""
+    keep = ("experiment", "compute", "provenance", "config_reads")
+    parts = {k: uploaded[k] for k in keep if k in uploaded}
+    extra = {k: v for k, v in uploaded.items() if k not in Analysis.__dataclass_fields__}
+    try:
+        doc = Analysis.from_dict(parts)
+    except ShapeError as exc:
+        raise BundleError(f"results/analysis.json: {exc}") from None
+    for name, value in (("provenance", doc.provenance), ("config_reads", doc.config_reads)):
+        if value is not None and not isinstance(value, dict):
+            raise BundleError(f"results/analysis.json: '{name}' is not an object")
+    return doc.replace(extra=extra)
 
 
 def _predictions(
@@ -503,20 +506,19 @@ def ingest(
             '{"attempt": N, "predictions": [...]}'
         )
     checked = rescore.rescore(exp, trials, preds)
-    doc = _reanalyze(exp, trials, uploaded, preds)
     table, disagree, why = _predictions(exp, trials, preds)
-    doc["predictions"] = disagree
-    doc["registry"]["predictions"] = why
-    doc["registry"]["results"] = checked.as_dict()
+    doc = _reanalyze(exp, trials, uploaded, preds)
+    registry = {**doc.extra["registry"], "predictions": why, "results": checked.as_dict()}
+    doc = doc.replace(predictions=disagree, extra={**doc.extra, "registry": registry})
     curves = _curves(exp, trials, metrics)
     figures = report_html.figures(doc, curves)
-    hardware, device = _hardware(doc)
+    hardware, device = _hardware(doc.to_dict())
     key = baseline_key(exp)
     key_of_content = content_key(exp, trials, preds)
     e = exp.spec["experiment"]
     recipe = str(e.get("recipe") or e.get("command") or "")[:300]
-    verdicts = ", ".join(f"{c['arm']}: {c['verdict']}" for c in doc["comparisons"])[:300]
-    arms_compute = {n: a["compute"] for n, a in doc["arms"].items()}
+    verdicts = ", ".join(f"{c.arm}: {c.verdict}" for c in doc.comparisons)[:300]
+    arms_compute = {n: a.compute.to_dict() for n, a in doc.arms.items()}
     experiment = {
         "id": sha,
         "experiment_id": exp.id,
@@ -547,10 +549,10 @@ def ingest(
                 exp.task,
                 recipe,
                 str(exp.spec.get("hypothesis", {}).get("claim") or ""),
-                *doc["arms"],
+                *doc.arms,
             ]
         ).lower(),
-        "doc_json": json.dumps(doc, allow_nan=False, default=str),
+        "doc_json": json.dumps(doc.to_dict(), allow_nan=False, default=str),
         "figures_json": json.dumps(figures),
         "predictions_json": json.dumps(table) if table else None,
         "capture_json": json.dumps(capture, default=str),
@@ -558,14 +560,14 @@ def ingest(
         "unverifiable": checked.reason,
         "content_key": key_of_content,
     }
-    verdict = {c["arm"]: c for c in doc["comparisons"]}
-    sign = 1.0 if exp.direction == "max" else -1.0
+    verdict = {c.arm: c for c in doc.comparisons}
     entries = []
-    for name, a in doc["arms"].items():
-        if a["kind"] not in ("baseline", "arm"):
+    for name, a in doc.arms.items():
+        if a.kind not in ("baseline", "arm"):
             continue
-        c = verdict.get(name) or {}
-        low, high = (a.get("interval") or [None, None])[:2]
+        c = verdict.get(name) or Comparison(arm=name, against="")
+        low, high = a.interval or (None, None)
+        effect_low, effect_high = c.interval or (None, None)
         worse_end = low if exp.direction == "max" else high
         entries.append(
             {
@@ -573,23 +575,23 @@ def ingest(
                 "task": experiment["task"],
                 "name": experiment["name"],
                 "arm": name[:200],
-                "kind": a["kind"],
+                "kind": a.kind,
                 "metric": exp.metric,
                 "direction": exp.direction,
-                "n": int(a.get("n") or 0),
-                "failed_trials": int(a.get("failed") or 0) + int(a.get("diverged") or 0),
-                "mean": a.get("mean"),
+                "n": a.n,
+                "failed_trials": a.failed + a.diverged,
+                "mean": a.mean,
                 "low": low,
                 "high": high,
-                "score": None if worse_end is None else sign * float(worse_end),
-                "effect": c.get("effect"),
-                "effect_low": (c.get("interval") or [None, None])[0],
-                "effect_high": (c.get("interval") or [None, None])[1],
-                "verdict": c.get("verdict"),
-                "p_adjusted": c.get("p_adjusted"),
-                "wall_time_mean_s": _fig(a["compute"], "wall_time"),
-                "flops_mean": _fig(a["compute"], "flops"),
-                "energy_mean_j": _fig(a["compute"], "energy"),
+                "score": None if worse_end is None else sign(exp.direction) * float(worse_end),
+                "effect": c.effect,
+                "effect_low": effect_low,
+                "effect_high": effect_high,
+                "verdict": c.verdict,
+                "p_adjusted": c.p_adjusted,
+                "wall_time_mean_s": _fig(arms_compute[name], "wall_time"),
+                "flops_mean": _fig(arms_compute[name], "flops"),
+                "energy_mean_j": _fig(arms_compute[name], "energy"),
                 "hardware": hardware,
                 "device": device,
                 "baseline_key": key,

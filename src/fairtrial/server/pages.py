@@ -24,6 +24,7 @@ import fairtrial
 from fairtrial.errors import RegistryError
 from fairtrial.report import fmt
 from fairtrial.report import html as report_html
+from fairtrial.results import Analysis
 from fairtrial.server.registry import MAX_PAGE, SORTS, Filters, Registry
 
 HERE = Path(__file__).parent
@@ -116,10 +117,10 @@ def render_parts(e: dict[str, Any]) -> dict[str, str]:
     replication badge and history and the reference flag), as HTML: rendered once, when the
     bundle arrives, and stored with the experiment. ``e`` is :meth:`Registry.experiment`'s
     document."""
-    doc = e["analysis"]
+    doc = Analysis.from_dict(e["analysis"])
     figures = {k: _svg(v) for k, v in e["figures"].items()}
     heads, rows, notes = fmt.compute_rows(doc)
-    pred = doc.get("predictions")
+    pred = doc.predictions
     disagree = None
     if pred:
         disagree = {
@@ -141,11 +142,12 @@ def render_parts(e: dict[str, Any]) -> dict[str, str]:
         e=e,
         doc=doc,
         figures=figures,
-        verdicts=Markup(report_html.verdict_table(doc["comparisons"], "vs"))
-        if doc["comparisons"]
+        registry=doc.extra.get("registry") or {},
+        verdicts=Markup(report_html.verdict_table(doc.comparisons, "vs"))
+        if doc.comparisons
         else None,
-        ablations=Markup(report_html.verdict_table(doc["ablations"], "removed"))
-        if doc["ablations"]
+        ablations=Markup(report_html.verdict_table(doc.ablations, "removed"))
+        if doc.ablations
         else None,
         arms_table=Markup(report_html.arms_table(doc)),
         rigor=fmt.rigor_lines(doc),
@@ -346,7 +348,7 @@ def _input(task_name: str, index: int) -> list[Any] | None:
 
 
 def _how(task_name: str) -> dict[str, Any] | None:
-    from fairtrial.analysis import _input_shape
+    from fairtrial.analysis import input_shape
 
     task = _task(task_name)
-    return None if task is None else _input_shape(task)
+    return None if task is None else input_shape(task)

@@ -1,0 +1,258 @@
+"""The result of an experiment, assembled: one pure function, :func:`build`, and the ledger's
+way to feed it, :func:`analyze`.
+
+:func:`build` turns per-seed results (trial rows), the experiment's record and the options into
+an :class:`~fairtrial.results.Analysis`. The ledger path (``fairtrial report``, bundles,
+``replicate``) and the registry's re-analysis of an uploaded bundle both call it, so a verdict
+is reached the same way wherever it is computed. What only a ledger knows (the test log, arm
+isolation, provenance, the predictions table) is gathered by :func:`analyze` and passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fairtrial import diff, meter, prereg, testlog
+from fairtrial.analysis.method import method_of, settings
+from fairtrial.analysis.predictions import disagreements
+from fairtrial.analysis.verdicts import (
+    Options,
+    analyze_scores,
+    arm_summary,
+    seed_blind_arms,
+    worst_score,
+)
+from fairtrial.ledger import ExperimentRow, Ledger, TrialRow
+from fairtrial.plan import plan_seeds
+from fairtrial.record import ExperimentRecord
+from fairtrial.results import Analysis, ArmCompute, ComputeInfo, CostRatios, ExperimentSummary
+
+
+def build(
+    record: ExperimentRecord,
+    trials: Sequence[TrialRow],
+    options: Options = Options(),
+    *,
+    predictions: Mapping[str, Mapping[int, str]] | None = None,
+    compute: Mapping[str, Mapping[str, Any]] | None = None,
+    experiment: Mapping[str, Any] | None = None,
+    **parts: Any,
+) -> Analysis:
+    """The analysis of ``record``'s ``trials`` (every arm's, every attempt's latest row).
+
+    Pure: the same inputs give the same analysis. ``predictions``: arm -> seed -> sha256 of
+    the finished trial's test predictions (the seed-blindness check; without them, identical
+    scores over 3+ seeds). ``compute``: arm -> its compute summary
+    (:func:`fairtrial.meter.summarize_arm`), from which the cost ratios come. ``experiment``:
+    fields of the experiment summary only a store knows (``preregistered``, ``test_log``,
+    ``arm_isolation``, ``test_evaluations``). ``parts``: the document's other parts as they
+    were gathered (``compute``'s settings as ``compute_info``, ``provenance``,
+    ``predictions_table``, ``config_reads``).
+    """
+    hyp = record.hypothesis
+    by_arm: dict[str, list[TrialRow]] = {}
+    for t in trials:
+        by_arm.setdefault(t.arm, []).append(t)
+    fail_score = worst_score(trials, record.direction, options)
+    arms = {
+        a.name: arm_summary(
+            by_arm.get(a.name, []),
+            hyp.confidence,
+            fail_score,
+            kind=a.kind,
+            components=a.components,
+        )
+        for a in record.arms
+    }
+    scores = {name: a.scores for name, a in arms.items()}
+    deterministic = record.deterministic
+    finished = {
+        name: {t.seed: float(t.result or 0.0) for t in rows if t.status == "finished"}
+        for name, rows in by_arm.items()
+        if name in arms
+    }
+    hashes = {a: h for a, h in (predictions or {}).items() if a in arms}
+    blind = {} if deterministic else seed_blind_arms(finished, hashes)
+    for name, a in arms.items():
+        given = (compute or {}).get(name)
+        merged = {**a.compute.to_dict(), **(given or {})}
+        arms[name] = a.replace(seed_blind=name in blind, compute=ArmCompute.from_dict(merged))
+    table = record.arm_table()
+    comparisons, ablations, interactions = analyze_scores(
+        scores,
+        table,
+        record.direction,
+        hyp,
+        options,
+        seed_blind=blind,
+        deterministic=deterministic,
+    )
+
+    def priced(c: Any) -> Any:
+        a, b = arms[c.arm].compute, arms[c.against].compute
+        if a.figures is None or b.figures is None:
+            return c
+        ratios = meter.cost_ratios(a.to_dict(), b.to_dict())
+        return c.replace(
+            cost=CostRatios.from_dict(ratios), cost_text=meter.format_cost_ratios(ratios)
+        )
+
+    used = method_of(scores, table, hyp, options, deterministic)
+    summary: dict[str, Any] = {
+        "id": record.id,
+        "name": record.name,
+        "task": record.task,
+        "metric": record.metric,
+        "direction": record.direction,
+        "spec_hash": record.spec_hash,
+        "preregistered": None,
+        "task_checksum": record.task_checksum,
+        "seeds": record.seeds,
+        "root_seed": record.root_seed,
+        "claim": hyp.claim,
+        "trials": len(trials),
+        # the code version(s) of the trials in this verdict (one, unless trials from before
+        # identities are mixed in) and how many were reused from other experiments
+        "code": sorted({t.code_hash or "unrecorded" for t in trials if t.attempt > 0}),
+        "reused": sum(t.reused for t in trials),
+        "test_evaluations": None,
+        "test_log": None,
+        "arm_isolation": None,
+        **(experiment or {}),
+    }
+    if record.seeds_auto and hyp.smallest_effect:
+        summary["seed_plan"] = plan_seeds(
+            scores,
+            table,
+            record.direction,
+            smallest_effect=hyp.smallest_effect,
+            alpha=hyp.alpha,
+            power=hyp.power,
+            max_seeds=record.max_seeds,
+        )
+    return Analysis(
+        experiment=ExperimentSummary.from_dict(summary),
+        arms=arms,
+        comparisons=[priced(c) for c in comparisons],
+        ablations=[priced(c) for c in ablations],
+        interactions=interactions,
+        compute=ComputeInfo.from_dict(parts.get("compute_info") or {}),
+        provenance=dict(parts.get("provenance") or {}),
+        settings=settings(used),
+        predictions=parts.get("predictions_table"),
+        config_reads=parts.get("config_reads"),
+        extra=dict(parts.get("extra") or {}),
+    )
+
+
+def analyze(
+    ledger: Ledger,
+    exp: ExperimentRow,
+    options: Options = Options(),
+    *,
+    extras: Mapping[str, Any] | None = None,
+) -> Analysis:
+    """The analysis of one stored experiment: its trials as they stand, read from ``ledger``."""
+    record = ExperimentRecord.from_row(exp)
+    trials = ledger.trials(exp.id)
+    current = {t.id: t for t in trials if t.status == "finished"}
+    hashes: dict[str, dict[int, str]] = {}
+    evaluations = ledger.test_evaluations(exp.id)  # every stored prediction: read once
+    for ev in evaluations:
+        tr = current.get(ev["trial_id"])
+        if tr is not None and ev["attempt"] == tr.attempt:
+            hashes.setdefault(tr.arm, {})[tr.seed] = ev["predictions_sha256"]
+    by_arm: dict[str, list[TrialRow]] = {}
+    for t in trials:
+        by_arm.setdefault(t.arm, []).append(t)
+    compute = _compute(ledger, exp, by_arm, trials, options)
+    doc = build(
+        record,
+        trials,
+        options,
+        predictions=hashes,
+        compute=compute["arms"],
+        experiment={
+            "test_evaluations": len(evaluations),
+            "test_log": testlog.summary(ledger, exp),
+            "arm_isolation": diff.arm_isolation(ledger, exp),
+        },
+        compute_info={
+            "settings": compute["settings"],
+            "hardware": compute["hardware"],
+            "worker_startup": compute["worker_startup"],
+        },
+        provenance=_provenance(ledger, trials),
+        predictions_table=disagreements(ledger, exp),
+        config_reads=_config_reads(ledger, exp),
+        extra=extras,
+    )
+    registered = prereg.status(ledger, exp, doc.method)
+    return doc.replace(experiment=doc.experiment.replace(preregistered=registered))
+
+
+def _compute(
+    ledger: Ledger,
+    exp: ExperimentRow,
+    by_arm: Mapping[str, Sequence[TrialRow]],
+    trials: Sequence[TrialRow],
+    options: Options,
+) -> dict[str, Any]:
+    """Per-arm compute summaries (every ended trial's record), settings and hardware."""
+    settings = meter.ComputeSettings.from_table(
+        ledger.compute_settings(exp.id),
+        grid_intensity=options.grid_intensity,
+        grid_intensity_source=options.grid_intensity_source,
+        pue=options.pue,
+        price_per_hour=options.price_per_hour,
+    )
+    records = ledger.compute(exp.id)
+    arms = {
+        name: meter.summarize_arm(
+            [records[t.id] for t in rows if t.id in records and t.status != "pending"], settings
+        )
+        for name, rows in by_arm.items()
+    }
+    provs = [
+        ledger.provenance(pid)
+        for pid in sorted({t.provenance_id for t in trials if t.provenance_id})
+    ]
+    return {
+        "arms": arms,
+        "settings": settings.as_dict(),
+        "hardware": meter.hardware_summary(provs),
+        "worker_startup": meter.worker_startup(list(records.values())),
+    }
+
+
+def _config_reads(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any] | None:
+    """Config keys no finished trial of an arm read (None: all read, or not recorded)."""
+    from fairtrial.configreads import experiment_unread, unread_text
+
+    found = experiment_unread(ledger, exp.id)
+    if found is None:
+        return None
+    command = exp.spec.get("experiment", {}).get("command") is not None
+    return {**found, "text": unread_text(found, command=command)}
+
+
+def _provenance(ledger: Ledger, trials: Sequence[TrialRow]) -> dict[str, Any]:
+    prov_ids = sorted({t.provenance_id for t in trials if t.provenance_id})
+    if not prov_ids:
+        return {}
+    p = ledger.provenance(prov_ids[-1])
+    git = p.get("git", {})
+    return {
+        "fairtrial": p.get("fairtrial"),
+        "python": p.get("python"),
+        "os": p.get("os"),
+        "cpu": p.get("cpu"),
+        "cpu_count": p.get("cpu_count"),
+        "gpus": p.get("gpus"),
+        "git_commit": git.get("commit"),
+        "git_dirty": git.get("dirty"),
+        "packages": len(p.get("packages", {})),
+        "run": p.get("run"),
+        "records": len(prov_ids),
+    }

@@ -1,0 +1,264 @@
+"""A stored experiment as one typed record: what its spec fixed for the analysis.
+
+The ledger keeps an experiment's normalized spec as JSON; bundles carry the same JSON. Every
+module that needs to know what the spec said after the run (the analysis, the preregistration,
+``replicate``, bundles, the registry's ingest) reads it through :class:`ExperimentRecord`, so a
+default (alpha 0.05, power 0.8) or a rule (which direction of the metric is better, which trial
+statuses count as lost) is written once, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+if TYPE_CHECKING:
+    from fairtrial.ledger import ExperimentRow
+
+Direction = Literal["max", "min"]
+#: every status a trial row can hold
+TrialStatus = Literal["pending", "running", "finished", "failed", "diverged", "interrupted", "lost"]
+TRIAL_STATUSES: tuple[str, ...] = get_args(TrialStatus)
+#: a trial that ran and will not run again unless asked: it has an outcome
+ENDED: tuple[str, ...] = ("finished", "failed", "diverged")
+#: an ended trial without a result: counted per arm, never averaged in
+LOST: tuple[str, ...] = ("failed", "diverged")
+ArmKind = Literal["baseline", "arm", "ablation"]
+
+
+def sign(direction: str) -> float:
+    """+1 when higher is better (``max``), -1 when lower is (``min``): multiply a score by it
+    and higher is better either way."""
+    return 1.0 if direction == "max" else -1.0
+
+
+def better_word(direction: str) -> str:
+    """ "higher" or "lower": which way of the metric is better, in a word."""
+    return "higher" if direction == "max" else "lower"
+
+
+def worst(values: Iterable[float], direction: str) -> float | None:
+    """The worst of ``values`` in the metric's direction (None when there are none)."""
+    vals = list(values)
+    if not vals:
+        return None
+    return min(vals) if direction == "max" else max(vals)
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """What the spec's ``[hypothesis]`` table fixes for the analysis (with its defaults)."""
+
+    claim: str = ""
+    smallest_effect: float | None = None
+    alpha: float = 0.05
+    power: float = 0.8
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any] | None) -> Hypothesis:
+        """From a ``[hypothesis]`` table as stored (missing keys take the defaults)."""
+        h = table or {}
+        se = h.get("smallest_effect")
+        return cls(
+            claim=str(h.get("claim") or ""),
+            smallest_effect=None if se is None else float(se),
+            alpha=float(h.get("alpha", cls.alpha)),
+            power=float(h.get("power", cls.power)),
+        )
+
+    @classmethod
+    def from_spec(cls, normalized: Mapping[str, Any]) -> Hypothesis:
+        """From a whole normalized spec."""
+        return cls.from_table(normalized.get("hypothesis"))
+
+    @property
+    def confidence(self) -> float:
+        """The confidence of every interval: 1 - alpha."""
+        return 1.0 - self.alpha
+
+
+@dataclass(frozen=True)
+class ArmInfo:
+    """One arm as the experiment stored it: its kind and the components it adds."""
+
+    name: str
+    kind: ArmKind
+    components: dict[str, Any]
+    #: ablations: the arm a component was removed from, and which
+    parent: str | None = None
+    removed: str | None = None
+
+
+@dataclass(frozen=True)
+class AblationInfo:
+    """Arm ``arm`` without component ``removed``, run as arm ``as_arm``."""
+
+    arm: str
+    removed: str
+    as_arm: str
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    """A stored experiment's spec, typed: what the analysis, reports and bundles read."""
+
+    id: str
+    name: str
+    spec_hash: str
+    task: str
+    task_checksum: str
+    metric: str
+    direction: Direction
+    seeds: int
+    root_seed: int
+    #: the normalized spec, as hashed
+    spec: dict[str, Any]
+    arms: tuple[ArmInfo, ...]
+    ablations: tuple[AblationInfo, ...] = ()
+    spec_path: str | None = None
+    hypothesis: Hypothesis = field(default_factory=Hypothesis)
+
+    @classmethod
+    def from_normalized(
+        cls,
+        normalized: Mapping[str, Any],
+        arm_table: Mapping[str, Any],
+        *,
+        id: str,
+        spec_hash: str,
+        task_checksum: str = "",
+        spec_path: str | None = None,
+    ) -> ExperimentRecord:
+        """From a normalized spec and its arm table (``Spec.arm_table()``'s shape)."""
+        e = normalized.get("experiment") or {}
+        seeds = e.get("seeds")
+        if not isinstance(seeds, int) or isinstance(seeds, bool):
+            seeds = int(e.get("max_seeds") or 0)
+        direction = e.get("direction", "max")
+        return cls(
+            id=id,
+            name=str(e.get("name", id)),
+            spec_hash=spec_hash,
+            task=str(e.get("task", "")),
+            task_checksum=task_checksum,
+            metric=str(e.get("metric", "")),
+            direction="min" if direction == "min" else "max",
+            seeds=seeds,
+            root_seed=int(e.get("root_seed", 0)),
+            spec=dict(normalized),
+            arms=tuple(
+                ArmInfo(
+                    name=a["name"],
+                    kind=a["kind"],
+                    components=dict(a.get("components") or {}),
+                    parent=a.get("parent"),
+                    removed=a.get("removed"),
+                )
+                for a in arm_table.get("arms", [])
+            ),
+            ablations=tuple(
+                AblationInfo(arm=ab["arm"], removed=ab["removed"], as_arm=ab["as"])
+                for ab in arm_table.get("ablations", [])
+            ),
+            spec_path=spec_path,
+            hypothesis=Hypothesis.from_spec(normalized),
+        )
+
+    @classmethod
+    def from_row(cls, row: ExperimentRow) -> ExperimentRecord:
+        """From the ledger's (or a bundle's) experiment row."""
+        rec = cls.from_normalized(
+            row.spec,
+            row.arms,
+            id=row.id,
+            spec_hash=row.spec_hash,
+            task_checksum=row.task_checksum,
+            spec_path=row.spec_path,
+        )
+        # the row's own columns are what the run used
+        return cls(
+            **{
+                **rec.__dict__,
+                "name": row.name,
+                "task": row.task,
+                "metric": row.metric,
+                "direction": "min" if row.direction == "min" else "max",
+                "seeds": row.seeds,
+                "root_seed": row.root_seed,
+            }
+        )
+
+    # -- what the spec fixed -------------------------------------------------------------------
+    @property
+    def experiment_table(self) -> dict[str, Any]:
+        return dict(self.spec.get("experiment") or {})
+
+    @property
+    def claim(self) -> str:
+        return self.hypothesis.claim
+
+    @property
+    def deterministic(self) -> bool:
+        """The spec says the recipe has no randomness: one run per arm, compared exactly."""
+        return bool(self.experiment_table.get("deterministic"))
+
+    @property
+    def seeds_auto(self) -> bool:
+        """``seeds = "auto"``: the run plans its seeds from the pilot's spread."""
+        return self.experiment_table.get("seeds") == "auto"
+
+    @property
+    def max_seeds(self) -> int:
+        return int(self.experiment_table.get("max_seeds") or self.seeds)
+
+    @property
+    def recipe(self) -> str | None:
+        return self.experiment_table.get("recipe")
+
+    @property
+    def command(self) -> str | None:
+        return self.experiment_table.get("command")
+
+    @property
+    def sign(self) -> float:
+        """+1 when higher is better, -1 when lower is (see :func:`sign`)."""
+        return sign(self.direction)
+
+    @property
+    def better(self) -> str:
+        """ "higher" or "lower"."""
+        return better_word(self.direction)
+
+    def arm(self, name: str) -> ArmInfo:
+        return next(a for a in self.arms if a.name == name)
+
+    @property
+    def compared(self) -> list[tuple[str, str]]:
+        """Every comparison the analysis makes, in order: (arm, against)."""
+        pairs = [(a.name, "baseline") for a in self.arms if a.kind == "arm"]
+        return pairs + [(ab.arm, ab.as_arm) for ab in self.ablations]
+
+    def arm_table(self) -> dict[str, list[dict[str, Any]]]:
+        """The arms as the ledger stores them (``Spec.arm_table()``'s shape)."""
+        return {
+            "arms": [
+                {
+                    "name": a.name,
+                    "kind": a.kind,
+                    "components": a.components,
+                    "parent": a.parent,
+                    "removed": a.removed,
+                }
+                for a in self.arms
+            ],
+            "ablations": [
+                {"arm": ab.arm, "removed": ab.removed, "as": ab.as_arm} for ab in self.ablations
+            ],
+        }
+
+    def to_toml(self) -> str:
+        """The spec as a TOML file that loads to the same normalized spec (same hash)."""
+        from fairtrial.bundle import spec_toml
+
+        return spec_toml(self.spec)

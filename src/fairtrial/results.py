@@ -1,0 +1,550 @@
+"""The result of an analysis as typed, frozen data: :class:`Analysis` and its parts.
+
+One function builds it (:func:`fairtrial.analysis.build`), from per-seed results, the
+experiment's record and the options, whether the results come from the ledger, from a bundle or
+from an upload to the registry. Reports, bundles, ``replicate``, the registry and its pages read
+its attributes. ``to_dict()`` gives the JSON document of ``fairtrial report --format json`` and
+``results/analysis.json`` in a bundle; ``from_dict()`` reads one back, including documents
+written by older versions (a missing key reads as None) and newer ones (keys this version does
+not know are kept, in ``extra``, and written back unchanged).
+
+The JSON is a stable interface: keys are added, never renamed. ``SCHEMA_VERSION`` counts
+additions; ``docs/results-schema.md`` is generated from these classes
+(``python -m fairtrial.results``) and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+#: the result document's schema: 2 is the first typed one (documents without the key are 1)
+SCHEMA_VERSION = 2
+
+R = TypeVar("R", bound="Record")
+
+
+class ShapeError(ValueError):
+    """A result document whose shape does not fit the schema (names the key)."""
+
+
+class Record:
+    """Typed JSON: fields in order, nested records, lists and maps of records, unknown keys kept.
+
+    Every field of a subclass maps to the JSON key of the same name. A field with
+    ``metadata={"omit_none": True}`` is left out of the JSON when it is None (an ablation has
+    ``removed``, a comparison of arms does not).
+    """
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    #: keys a document held that this class does not know (a newer version's): kept as they are
+    extra: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            if value is None and f.metadata.get("omit_none"):
+                continue
+            out[f.name] = _dump(value)
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls: type[R], data: Mapping[str, Any], where: str = "") -> R:
+        if not isinstance(data, Mapping):
+            raise ShapeError(f"{where or cls.__name__}: expected an object, got {_kind(data)}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name == "extra" or f.name not in data:
+                continue
+            kwargs[f.name] = _load(hints[f.name], data[f.name], f"{where}.{f.name}".lstrip("."))
+        kwargs["extra"] = {k: v for k, v in data.items() if k not in names}
+        return cls(**kwargs)
+
+    def replace(self: R, **changes: Any) -> R:
+        """A copy with ``changes`` (records are frozen)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_dump(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _dump(v) for k, v in value.items()}
+    return value
+
+
+def _load(hint: Any, value: Any, where: str) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or isinstance(hint, types.UnionType):
+        options = [h for h in typing.get_args(hint) if h is not type(None)]
+        for h in options:
+            if isinstance(h, type) and issubclass(h, Record) and isinstance(value, Mapping):
+                return h.from_dict(value, where)
+        return _load(options[0], value, where) if len(options) == 1 else value
+    if isinstance(hint, type) and issubclass(hint, Record):
+        return hint.from_dict(value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ShapeError(f"{where}: expected a list, got {_kind(value)}")
+        args = typing.get_args(hint)
+        item = args[0] if args else Any
+        loaded = [_load(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(loaded) if origin is tuple else loaded
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ShapeError(f"{where}: expected an object, got {_kind(value)}")
+        args = typing.get_args(hint)
+        item = args[1] if len(args) == 2 else Any
+        return {k: _load(item, v, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+Interval = tuple[float | None, float | None]
+
+
+# -- comparisons ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tost(Record):
+    """Two one-sided tests: is the effect within ±margin?"""
+
+    pvalue: float | None = None
+    equivalent: bool | None = None
+    margin: float | None = None
+    interval: Interval | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class ProbImprovement(Record):
+    """Share of seeds on which the arm beats the other (ties count half), with its interval."""
+
+    estimate: float | None = None
+    interval: Interval | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class CostRatios(Record):
+    """Arm / other ratios of the mean cost per trial (None where either side lacks it)."""
+
+    flops: float | None = None
+    time: float | None = None
+    wall_time: float | None = None
+    energy: float | None = None
+    co2e: float | None = None
+    memory: float | None = None
+    cost: float | None = None
+    #: which figure each ratio compares (e.g. time: train_time, else wall_time)
+    basis: dict[str, str | None] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Comparison(Record):
+    """One arm against another, paired by seed: effect, interval, test, verdict, cost."""
+
+    arm: str = field(metadata={"doc": "the arm judged"})
+    against: str = field(
+        metadata={"doc": "the arm it is compared with (``baseline``, or an ablation arm)"}
+    )
+    family: str = field(default="", metadata={"doc": "Holm's family it is corrected in"})
+    n_pairs: int = field(
+        default=0, metadata={"doc": "seeds both arms finished (the pairs compared)"}
+    )
+    effect: float | None = field(
+        default=None, metadata={"doc": "mean paired difference; + is better"}
+    )
+    sd_diff: float | None = field(default=None, metadata={"doc": "sd of the paired differences"})
+    interval: Interval | None = field(
+        default=None, metadata={"doc": "the effect's interval (method: interval_method)"}
+    )
+    interval_method: str | None = field(
+        default=None, metadata={"doc": "paired t below 20 pairs, BCa bootstrap from 20"}
+    )
+    bca_interval: Interval | None = field(
+        default=None, metadata={"doc": "the BCa bootstrap interval"}
+    )
+    t_interval: Interval | None = field(default=None, metadata={"doc": "the paired t interval"})
+    p: float | None = field(default=None, metadata={"doc": "sign-flip permutation p (unadjusted)"})
+    p_method: str | None = field(default=None, metadata={"doc": "exact or Monte Carlo permutation"})
+    p_t: float | None = field(default=None, metadata={"doc": "paired t-test p, alongside"})
+    d_z: float | None = field(default=None, metadata={"doc": "mean / sd of the paired differences"})
+    prob_improvement: ProbImprovement | None = field(
+        default=None, metadata={"doc": "P(arm beats the other)"}
+    )
+    tost: Tost | None = field(
+        default=None, metadata={"doc": "equivalence test (with smallest_effect)"}
+    )
+    mde: float | None = field(
+        default=None, metadata={"doc": "minimum detectable effect at these pairs"}
+    )
+    wins: int = field(default=0, metadata={"doc": "seeds where the arm is better"})
+    losses: int = field(default=0, metadata={"doc": "seeds where the arm is worse"})
+    ties: int = field(default=0, metadata={"doc": "seeds where the two are equal"})
+    deterministic: bool | None = field(
+        default=None, metadata={"omit_none": True, "doc": "true: one run per arm, compared exactly"}
+    )
+    invalid: str | None = field(
+        default=None, metadata={"omit_none": True, "doc": "why the data cannot support a verdict"}
+    )
+    p_adjusted: float | None = field(
+        default=None, metadata={"doc": "Holm-adjusted p within the family"}
+    )
+    seeds_needed: int | None = field(
+        default=None, metadata={"doc": "seeds to detect smallest_effect (inconclusive)"}
+    )
+    verdict: str | None = field(
+        default=None, metadata={"doc": "better, worse, equivalent, inconclusive or invalid"}
+    )
+    reason: str | None = field(default=None, metadata={"doc": "the verdict's reason in one line"})
+    cost: CostRatios | None = field(
+        default=None, metadata={"doc": "what the arm cost relative to the other"}
+    )
+    cost_text: str | None = field(default=None, metadata={"doc": "the cost ratios in words"})
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.arm, self.against)
+
+
+@dataclass(frozen=True)
+class Ablation(Comparison):
+    """An arm against itself without one component: that component's contribution."""
+
+    removed: str | None = field(
+        default=None, metadata={"omit_none": True, "doc": "the component removed"}
+    )
+    ablation_arm: str | None = field(
+        default=None, metadata={"omit_none": True, "doc": "the arm that runs without it"}
+    )
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Interaction(Record):
+    """Do an arm's components add up? Sum of contributions minus the total effect."""
+
+    arm: str = ""
+    ablations: list[str] = field(default_factory=list)
+    n_pairs: int = 0
+    total_effect: float | None = field(
+        default=None, metadata={"omit_none": True, "doc": "the arm's effect against the baseline"}
+    )
+    sum_of_contributions: float | None = field(
+        default=None, metadata={"omit_none": True, "doc": "sum of the components' contributions"}
+    )
+    interaction: float | None = None
+    interval: Interval | None = None
+    additive: bool | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+# -- arms -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Failure(Record):
+    """A seed of an arm that failed or diverged: counted, never averaged in."""
+
+    seed: int = 0
+    status: str = ""
+    reason: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Figure(Record):
+    """One compute figure of an arm: mean ± sd over finished trials, total over all."""
+
+    mean: float | None = None
+    sd: float | None = None
+    total: float | None = None
+    n: int | None = None
+    missing: int | None = None
+    unit: str | None = None
+    #: how it was measured, or why it is missing
+    method: str | None = None
+    methods: list[str] | None = None
+    n_total: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class ArmCompute(Record):
+    """What an arm's trials cost: per-figure summaries and time-to-target."""
+
+    wall_time_mean_s: float | None = None
+    wall_time_total_s: float | None = None
+    n: int | None = field(
+        default=None, metadata={"omit_none": True, "doc": "trials with a compute record"}
+    )
+    n_finished: int | None = field(
+        default=None, metadata={"omit_none": True, "doc": "finished trials with a compute record"}
+    )
+    figures: dict[str, Figure] | None = field(
+        default=None,
+        metadata={"omit_none": True, "doc": "train_time, wall_time, flops, energy, ..."},
+    )
+    time_to_target: dict[str, Any] | None = field(
+        default=None, metadata={"omit_none": True, "doc": "olympic mean time to the target"}
+    )
+    settings: dict[str, Any] | None = field(
+        default=None, metadata={"omit_none": True, "doc": "grid intensity, PUE, price used"}
+    )
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def figure(self, name: str) -> Figure | None:
+        return (self.figures or {}).get(name)
+
+
+@dataclass(frozen=True)
+class ArmSummary(Record):
+    """One arm's test scores per seed, its summary and what it cost."""
+
+    n: int = field(default=0, metadata={"doc": "finished seeds"})
+    failed: int = field(default=0, metadata={"doc": "failed or diverged seeds"})
+    diverged: int = field(default=0, metadata={"doc": "diverged seeds"})
+    pending: int = field(default=0, metadata={"doc": "seeds not yet run"})
+    seeds: list[int] = field(default_factory=list, metadata={"doc": "the seeds scored, in order"})
+    values: list[float | None] = field(
+        default_factory=list, metadata={"doc": "each seed's test score"}
+    )
+    mean: float | None = None
+    sd: float | None = None
+    interval: Interval | None = field(default=None, metadata={"doc": "t interval of the mean"})
+    compute: ArmCompute = field(default_factory=ArmCompute)
+    failures: list[Failure] = field(default_factory=list)
+    kind: str | None = field(default=None, metadata={"doc": "baseline, arm or ablation"})
+    components: dict[str, Any] = field(
+        default_factory=dict, metadata={"doc": "what the arm adds to the baseline"}
+    )
+    seed_blind: bool | None = field(
+        default=None, metadata={"doc": "every seed gave identical predictions"}
+    )
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def scores(self) -> dict[int, float]:
+        """``{seed: score}`` of the seeds scored."""
+        return {s: float(v) for s, v in zip(self.seeds, self.values, strict=False) if v is not None}
+
+
+# -- the whole ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExperimentSummary(Record):
+    """What was run: the experiment's identity, its seeds and trials, and how it was kept."""
+
+    id: str = ""
+    name: str = ""
+    task: str = ""
+    metric: str = ""
+    direction: str = "max"
+    spec_hash: str = ""
+    preregistered: dict[str, Any] | None = None
+    task_checksum: str | None = None
+    seeds: int | None = None
+    root_seed: int | None = None
+    claim: str = ""
+    trials: int | None = None
+    #: the code version(s) of the trials in the verdict
+    code: list[str] = field(default_factory=list)
+    reused: int | None = None
+    test_evaluations: int | None = None
+    test_log: dict[str, Any] | None = None
+    arm_isolation: dict[str, Any] | None = None
+    seed_plan: dict[str, Any] | None = field(
+        default=None, metadata={"omit_none": True, "doc": "the seed plan of seeds = 'auto'"}
+    )
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def better(self) -> str:
+        """ "higher" or "lower"."""
+        return "higher" if self.direction == "max" else "lower"
+
+
+@dataclass(frozen=True)
+class ComputeInfo(Record):
+    """How compute was priced and on what hardware it ran."""
+
+    settings: dict[str, Any] | None = None
+    hardware: dict[str, Any] | None = None
+    worker_startup: dict[str, Any] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Analysis(Record):
+    """The result of an experiment: verdicts, ablations, arms, compute and the method used."""
+
+    schema_version: int = SCHEMA_VERSION
+    experiment: ExperimentSummary = field(default_factory=ExperimentSummary)
+    arms: dict[str, ArmSummary] = field(default_factory=dict)
+    comparisons: list[Comparison] = field(default_factory=list)
+    ablations: list[Ablation] = field(default_factory=list)
+    interactions: list[Interaction] = field(default_factory=list)
+    compute: ComputeInfo = field(default_factory=ComputeInfo)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    #: every statistical choice, in words and (under ``method``) as data
+    settings: dict[str, Any] = field(default_factory=dict)
+    #: the test examples on which the arms disagree (classification)
+    predictions: dict[str, Any] | None = None
+    config_reads: dict[str, Any] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "") -> Analysis:
+        doc = super().from_dict(data, where)
+        if "schema_version" not in data:  # written before the schema was typed
+            doc = dataclasses.replace(doc, schema_version=1)
+        return doc
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Analysis:
+        return cls.from_dict(json.loads(text))
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    # -- reading -----------------------------------------------------------------------------
+    @property
+    def judged(self) -> list[Comparison]:
+        """Every comparison with a verdict: arms against the baseline, then ablations."""
+        return [*self.comparisons, *self.ablations]
+
+    def comparison(self, arm: str, against: str = "baseline") -> Comparison:
+        """The comparison of ``arm`` with ``against``; KeyError naming the ones there are."""
+        for c in self.judged:
+            if c.arm == arm and c.against == against:
+                return c
+        have = ", ".join(f"{c.arm} vs {c.against}" for c in self.judged) or "none"
+        raise KeyError(f"no comparison of {arm} with {against} (there are: {have})")
+
+    @property
+    def verdicts(self) -> dict[str, str | None]:
+        """``{"arm vs against": verdict}`` of every comparison."""
+        return {f"{c.arm} vs {c.against}": c.verdict for c in self.judged}
+
+    @property
+    def confidence(self) -> float:
+        return float(self.settings.get("confidence", 0.95))
+
+    @property
+    def method(self) -> dict[str, Any]:
+        """The method as data (what a preregistration freezes)."""
+        return dict(self.settings.get("method") or {})
+
+    def failures(self) -> Iterator[tuple[str, Failure]]:
+        for name, a in self.arms.items():
+            for f in a.failures:
+                yield name, f
+
+    # -- showing itself ----------------------------------------------------------------------
+    def _repr_html_(self) -> str:
+        """In Jupyter: the HTML report's verdict, ablation and arm tables, with its figures."""
+        from fairtrial.report.html import render_html
+
+        return render_html(self, fragment=True)
+
+    def __rich__(self) -> Any:
+        """In a terminal (``rich.print(analysis)``): the text report."""
+        from fairtrial.report import render_text
+
+        return render_text(self)
+
+    def __repr__(self) -> str:
+        verdicts = "; ".join(f"{k}: {v}" for k, v in self.verdicts.items()) or "no comparisons"
+        return f"<Analysis {self.experiment.name} ({self.experiment.id}): {verdicts}>"
+
+
+# -- the schema, in words ------------------------------------------------------------------------
+SCHEMA_CLASSES: tuple[type[Record], ...] = (
+    Analysis,
+    ExperimentSummary,
+    ArmSummary,
+    ArmCompute,
+    Figure,
+    Failure,
+    Comparison,
+    Ablation,
+    Tost,
+    ProbImprovement,
+    CostRatios,
+    Interaction,
+    ComputeInfo,
+)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or isinstance(hint, types.UnionType):
+        inner = " | ".join(_type_name(a) for a in typing.get_args(hint) if a is not type(None))
+        return f"{inner} or null"
+    if origin in (list, tuple):
+        args = typing.get_args(hint)
+        if origin is tuple and len(args) == 2 and args[1] is not Ellipsis:
+            return f"[{_type_name(args[0])}, {_type_name(args[1])}]"
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is dict:
+        args = typing.get_args(hint)
+        return f"object of {_type_name(args[1])}" if len(args) == 2 else "object"
+    if isinstance(hint, type) and issubclass(hint, Record):
+        return f"[{hint.__name__}](#{hint.__name__.lower()})"
+    names = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    if hint is Any:
+        return "any"
+    if typing.get_origin(hint) is Mapping:
+        return "object"
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def schema_markdown() -> str:
+    """The result document's schema as Markdown (``docs/results-schema.md``)."""
+    out = [
+        "# The result document",
+        "",
+        "What `fairtrial report --format json` prints, what a bundle holds as "
+        "`results/analysis.json` and what `fairtrial.analyze()` returns (as typed objects of "
+        "`fairtrial.results`). Keys are added between versions, never renamed or removed; "
+        "a reader keeps keys it does not know. Generated from `fairtrial/results.py` by "
+        "`python -m fairtrial.results > docs/results-schema.md`; a test keeps them equal.",
+        "",
+        f"Schema version: **{SCHEMA_VERSION}** (`schema_version`; documents without it are 1).",
+        "Fields marked *optional* are absent when they do not apply.",
+        "",
+    ]
+    for cls in SCHEMA_CLASSES:
+        hints = typing.get_type_hints(cls)
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        out += [f"## {cls.__name__}", "", doc, "", "| key | type | meaning |", "|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            kind = _type_name(hints[f.name])
+            if f.metadata.get("omit_none"):
+                kind += " (optional)"
+            out.append(f"| `{f.name}` | {kind} | {f.metadata.get('doc', '')} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(schema_markdown(), end="")

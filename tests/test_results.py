@@ -1,0 +1,86 @@
+"""The typed result model: JSON round trips, old and new documents, the documented schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fairtrial.analysis import Hypothesis, Options, analyze_scores
+from fairtrial.results import (
+    SCHEMA_VERSION,
+    Ablation,
+    Analysis,
+    ArmSummary,
+    Comparison,
+    ShapeError,
+    schema_markdown,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+ARMS = {
+    "arms": [
+        {"name": "baseline", "kind": "baseline", "components": {}},
+        {"name": "both", "kind": "arm", "components": {"a": 1, "b": 1}},
+        {"name": "both-no-a", "kind": "ablation", "components": {"b": 1}},
+    ],
+    "ablations": [{"arm": "both", "removed": "a", "as": "both-no-a"}],
+}
+
+
+def test_the_documented_schema_is_the_code() -> None:
+    """docs/results-schema.md is generated from the dataclasses (python -m fairtrial.results)."""
+    assert (ROOT / "docs" / "results-schema.md").read_text() == schema_markdown()
+
+
+def test_a_document_round_trips_key_for_key() -> None:
+    scores = {
+        "baseline": {s: 0.9 + s / 100 for s in range(6)},
+        "both": {s: 0.92 + s / 100 + (s % 2) / 1000 for s in range(6)},
+        "both-no-a": {s: 0.91 + s / 100 for s in range(6)},
+    }
+    comps, abls, inters = analyze_scores(
+        scores, ARMS, "max", Hypothesis(smallest_effect=0.001), Options(n_resamples=500)
+    )
+    doc = Analysis(comparisons=comps, ablations=abls, interactions=inters)
+    data = json.loads(doc.to_json())
+    assert data["schema_version"] == SCHEMA_VERSION
+    again = Analysis.from_dict(data)
+    assert again == doc and again.to_dict() == data
+    # an ablation carries what was removed; an arm's comparison has no such keys
+    assert "removed" in data["ablations"][0] and "removed" not in data["comparisons"][0]
+    assert isinstance(again.ablations[0], Ablation) and again.ablations[0].removed == "a"
+    assert again.comparison("both").verdict == comps[0].verdict
+    with pytest.raises(KeyError, match="there are: both vs baseline, both vs both-no-a"):
+        again.comparison("nope")
+
+
+def test_older_and_newer_documents_are_read_and_kept() -> None:
+    old = {"arms": {"b": {"n": 2, "seeds": [0, 1], "values": [0.5, 0.6]}}, "comparisons": []}
+    doc = Analysis.from_dict(old)
+    assert doc.schema_version == 1 and doc.arms["b"].scores == {0: 0.5, 1: 0.6}
+    newer = {
+        "schema_version": 9,
+        "across_tasks": {"verdict": "better"},
+        "comparisons": [{"arm": "x", "against": "baseline", "verdict": "better", "ranks": [1]}],
+    }
+    doc = Analysis.from_dict(newer)
+    out = doc.to_dict()
+    assert out["across_tasks"] == {"verdict": "better"}
+    assert out["comparisons"][0]["ranks"] == [1] and doc.comparisons[0].verdict == "better"
+
+
+def test_a_document_of_the_wrong_shape_names_the_key() -> None:
+    with pytest.raises(ShapeError, match=r"arms\.b\.failures: expected a list, got int"):
+        Analysis.from_dict({"arms": {"b": {"failures": 3}}})
+    with pytest.raises(ShapeError, match="comparisons: expected a list"):
+        Analysis.from_dict({"comparisons": {"a": 1}})
+
+
+def test_records_are_frozen() -> None:
+    c = Comparison(arm="a", against="baseline")
+    with pytest.raises(AttributeError):
+        c.verdict = "better"  # type: ignore[misc]
+    assert c.replace(verdict="better").verdict == "better" and c.verdict is None
+    assert ArmSummary().compute.figures is None
