@@ -13,6 +13,26 @@ from test_cli import ft
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: keys the result document gained since the stored copy was made
+ADDED_KEYS = {"schema_version"}
+
+
+def keys_of(doc: object, path: str = "") -> list[str]:
+    """Every key path of a JSON document (list items merged as ``[]``), values aside."""
+    out: set[str] = set()
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            # arms and figures are keyed by name: their keys are data, not schema
+            named = ("arms", "figures", "majority_vote_accuracy", "inputs", "predictions.seeds")
+            key = "*" if path.endswith(named) else k
+            out.add(f"{path}.{key}".lstrip("."))
+            out.update(keys_of(v, f"{path}.{key}".lstrip(".")))
+    elif isinstance(doc, list):
+        for v in doc:
+            out.update(keys_of(v, f"{path}[]"))
+    return sorted(out)
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path: Path) -> None:
     pytest.importorskip("torch")
@@ -39,6 +59,17 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert set(removed) == {"norm", "warmup_steps"}
     # layer norm carries the gain: removing it costs more than removing warmup
     assert removed["norm"]["effect"] > removed["warmup_steps"]["effect"]
+    # the JSON is a stable interface: the keys of the demo's report are those of the stored copy
+    # (made before the result model was typed), plus the ones added since
+    stored = json.loads((ROOT / "tests" / "data" / "demo_report_keys.json").read_text())
+    assert keys_of(doc) == sorted(set(stored) | ADDED_KEYS)
+    # the Python API gives the same analysis, and shows itself in a notebook
+    import fairtrial
+
+    a = fairtrial.analyze("digits-layernorm-warmup", tmp_path / ".fairtrial" / "ledger.db")
+    assert a.comparisons[0].verdict == "better" and a.to_dict()["arms"] == doc["arms"]
+    html = a._repr_html_()
+    assert "fairtrial-report" in html and "proposed-no-warmup_steps" in html and "▲ better" in html
     # a second demo resumes: nothing to run, same report
     again = ft("demo", cwd=tmp_path)
     assert "ran 0 trials" in again.stderr and "40 were already in the store" in again.stderr

@@ -15,6 +15,7 @@ from sqlalchemy import delete, text, update
 
 from conftest import toy_spec
 from fairtrial import analysis, prereg
+from fairtrial.analysis import methodology
 from fairtrial.analysis.document import analyze as _analyze
 from fairtrial.backends import InlineBackend
 from fairtrial.errors import RegistrationError
@@ -142,7 +143,7 @@ def test_dropped_trials_and_changed_analysis_methods(
     assert "1 of 6 registered trials" in st["deviations"][0]["detail"]  # type: ignore[index]
     assert "noisy seed 2 (absent)" in st["deviations"][0]["detail"]  # type: ignore[index]
     # fairtrial's analysis changes after registration (BCa from 2 pairs on): "analysis changed"
-    monkeypatch.setattr(analysis, "BCA_MIN_PAIRS", 2)
+    monkeypatch.setattr(methodology, "BCA_MIN_PAIRS", 2)
     st = prereg.status(ledger, exp)
     assert kinds(st) == ["analysis_changed", "trials_dropped"]
     detail = st["deviations"][0]["detail"]  # type: ignore[index]

@@ -1,7 +1,7 @@
 """From per-seed results to verdicts.
 
 * :mod:`fairtrial.analysis.verdicts`: the paired statistics and the verdict rule (pure);
-* :mod:`fairtrial.analysis.method`: the method as data and in words (the report's settings,
+* :mod:`fairtrial.analysis.methodology`: the method as data and in words (the report's settings,
   the preregistration's frozen plan);
 * :mod:`fairtrial.analysis.predictions`: learning curves and where the arms disagree;
 * :mod:`fairtrial.analysis.document`: the one builder of an :class:`~fairtrial.results.Analysis`
@@ -9,10 +9,10 @@
   (:func:`~fairtrial.analysis.document.analyze`; ``fairtrial.analyze`` in notebooks).
 
 This package's namespace holds the pure parts only: the assembly reads the preregistration,
-which itself is derived from :mod:`~fairtrial.analysis.method`.
+which itself is derived from :mod:`~fairtrial.analysis.methodology`.
 """
 
-from fairtrial.analysis.method import (
+from fairtrial.analysis.methodology import (
     method,
     method_changes,
     method_labels,

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fairtrial import diff, meter, prereg, testlog
-from fairtrial.analysis.method import method_of, settings
+from fairtrial.analysis.methodology import method_of, settings
 from fairtrial.analysis.predictions import disagreements
 from fairtrial.analysis.verdicts import (
     Options,

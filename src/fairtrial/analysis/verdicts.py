@@ -3,7 +3,7 @@
 Pure functions, no ledger: :func:`analyze_scores` gives the comparisons, ablations and
 interactions of an experiment as :mod:`fairtrial.results` records.
 
-The statistics are fairtrial's defaults (:mod:`fairtrial.analysis.method` states them as data):
+The statistics are fairtrial's defaults (:mod:`fairtrial.analysis.methodology` states them as data):
 
 * Arms are paired by seed. A comparison uses the seeds both arms finished (or, with
   ``failures="worst"``, every seed both arms ran, a failed seed scoring the worst score any
