@@ -358,18 +358,28 @@ class ExperimentSummary(Record):
     metric: str = ""
     direction: str = "max"
     spec_hash: str = ""
-    preregistered: dict[str, Any] | None = None
+    preregistered: dict[str, Any] | None = field(
+        default=None, metadata={"doc": "the preregistration and every deviation from it"}
+    )
     task_checksum: str | None = None
     seeds: int | None = None
     root_seed: int | None = None
     claim: str = ""
-    trials: int | None = None
+    trials: int | None = field(default=None, metadata={"doc": "trials in the verdict"})
     #: the code version(s) of the trials in the verdict
     code: list[str] = field(default_factory=list)
-    reused: int | None = None
-    test_evaluations: int | None = None
-    test_log: dict[str, Any] | None = None
-    arm_isolation: dict[str, Any] | None = None
+    reused: int | None = field(
+        default=None, metadata={"doc": "trials reused from other experiments"}
+    )
+    test_evaluations: int | None = field(
+        default=None, metadata={"doc": "stored test evaluations of this experiment"}
+    )
+    test_log: dict[str, Any] | None = field(
+        default=None, metadata={"doc": "the sealed test log of the task"}
+    )
+    arm_isolation: dict[str, Any] | None = field(
+        default=None, metadata={"doc": "hidden variables that differ between arms"}
+    )
     seed_plan: dict[str, Any] | None = field(
         default=None, metadata={"omit_none": True, "doc": "the seed plan of seeds = 'auto'"}
     )
@@ -395,19 +405,42 @@ class ComputeInfo(Record):
 class Analysis(Record):
     """The result of an experiment: verdicts, ablations, arms, compute and the method used."""
 
-    schema_version: int = SCHEMA_VERSION
-    experiment: ExperimentSummary = field(default_factory=ExperimentSummary)
-    arms: dict[str, ArmSummary] = field(default_factory=dict)
-    comparisons: list[Comparison] = field(default_factory=list)
-    ablations: list[Ablation] = field(default_factory=list)
-    interactions: list[Interaction] = field(default_factory=list)
-    compute: ComputeInfo = field(default_factory=ComputeInfo)
-    provenance: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = field(
+        default=SCHEMA_VERSION, metadata={"doc": "the schema of this document (absent: 1)"}
+    )
+    experiment: ExperimentSummary = field(
+        default_factory=ExperimentSummary, metadata={"doc": "what was run"}
+    )
+    arms: dict[str, ArmSummary] = field(
+        default_factory=dict, metadata={"doc": "arm name -> its scores and compute"}
+    )
+    comparisons: list[Comparison] = field(
+        default_factory=list, metadata={"doc": "every arm against the baseline"}
+    )
+    ablations: list[Ablation] = field(
+        default_factory=list, metadata={"doc": "every arm against itself without a component"}
+    )
+    interactions: list[Interaction] = field(
+        default_factory=list, metadata={"doc": "whether each arm's components add up"}
+    )
+    compute: ComputeInfo = field(
+        default_factory=ComputeInfo, metadata={"doc": "how compute was priced, on what hardware"}
+    )
+    provenance: dict[str, Any] = field(
+        default_factory=dict, metadata={"doc": "versions, machine and git state of the trials"}
+    )
     #: every statistical choice, in words and (under ``method``) as data
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"doc": "every statistical choice, in words and (under method) as data"},
+    )
     #: the test examples on which the arms disagree (classification)
-    predictions: dict[str, Any] | None = None
-    config_reads: dict[str, Any] | None = None
+    predictions: dict[str, Any] | None = field(
+        default=None, metadata={"doc": "test examples on which the arms disagree"}
+    )
+    config_reads: dict[str, Any] | None = field(
+        default=None, metadata={"doc": "config keys an arm set but its trials never read"}
+    )
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
