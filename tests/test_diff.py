@@ -137,7 +137,7 @@ def test_code_snapshot_of_each_recipe_kind(tmp_path: Path) -> None:
     assert own["files"]["mine.py"] == (tmp_path / "mine.py").read_bytes()
     builtin = provenance.code_snapshot("fairtrial.recipes.mlp:train", None, tmp_path)
     assert builtin["files"] == {} and "fairtrial/recipes/mlp.py" in builtin["external"]
-    assert "fairtrial/recipes/_torch.py" in builtin["external"]  # the package's siblings
+    assert "fairtrial/recipes/torchkit.py" in builtin["external"]  # the package's siblings
     command = provenance.code_snapshot(None, "python helper.py --lr {lr} missing.py", tmp_path)
     assert list(command["files"]) == ["helper.py"]
     lock = provenance.environment_lock()

@@ -151,7 +151,7 @@ def test_arms_differing_in_lr_share_initial_weights(name: str) -> None:
 
 def test_init_and_data_order_depend_only_on_their_streams() -> None:
     torch = pytest.importorskip("torch")
-    from fairtrial.recipes._torch import batches, init_model
+    from fairtrial.recipes.torchkit import batches, init_model
 
     task = get_task("modular_addition")
 
@@ -180,7 +180,7 @@ def test_init_and_data_order_depend_only_on_their_streams() -> None:
 
 def test_dropout_draws_from_the_dropout_stream() -> None:
     torch = pytest.importorskip("torch")
-    from fairtrial.recipes._torch import init_model
+    from fairtrial.recipes.torchkit import init_model
 
     c = make_ctx(get_task("modular_addition"), {}, 4, [])
     init_model(c, lambda: torch.nn.Linear(4, 3))

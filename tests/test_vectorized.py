@@ -20,8 +20,7 @@ from fairtrial.backends.vectorized import SeedContext, VectorizedBackend  # noqa
 from fairtrial.context import TrialContext  # noqa: E402
 from fairtrial.ledger import Ledger  # noqa: E402
 from fairtrial.recipes import NotVectorizable, build_config, mlp  # noqa: E402
-from fairtrial.recipes._torch import fit_epochs, init_model, predictor  # noqa: E402
-from fairtrial.recipes._vmap import fit_epochs_vectorized  # noqa: E402
+from fairtrial.recipes.torchkit import init_model, predictor  # noqa: E402
 from fairtrial.runner import run_experiment  # noqa: E402
 from fairtrial.spec import load_spec  # noqa: E402
 from fairtrial.tasks import get_task  # noqa: E402
@@ -64,11 +63,11 @@ def test_weights_and_predictions_match_the_sequential_runs(
     for s in seeds:
         ctx = _ctx(task, s)
         model = init_model(ctx, make)
-        fit_epochs(ctx, model, cfg, (x_tr, y_tr), (x_va, y_va))
+        mlp.fit(cfg, ctx, model, (x_tr, y_tr), (x_va, y_va))
         lone.append(model)
     ctxs = [_ctx(task, s, SeedContext) for s in seeds]
-    together = fit_epochs_vectorized(
-        ctxs, [init_model(c, make) for c in ctxs], cfg, (x_tr, y_tr), (x_va, y_va), body="net"
+    together = mlp.fit_many(
+        cfg, ctxs, [init_model(c, make) for c in ctxs], (x_tr, y_tr), (x_va, y_va)
     )
     assert all(c.error is None for c in ctxs)
     for a, b in zip(lone, together, strict=True):
@@ -93,7 +92,7 @@ def test_a_seed_does_not_depend_on_the_seeds_beside_it() -> None:
     def train(seeds: list[int]) -> dict[int, dict[str, Any]]:
         ctxs = [_ctx(task, s, SeedContext) for s in seeds]
         models = [init_model(c, lambda: mlp.MLP(64, 10, cfg)) for c in ctxs]
-        out = fit_epochs_vectorized(ctxs, models, cfg, (x_tr, y_tr), (x_va, y_va), body="net")
+        out = mlp.fit_many(cfg, ctxs, models, (x_tr, y_tr), (x_va, y_va))
         return {s: m.state_dict() for s, m in zip(seeds, out, strict=True)}
 
     alone = train([3])

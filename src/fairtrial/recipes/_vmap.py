@@ -7,9 +7,9 @@ recipe of the torch.func documentation ("Model ensembling", PyTorch tutorials), 
 JAX's ``vmap`` (Bradbury et al. 2018, github.com/google/jax). Each seed keeps everything that
 makes it the seed it is, so seed ``i`` trains exactly as it would alone:
 
-* its initial weights come from its own "init" stream (:func:`fairtrial.recipes._torch.init_model`
-  per seed, then stacked);
-* its batches come from its own "data" stream (one :func:`~fairtrial.recipes._torch.batches`
+* its initial weights come from its own "init" stream
+  (:func:`fairtrial.recipes.torchkit.init_model` per seed, then stacked);
+* its batches come from its own "data" stream (one :func:`~fairtrial.recipes.torchkit.batches`
   iterator per seed; the rows of each seed are gathered separately);
 * its gradient is its own: the summed loss is a sum over disjoint parameter sets, so
   d(sum)/d(weights of seed i) is the gradient of seed i's loss alone;
@@ -43,13 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fairtrial.recipes._torch import (
-    TrainConfig,
-    batches,
-    lr_at,
-    make_optimizer,
-    steps_per_epoch,
-)
+from fairtrial.recipes.torchkit import batches
 
 
 def alive(ctxs: Sequence[Any]) -> list[int]:
@@ -213,27 +207,34 @@ class SeedStack:
 def fit_vectorized(
     ctxs: Sequence[Any],
     models: Sequence[nn.Module],
-    optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+    optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
     *,
     steps: int,
     batch_size: int,
-    lr: float,
+    lr_at: Callable[[int], float],
     eval_every: int,
     step_unit: int = 1,
-    warmup_steps: int = 0,
-    schedule: str = "constant",
     label_smoothing: float = 0.0,
     select: str = "last",
     body: str | None = None,
 ) -> list[nn.Module]:
-    """:func:`fairtrial.recipes._torch.fit` for ``len(ctxs)`` seeds at once.
+    """A recipe's training loop for ``len(ctxs)`` seeds at once; returns the trained models.
+
+    The loop of the built-in recipes (``fit`` in ``mlp.py``), batched: ``steps`` optimizer
+    steps on batches of ``batch_size`` rows drawn by :func:`~fairtrial.recipes.torchkit.batches`
+    from each seed's "data" stream, the learning rate of step ``s`` (0-based) set to
+    ``lr_at(s)``, cross-entropy with ``label_smoothing``. Every ``eval_every`` steps, and once
+    before the first, each seed's context gets the point a lone run logs: train_loss and
+    train_accuracy (averaged since the last point; the first on the whole training split),
+    val_loss, val_accuracy and lr, at ``step = steps done // step_unit``. With
+    ``select="best_val"`` each seed keeps the weights of its best evaluation (the first on
+    ties).
 
     ``models[i]`` is seed ``i``'s freshly initialised model (from its own "init" stream);
-    ``optimizer(module)`` builds the optimizer over ``module.parameters()``; ``body`` is
-    :class:`SeedStack`'s. Logs the same points as ``fit`` to each seed's context and returns
-    the trained models.
+    ``optimizer(params)`` builds the recipe's optimizer over a list of parameters; ``body``
+    is :class:`SeedStack`'s.
     """
     if eval_every < 1:
         raise ValueError(f"eval_every must be at least 1, got {eval_every}")
@@ -241,7 +242,7 @@ def fit_vectorized(
         raise ValueError(f"{len(ctxs)} contexts but {len(models)} models")
     n = len(ctxs)
     stack = SeedStack(models, body)
-    opt = optimizer(stack.holder)
+    opt = optimizer(list(stack.holder.parameters()))
     x, y = train
     x_val, y_val = val
     orders = [batches(c.torch_generator("data"), len(y), batch_size) for c in ctxs]
@@ -274,9 +275,9 @@ def fit_vectorized(
             F.cross_entropy(logits[i], y, label_smoothing=label_smoothing).item() for i in range(n)
         ]
         accs = (logits.argmax(dim=2) == y).float().mean(dim=1).tolist()
-        evaluate(0, first, accs, lr_at(0, steps, lr, warmup_steps, schedule))
+        evaluate(0, first, accs, lr_at(0))
     step = 0
-    current_lr = lr
+    current_lr = lr_at(0)
     while step < steps:
         with phase(ctxs, "train"):
             stack.train()
@@ -284,7 +285,7 @@ def fit_vectorized(
             correct = torch.zeros(n, device=y.device)
             seen = n_steps = 0
             for _ in range(min(eval_every, steps - step)):
-                current_lr = lr_at(step, steps, lr, warmup_steps, schedule)
+                current_lr = lr_at(step)
                 for group in opt.param_groups:
                     group["lr"] = current_lr
                 idx = [next(o) for o in orders]
@@ -318,34 +319,3 @@ def fit_vectorized(
             if state is not None:
                 models_out[i].load_state_dict(state)
     return models_out
-
-
-def fit_epochs_vectorized(
-    ctxs: Sequence[Any],
-    models: Sequence[nn.Module],
-    cfg: TrainConfig,
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
-    body: str | None = None,
-) -> list[nn.Module]:
-    """:func:`fit_vectorized` driven by a :class:`TrainConfig` (one log point per epoch)."""
-    per_epoch = steps_per_epoch(len(train[1]), cfg.batch_size)
-    return fit_vectorized(
-        ctxs,
-        models,
-        lambda m: make_optimizer(
-            m, cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum
-        ),
-        train,
-        val,
-        steps=cfg.epochs * per_epoch,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        eval_every=per_epoch,
-        step_unit=per_epoch,
-        warmup_steps=cfg.warmup_steps,
-        schedule=cfg.schedule,
-        label_smoothing=cfg.label_smoothing,
-        select=cfg.select,
-        body=body,
-    )

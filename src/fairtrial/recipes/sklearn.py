@@ -16,12 +16,15 @@ scikit-learn is imported inside each recipe: it is an optional extra of fairtria
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fairtrial.errors import MissingDependency
 from fairtrial.recipes import recipe
+
+if TYPE_CHECKING:
+    from fairtrial.context import TrialContext
 
 #: The most iterations an option may ask for: far beyond convergence on the tasks these
 #: recipes are for, low enough that a typo fails the spec instead of every trial.
@@ -81,7 +84,7 @@ class GradientBoostingConfig:
     )
 
 
-def _fit_and_score(model: Any, ctx: Any) -> None:
+def _fit_and_score(model: Any, ctx: TrialContext) -> None:
     """Fit on train, log val accuracy, score the sealed test split."""
     d = ctx.data
     if ctx.meter is not None:
@@ -94,7 +97,7 @@ def _fit_and_score(model: Any, ctx: Any) -> None:
 
 
 @recipe(LogisticConfig)
-def logistic(cfg: LogisticConfig, ctx: Any) -> None:
+def logistic(cfg: LogisticConfig, ctx: TrialContext) -> None:
     """Multinomial logistic regression (L2, L-BFGS) on train-standardized features."""
     try:
         from sklearn.linear_model import LogisticRegression
@@ -111,7 +114,7 @@ def logistic(cfg: LogisticConfig, ctx: Any) -> None:
 
 
 @recipe(GradientBoostingConfig)
-def gradient_boosting(cfg: GradientBoostingConfig, ctx: Any) -> None:
+def gradient_boosting(cfg: GradientBoostingConfig, ctx: TrialContext) -> None:
     """Histogram gradient boosting (scikit-learn's HistGradientBoostingClassifier)."""
     try:
         from sklearn.ensemble import HistGradientBoostingClassifier

@@ -14,12 +14,21 @@ generalize soon after it memorizes. Grokking studies run far longer and slower, 
 al.: 30% of the pairs, ``batch_size = 0`` (full batch), ``lr = 1e-3``, ``weight_decay = 1``,
 ``schedule = "constant"``, tens of thousands of steps, and watch val_accuracy jump long after
 train_accuracy reached 1.
+
+The whole recipe is in this file, top to bottom: ``Config`` (the options a spec may set), the
+model (``Block``, ``Transformer``), the AdamW optimizer and learning-rate schedule, ``fit``
+(the step loop, its evaluation on the validation split every ``eval_every`` steps and its log
+points) and ``train(config, ctx)``, ending with the test predictions. What every torch recipe
+must do the same way (seeded initial weights, seeded batch order, chunked evaluation) comes
+from :mod:`fairtrial.recipes.torchkit`.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -28,38 +37,55 @@ from numpy.typing import NDArray
 from torch import nn
 
 from fairtrial.recipes import recipe
-from fairtrial.recipes._torch import (
-    MAX_BATCH,
-    MAX_LAYERS,
-    MAX_STEPS,
-    MAX_WIDTH,
-    PROBABILITY,
+from fairtrial.recipes.torchkit import (
+    batches,
     check_device,
-    fit,
     init_model,
-    make_optimizer,
+    logits_of,
     predictor,
-    to_device,
 )
+
+if TYPE_CHECKING:
+    from fairtrial.context import TrialContext
+
+# -------------------------------------------------------------------------------------------
+# Options. A spec sets them in [baseline] and [arms.NAME]; every field's metadata holds its
+# help and its range (ge/gt/le/lt). Ranges are far above what this recipe is for and low
+# enough that a typo fails the spec at once instead of every trial.
 
 
 @dataclass(frozen=True)
 class Config:
     """Options of the transformer recipe (trained with AdamW on cross-entropy at "=")."""
 
-    d_model: int = field(default=64, metadata={"help": "width of the residual stream", **MAX_WIDTH})
+    # The model: small enough to train in seconds on a CPU, large enough to learn the task.
+    d_model: int = field(
+        default=64, metadata={"help": "width of the residual stream", "ge": 1, "le": 65_536}
+    )
     n_heads: int = field(
-        default=4, metadata={"help": "attention heads (must divide d_model)", **MAX_WIDTH}
+        default=4,
+        metadata={"help": "attention heads (must divide d_model)", "ge": 1, "le": 65_536},
     )
-    n_layers: int = field(default=1, metadata={"help": "transformer blocks", **MAX_LAYERS})
+    # One block is enough for modular addition (Nanda et al. reverse-engineer a one-layer one).
+    n_layers: int = field(default=1, metadata={"help": "transformer blocks", "ge": 0, "le": 1_000})
     d_mlp: int = field(
-        default=256, metadata={"help": "hidden width of each block's MLP", **MAX_WIDTH}
+        default=256,
+        metadata={"help": "hidden width of each block's MLP", "ge": 1, "le": 65_536},
     )
+    # Off by default: weight decay is this recipe's regularizer (see weight_decay).
     dropout: float = field(
         default=0.0,
-        metadata={"help": "dropout on attention weights and residual branches", **PROBABILITY},
+        metadata={
+            "help": "dropout on attention weights and residual branches",
+            "ge": 0,
+            "lt": 1,
+        },
     )
+    # Training. Large for a transformer: with the weight decay below it makes the model
+    # generalize soon after it memorizes, instead of thousands of steps later.
     lr: float = field(default=5e-3, metadata={"help": "AdamW peak learning rate", "gt": 0})
+    # Decoupled (AdamW) weight decay drives generalization on this task: of the interventions
+    # Power et al. tried, it shortened the wait for grokking the most.
     weight_decay: float = field(
         default=2.0,
         metadata={
@@ -67,32 +93,48 @@ class Config:
             "ge": 0,
         },
     )
+    # beta2 = 0.98, not 0.999: the second-moment average then follows the quickly changing
+    # gradients of a small transformer (as in Vaswani et al. 2017 and the grokking papers).
     betas: tuple[float, float] = field(
-        default=(0.9, 0.98), metadata={"help": "AdamW (beta1, beta2)", **PROBABILITY}
+        default=(0.9, 0.98), metadata={"help": "AdamW (beta1, beta2)", "ge": 0, "lt": 1}
     )
+    # Steps, not epochs: grokking is described in optimizer steps.
     steps: int = field(
         default=1000,
         metadata={
             "help": "optimizer steps; grokking studies run 10-100x more (e.g. 40000)",
-            **MAX_STEPS,
             "ge": 1,
+            "le": 10_000_000,
         },
     )
     batch_size: int = field(
-        default=512, metadata={"help": "examples per step (0 = full batch)", **MAX_BATCH}
+        default=512,
+        metadata={"help": "examples per step (0 = full batch)", "ge": 0, "le": 1_048_576},
     )
+    # A few steps of warmup: the large peak lr from random weights would otherwise throw the
+    # first updates far off (see learning_rate()).
     warmup_steps: int = field(
         default=10,
-        metadata={"help": "steps of linear learning-rate warmup (0 = off)", **MAX_STEPS},
+        metadata={
+            "help": "steps of linear learning-rate warmup (0 = off)",
+            "ge": 0,
+            "le": 10_000_000,
+        },
     )
     schedule: Literal["constant", "cosine"] = field(
         default="cosine",
         metadata={"help": "learning rate after warmup: constant, or cosine decay to 0 at the end"},
     )
+    # Each evaluation is a pass over the validation split: not worth paying every step.
     eval_every: int = field(
         default=100,
-        metadata={"help": "steps between evaluations and log points", **MAX_STEPS, "ge": 1},
+        metadata={
+            "help": "steps between evaluations and log points",
+            "ge": 1,
+            "le": 10_000_000,
+        },
     )
+    # CPU by default: only there are reruns bit-identical (GPU kernels may add in any order).
     device: str = field(
         default="cpu",
         metadata={
@@ -105,6 +147,10 @@ class Config:
         # checked with the spec (build_config), not when the first trial builds the model
         if self.d_model % self.n_heads:
             raise ValueError(f"'n_heads' ({self.n_heads}) must divide 'd_model' ({self.d_model})")
+
+
+# -------------------------------------------------------------------------------------------
+# The model.
 
 
 class Block(nn.Module):
@@ -158,26 +204,142 @@ class Transformer(nn.Module):
         return out
 
 
+# -------------------------------------------------------------------------------------------
+# Optimizer, schedule, training loop.
+
+
+def make_optimizer(cfg: Config, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """AdamW over ``params`` at the peak learning rate."""
+    # Weight decay on every parameter, embeddings and norm gains included: the setting of the
+    # grokking experiments this recipe follows.
+    return torch.optim.AdamW(
+        list(params), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+    )
+
+
+def learning_rate(cfg: Config, step: int) -> float:
+    """The learning rate of step ``step`` (0-based): linear warmup, then the schedule."""
+    if step < cfg.warmup_steps:
+        # Warmup: the first updates come from random weights and from Adam moment estimates
+        # averaged over a few batches only; small steps until both settle keep the large peak
+        # lr from throwing the weights far off at the start (Liu et al. 2020,
+        # arXiv:1908.03265).
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "cosine":
+        # Cosine decay to 0 at the end (Loshchilov & Hutter 2017, arXiv:1608.03983,
+        # without restarts): large steps early, small ones to settle at the end.
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.lr
+
+
+def fit(
+    cfg: Config,
+    ctx: TrialContext,
+    model: nn.Module,
+    train_split: tuple[torch.Tensor, torch.Tensor],
+    val_split: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    """Train ``model`` for ``cfg.steps`` steps, logging one point before and one every
+    ``cfg.eval_every`` steps (and after the last).
+
+    Each point has train_loss and train_accuracy (averaged over the steps since the last
+    point), val_loss, val_accuracy and the lr of the last step, at ``step`` = steps done.
+    The last weights are the ones scored on test.
+    """
+    x, y = train_split
+    x_val, y_val = val_split
+    optimizer = make_optimizer(cfg, model.parameters())
+    # The batch order comes from the seed's "data" stream alone: every arm sees the same
+    # batches for the same seed, whatever else it changes.
+    order = batches(ctx.torch_generator("data"), len(y), cfg.batch_size)
+
+    def evaluate(step: int, train_loss: float, train_acc: float, lr: float) -> None:
+        """Score the validation split and log the point."""
+        # The validation split is what the curves show (grokking is val_accuracy rising long
+        # after train_accuracy); the test split stays sealed until ctx.evaluate_test.
+        with ctx.count_flops("eval_val"):
+            logits = logits_of(model, x_val)
+        ctx.log(
+            step=step,
+            train_loss=train_loss,
+            train_accuracy=train_acc,
+            val_loss=F.cross_entropy(logits, y_val).item(),
+            val_accuracy=(logits.argmax(dim=1) == y_val).float().mean().item(),
+            lr=lr,
+        )
+
+    # Step 0: the initial weights, before any update, on the whole training split. Arms that
+    # share a seed share these weights, so they share this point: a visible check of pairing.
+    with ctx.phase("eval"):
+        with ctx.count_flops("eval_train"):
+            logits = logits_of(model, x)
+        evaluate(
+            0,
+            F.cross_entropy(logits, y).item(),
+            (logits.argmax(dim=1) == y).float().mean().item(),
+            learning_rate(cfg, 0),
+        )
+    step = 0
+    while step < cfg.steps:
+        with ctx.phase("train"):
+            model.train()
+            # Sums stay tensors so the loop never waits for a number until the evaluation
+            # (on a GPU, .item() each step would stall it).
+            loss_sum, correct = torch.zeros((), device=y.device), torch.zeros((), device=y.device)
+            seen = n_steps = 0
+            for _ in range(min(cfg.eval_every, cfg.steps - step)):
+                lr = learning_rate(cfg, step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                idx = next(order)
+                xb, yb = (x, y) if idx is None else (x[idx], y[idx])
+                # Every step has the same shapes (equal batches), so counting one is exact.
+                # The optimizer's update has no matmul/conv FLOPs: it stays outside the block.
+                with ctx.count_flops("train_step"):
+                    logits = model(xb)
+                    loss = F.cross_entropy(logits, yb)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
+                loss_sum += loss.detach()
+                correct += (logits.detach().argmax(dim=1) == yb).sum()
+                seen += len(yb)
+                n_steps += 1
+                step += 1
+        with ctx.phase("eval"):
+            evaluate(step, loss_sum.item() / n_steps, correct.item() / seen, lr)
+
+
+# -------------------------------------------------------------------------------------------
+# The recipe: what fairtrial calls once per trial.
+
+
 @recipe(Config)
-def train(cfg: Config, ctx: Any) -> None:
+def train(cfg: Config, ctx: TrialContext) -> None:
     d = ctx.data
+    n_classes = d.n_classes
+    if n_classes is None:
+        raise ValueError(
+            "the transformer recipe classifies: this task is a regression task (no classes)"
+        )
+    # token ids 0..n_tokens-1; the task says how many there are (the training rows may
+    # miss the largest)
     n_tokens = int(d.meta.get("n_tokens", int(np.max(d.x_train)) + 1))
 
     def to_tensor(x: NDArray[Any]) -> torch.Tensor:
-        (t,) = to_device(cfg.device, x, dtype=torch.long)
-        return t
+        # torch.tensor copies: the task's arrays are read-only
+        return torch.tensor(x, dtype=torch.long, device=cfg.device)
 
     x_tr, x_va = to_tensor(d.x_train), to_tensor(d.x_val)
-    y_tr, y_va = to_device(cfg.device, d.y_train, d.y_val, dtype=torch.long)
-
+    y_tr = torch.tensor(d.y_train, dtype=torch.long, device=cfg.device)
+    y_va = torch.tensor(d.y_val, dtype=torch.long, device=cfg.device)
+    # Weights from the seed's "init" stream alone: every arm starts seed i from the same
+    # weights, so differences between arms are the change, not the luck of the init.
     model = init_model(
-        ctx, lambda: Transformer(n_tokens, d.n_classes, x_tr.shape[1], cfg), cfg.device
+        ctx, lambda: Transformer(n_tokens, n_classes, x_tr.shape[1], cfg), cfg.device
     )
-    opt = make_optimizer(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
-    fit(
-        ctx, model, opt, (x_tr, y_tr), (x_va, y_va),
-        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, eval_every=cfg.eval_every,
-        warmup_steps=cfg.warmup_steps, schedule=cfg.schedule,
-    )  # fmt: skip
+    fit(cfg, ctx, model, (x_tr, y_tr), (x_va, y_va))
+    # The test split is scored once, by fairtrial, from the predicted labels.
     with ctx.phase("eval"), ctx.count_flops("test"):
         ctx.evaluate_test(predictor(model, to_tensor))
