@@ -30,6 +30,7 @@ from typing import Any
 from fairtrial import analysis
 from fairtrial.errors import RegistrationError
 from fairtrial.ledger import DONE, ExperimentRow, Ledger
+from fairtrial.record import ExperimentRecord, Hypothesis
 from fairtrial.spec import PILOT_SEEDS, Spec
 
 #: 2: the analysis method as data (``analysis.method``); 1: as fixed text, not comparable
@@ -37,26 +38,17 @@ FORMAT = 2
 OLD_FORMAT_NOTE = "registered with an older fairtrial: method text only, not compared"
 
 
-def _plan(
-    *,
-    name: str,
-    normalized: Mapping[str, Any],
-    arm_table: Mapping[str, Any],
-    task_checksum: str,
-    direction: str,
-    method: Mapping[str, Any],
-) -> dict[str, Any]:
-    exp = normalized["experiment"]
-    hyp = normalized["hypothesis"]
-    arms = {
-        a["name"]: {"kind": a["kind"], "components": a["components"]} for a in arm_table["arms"]
-    }
+def _plan(record: ExperimentRecord, method: Mapping[str, Any]) -> dict[str, Any]:
+    """The frozen plan of ``record`` (a spec about to run, or a stored experiment)."""
+    exp = record.experiment_table
+    arm_table = record.arm_table()
+    arms = {a.name: {"kind": a.kind, "components": a.components} for a in record.arms}
     return {
         "format": FORMAT,
-        "experiment": name,
-        "hypothesis": dict(hyp),
-        "metric": {"name": exp["metric"], "direction": direction},
-        "task": {"name": exp["task"], "checksum": task_checksum},
+        "experiment": record.name,
+        "hypothesis": dict(record.spec["hypothesis"]),
+        "metric": {"name": exp["metric"], "direction": record.direction},
+        "task": {"name": exp["task"], "checksum": record.task_checksum},
         "recipe": {"recipe": exp.get("recipe"), "command": exp.get("command")},
         "arms": arms,
         "seeds": (
@@ -88,7 +80,7 @@ def plan_method(spec: Spec, options: analysis.Options | None = None) -> dict[str
     if spec.deterministic:  # one run per arm: no interval, no test
         pairs = [1]
     return analysis.method(
-        analysis.Hypothesis.from_spec(normalized),
+        Hypothesis.from_spec(normalized),
         options or analysis.Options(),
         pairs,
         analysis.holm_families(spec.arm_table()),
@@ -98,25 +90,20 @@ def plan_method(spec: Spec, options: analysis.Options | None = None) -> dict[str
 def plan_record(spec: Spec, options: analysis.Options | None = None) -> dict[str, Any]:
     """The record that ``register`` freezes for ``spec`` (plain JSON data), with the method
     the analysis will use with ``options`` (by default the report's)."""
-    return _plan(
-        name=spec.name,
-        normalized=spec.normalized(),
-        arm_table=spec.arm_table(),
+    record = ExperimentRecord.from_normalized(
+        spec.normalized(),
+        spec.arm_table(),
+        id=spec.experiment_id,
+        spec_hash=spec.spec_hash,
         task_checksum=spec.task_checksum,
-        direction=spec.direction,
-        method=plan_method(spec, options),
+    )
+    return _plan(
+        record.replace(name=spec.name, direction=spec.direction), plan_method(spec, options)
     )
 
 
 def _run_record(exp: ExperimentRow, method: Mapping[str, Any]) -> dict[str, Any]:
-    return _plan(
-        name=exp.name,
-        normalized=exp.spec,
-        arm_table=exp.arms,
-        task_checksum=exp.task_checksum,
-        direction=exp.direction,
-        method=method,
-    )
+    return _plan(ExperimentRecord.from_row(exp), method)
 
 
 def iso_date(ts: float) -> str:

@@ -9,6 +9,7 @@ statuses count as lost) is written once, here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -177,16 +178,13 @@ class ExperimentRecord:
             spec_path=row.spec_path,
         )
         # the row's own columns are what the run used
-        return cls(
-            **{
-                **rec.__dict__,
-                "name": row.name,
-                "task": row.task,
-                "metric": row.metric,
-                "direction": "min" if row.direction == "min" else "max",
-                "seeds": row.seeds,
-                "root_seed": row.root_seed,
-            }
+        return rec.replace(
+            name=row.name,
+            task=row.task,
+            metric=row.metric,
+            direction="min" if row.direction == "min" else "max",
+            seeds=row.seeds,
+            root_seed=row.root_seed,
         )
 
     # -- what the spec fixed -------------------------------------------------------------------
@@ -229,6 +227,10 @@ class ExperimentRecord:
     def better(self) -> str:
         """ "higher" or "lower"."""
         return better_word(self.direction)
+
+    def replace(self, **changes: Any) -> ExperimentRecord:
+        """A copy with ``changes`` (records are frozen)."""
+        return dataclasses.replace(self, **changes)
 
     def arm(self, name: str) -> ArmInfo:
         return next(a for a in self.arms if a.name == name)
