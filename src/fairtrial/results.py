@@ -23,6 +23,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from fairtrial.record import better_word
+
 #: the result document's schema: 2 is the first typed one (documents without the key are 1)
 SCHEMA_VERSION = 2
 
@@ -388,7 +390,7 @@ class ExperimentSummary(Record):
     @property
     def better(self) -> str:
         """ "higher" or "lower"."""
-        return "higher" if self.direction == "max" else "lower"
+        return better_word(self.direction)
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ def render_tex(doc: Analysis, digits: int = 3) -> str:
             f"{_p(c.p_adjusted) if c else '--'} \\\\"
         )
     lines += [r"\bottomrule", r"\end{tabular}"]
-    better = "higher" if e.direction == "max" else "lower"
+    better = e.better
     caption = (
         f"{tex_escape(e.name)} on {tex_escape(e.task)}: test {tex_escape(e.metric)} "
         f"({better} is better) over {e.seeds} seeds paired across arms. $\\Delta$: mean "

@@ -568,7 +568,8 @@ def ingest(
         c = verdict.get(name) or Comparison(arm=name, against="")
         low, high = a.interval or (None, None)
         effect_low, effect_high = c.interval or (None, None)
-        worse_end = low if exp.direction == "max" else high
+        # the interval's worse end ranks the arm: its lower end when higher is better
+        worse_end = low if sign(exp.direction) > 0 else high
         entries.append(
             {
                 "experiment": sha,
