@@ -84,3 +84,37 @@ def test_records_are_frozen() -> None:
         c.verdict = "better"  # type: ignore[misc]
     assert c.replace(verdict="better").verdict == "better" and c.verdict is None
     assert ArmSummary().compute.figures is None
+
+
+def test_an_analysis_shows_itself_in_a_notebook_and_a_terminal() -> None:
+    from rich.console import Console
+
+    scores = {
+        "baseline": {s: 0.9 + s / 100 for s in range(6)},
+        "both": {s: 0.95 + s / 100 for s in range(6)},
+        "both-no-a": {s: 0.91 + s / 100 for s in range(6)},
+    }
+    comps, abls, inters = analyze_scores(
+        scores, ARMS, "max", Hypothesis(smallest_effect=0.001), Options(n_resamples=500)
+    )
+    arms = {
+        a["name"]: ArmSummary(
+            n=6, seeds=list(scores[a["name"]]), values=list(scores[a["name"]].values())
+        )
+        for a in ARMS["arms"]
+    }
+    doc = Analysis(
+        arms=arms,
+        comparisons=comps,
+        ablations=abls,
+        interactions=inters,
+        settings={"confidence": 0.95},
+    )
+    html = doc._repr_html_()
+    assert html.startswith("<div class='fairtrial-report'>") and "<html" not in html
+    assert "▲ better" in html and ".fairtrial-report table{" in html
+    console = Console(width=140, record=True)
+    console.print(doc)
+    text = console.export_text()
+    assert "Verdicts" in text and "both-no-a" in text
+    assert "both vs baseline: better" in repr(doc)
