@@ -23,6 +23,7 @@ from fairtrial.backends import InlineBackend
 from fairtrial.errors import ReplicationError
 from fairtrial.ledger import Ledger
 from fairtrial.replicate import OUTCOMES, compare_arm, format_record, judge, replicate
+from fairtrial.results import Analysis
 from fairtrial.runner import run_experiment
 from fairtrial.spec import load_spec
 
@@ -44,9 +45,11 @@ def make_bundle(
 
 # -- judge: the agreement rules ----------------------------------------------------------------
 def doc(
-    arms: dict[str, list[float]], comparisons: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    return {
+    arms: dict[str, list[float]],
+    comparisons: list[dict[str, Any]] | None = None,
+    **more_arms: dict[str, Any],
+) -> Analysis:
+    data: dict[str, Any] = {
         "arms": {
             name: {
                 "seeds": list(range(len(v))),
@@ -59,6 +62,8 @@ def doc(
         "comparisons": comparisons or [],
         "ablations": [],
     }
+    data["arms"].update(more_arms)
+    return Analysis.from_dict(data)
 
 
 def verdict(arm: str, v: str, effect: float) -> dict[str, Any]:
@@ -115,8 +120,11 @@ def test_judge_undecided_arms_and_claims_are_inconclusive() -> None:
     assert f"about {base['seeds_needed']} seeds would decide it" in r["undecided"][0]
     assert r["claims"][0]["status"] == "undecided"
     # an original "inconclusive" is no claim; an arm failed in both agrees
-    o2 = doc({"baseline": [0.9, 0.9]}, [verdict("new", "inconclusive", 0.0)])
-    o2["arms"]["new"] = {"seeds": [], "values": [], "mean": None, "failed": 2}
+    o2 = doc(
+        {"baseline": [0.9, 0.9]},
+        [verdict("new", "inconclusive", 0.0)],
+        new={"seeds": [], "values": [], "mean": None, "failed": 2},
+    )
     r2 = judge(o2, o2, tolerance=0.01, paired=True)
     assert r2["outcome"] == "replicated" and r2["claims"][0]["status"] == "no claim"
     assert r2["arms"][1]["reason"] == "no finished trials in either (failed in both)"

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from fairtrial.errors import BundleError
 from fairtrial.record import better_word
 
 #: the result document's schema: 2 is the first typed one (documents without the key are 1)
@@ -31,8 +32,9 @@ SCHEMA_VERSION = 2
 R = TypeVar("R", bound="Record")
 
 
-class ShapeError(ValueError):
-    """A result document whose shape does not fit the schema (names the key)."""
+class ShapeError(BundleError, ValueError):
+    """A result document whose shape does not fit the schema (names the key); result documents
+    come from outside (a bundle, an upload), so this is the bundle's error."""
 
 
 class Record:
