@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from fairtrial.tomlw import spec_toml
+
 if TYPE_CHECKING:
     from fairtrial.ledger import ExperimentRow
 
@@ -261,6 +263,4 @@ class ExperimentRecord:
 
     def to_toml(self) -> str:
         """The spec as a TOML file that loads to the same normalized spec (same hash)."""
-        from fairtrial.bundle import spec_toml
-
         return spec_toml(self.spec)

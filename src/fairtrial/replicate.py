@@ -47,7 +47,7 @@ from fairtrial.diff import diff, ledger_experiment_capture
 from fairtrial.errors import ReplicationError
 from fairtrial.ledger import Ledger
 from fairtrial.record import Hypothesis
-from fairtrial.results import Analysis, Comparison, ShapeError
+from fairtrial.results import Analysis, Comparison
 from fairtrial.seeding import derive_seed
 from fairtrial.spec import valid_name
 
@@ -434,10 +434,7 @@ def replicate(
                 f"task '{exp.task}' data differ here: checksum {spec.task_checksum[:12]}, "
                 f"the bundle's {exp.task_checksum[:12]}"
             )
-        try:
-            original_doc = Analysis.from_dict(b.json("results/analysis.json"))
-        except ShapeError as exc:
-            raise ReplicationError(f"bundle {b.path.name}: results/analysis.json: {exc}") from None
+        original_doc = b.analysis()
         original_capture = b.capture()
         prov = b.provenances()
         bundle_info = {

@@ -36,7 +36,6 @@ from bundle_kit import (
 from fairtrial import bundle as B
 from fairtrial.errors import FairtrialError
 from fairtrial.replicate import judge, replicate
-from fairtrial.results import Analysis
 
 MiB = 1 << 20
 BASE_SETTINGS = settings(
@@ -97,7 +96,7 @@ def read_safely(box: Box, *, replicate_too: bool = False) -> str:
             B.verify_bundle(box.bundle)
             with B.read_bundle(box.bundle) as b:
                 b.capture()
-                doc = Analysis.from_dict(b.json("results/analysis.json"))
+                doc = b.analysis()
                 judge(doc, doc, tolerance=0.01, paired=True)
             if replicate_too:
                 replicate(

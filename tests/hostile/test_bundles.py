@@ -36,7 +36,6 @@ from fairtrial import bundle as B
 from fairtrial.backends import InlineBackend
 from fairtrial.errors import BundleError, RegistryError, ReplicationError
 from fairtrial.replicate import judge, replicate
-from fairtrial.results import Analysis
 from fairtrial.server import client
 
 MiB = 1 << 20
@@ -394,7 +393,7 @@ def test_a_valid_bundle_still_reads_whole(base: Path) -> None:
     """Everything the checks accept is what the readers use: capture, judge, verify."""
     with B.read_bundle(base) as b:
         assert b.capture()["groups"]["config"]
-        doc = Analysis.from_dict(b.json("results/analysis.json"))
+        doc = b.analysis()
         assert judge(doc, doc, tolerance=0.01, paired=True)["outcome"] in (
             "replicated",
             "inconclusive",
