@@ -118,3 +118,25 @@ def test_an_analysis_shows_itself_in_a_notebook_and_a_terminal() -> None:
     text = console.export_text()
     assert "Verdicts" in text and "both-no-a" in text
     assert "both vs baseline: better" in repr(doc)
+
+
+def test_the_registry_re_analyses_a_bundle_as_the_report_does(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The registry's analysis of an upload and the uploader's report come from the same
+    builder: same verdicts, statistics and settings; only what a store knows is taken as sent."""
+    pytest.importorskip("fastapi")
+    from bundle_kit import base_bundle
+    from fairtrial.bundle import read_bundle
+    from fairtrial.server.ingest import ingest
+
+    path = base_bundle(tmp_path_factory)
+    with read_bundle(path) as b:
+        sent = b.analysis()
+    stored = Analysis.from_dict(
+        json.loads(ingest(path, path.read_bytes(), now=0.0).experiment["doc_json"])
+    )
+    assert stored.judged and stored.judged == sent.judged
+    assert stored.arms == sent.arms and stored.settings == sent.settings
+    assert stored.experiment.replace(extra={}) == sent.experiment.replace(extra={})
+    assert stored.extra["registry"]["verdict_differences"] == []

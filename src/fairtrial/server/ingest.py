@@ -10,9 +10,10 @@ before anything is extracted, manifest and cross-member checks), then
   re-scored (the uploader's own task code, missing predictions) are stored as *unverifiable*;
 * checks that the analysis the uploader sent reports the per-seed results of
   ``results/trials.json``;
-* re-analyses those results with the registry's own settings (``Options()``: failures dropped,
-  10,000 resamples, seed 0), so every leaderboard entry was judged the same way, and records
-  where the uploaded verdicts differ;
+* re-analyses those results with the function ``fairtrial report`` uses
+  (:func:`fairtrial.analysis.document.build`) and the registry's own settings (``Options()``:
+  failures dropped, 10,000 resamples, seed 0), so every leaderboard entry was judged the same
+  way, and records where the uploaded verdicts differ;
 * for built-in tasks whose data checksum matches, loads the task here (fairtrial's own code,
   never the bundle's) to get the truth and the inputs for the predictions demo;
 * draws the report's figures (inline SVG) once, so pages only read them.
