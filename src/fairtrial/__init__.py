@@ -5,6 +5,7 @@ that a report turns into comparisons. The names below are the public API; everyt
 is an implementation detail that may change.
 """
 
+from fairtrial._version import __version__ as __version__
 from fairtrial.backends import Backend, InlineBackend, LocalBackend, TrialJob, TrialOutcome
 from fairtrial.context import TrialContext
 from fairtrial.errors import (
@@ -24,8 +25,6 @@ from fairtrial.runner import RunSummary, run_experiment
 from fairtrial.seeding import derive_seed
 from fairtrial.spec import Arm, Spec, load_spec, parse_spec
 from fairtrial.tasks import Task, TaskData, get_task, register_task
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Arm",
