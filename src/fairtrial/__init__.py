@@ -6,6 +6,7 @@ is an implementation detail that may change. In a notebook: ``fairtrial.run(spec
 ``fairtrial.analyze(experiment)``, an :class:`Analysis` that shows its verdict table.
 """
 
+from fairtrial._version import __version__ as __version__
 from fairtrial.analysis import Options
 from fairtrial.api import analyze, run
 from fairtrial.backends import Backend, InlineBackend, LocalBackend, TrialJob, TrialOutcome
@@ -29,8 +30,6 @@ from fairtrial.runner import RunSummary, run_experiment
 from fairtrial.seeding import derive_seed
 from fairtrial.spec import Arm, Spec, load_spec, parse_spec
 from fairtrial.tasks import Task, TaskData, get_task, register_task
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Ablation",

@@ -13,7 +13,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -219,6 +219,13 @@ class TrialContext:
         if not math.isfinite(score):
             raise TrialDiverged(f"test {self.metric} is {score}")
         return score
+
+
+#: a recipe, ``train(config, ctx)``: what it returns is ignored (a trial's result is its
+#: ``ctx.evaluate_test`` score); the config is a mapping, or the recipe's config class
+Recipe = Callable[[Any, TrialContext], object]
+#: a recipe's batched form, ``train_vectorized(config, ctxs)``: one context per seed
+BatchedRecipe = Callable[[Any, Sequence[TrialContext]], object]
 
 
 def _to_numpy(raw: Any) -> NDArray[Any]:

@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import fairtrial
+from fairtrial._version import __version__
 
 #: Environment variables that change results or speed; their values are recorded.
 RELEVANT_ENV = (
@@ -154,7 +154,7 @@ def collect(code_dir: Path | None = None) -> dict[str, Any]:
     """Everything about this process's environment that a trial's result may depend on."""
     code_dir = code_dir or Path.cwd()
     return {
-        "fairtrial": fairtrial.__version__,
+        "fairtrial": __version__,
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
         "executable": sys.executable,

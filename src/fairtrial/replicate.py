@@ -35,7 +35,6 @@ import datetime as dt
 import json
 import math
 import platform
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,6 +49,7 @@ from fairtrial.record import Hypothesis
 from fairtrial.results import Analysis, Comparison
 from fairtrial.seeding import derive_seed
 from fairtrial.spec import valid_name
+from fairtrial.usercode import forget_modules
 
 Seeds = Literal["same", "fresh"]
 OUTCOMES = ("replicated", "not replicated", "inconclusive")
@@ -334,19 +334,8 @@ def _prepare_code(b: Bundle, folder: Path) -> dict[str, Any]:
 def _forget_module(module: str | None, folder: Path) -> None:
     """Make this process import the recipe from ``folder``, not a same-named module it already
     imported from elsewhere (the original's folder, in tests and notebooks)."""
-    if not module:
-        return
-    from fairtrial.backends import base
-
-    top = module.split(".")[0]
-    for name in list(sys.modules):
-        if name != top and not name.startswith(top + "."):
-            continue
-        file = getattr(sys.modules[name], "__file__", None)
-        if file and not Path(file).resolve().is_relative_to(folder.resolve()):
-            del sys.modules[name]
-    for key in [k for k in base._RECIPES if k[0].split(":")[0].split(".")[0] == top]:
-        del base._RECIPES[key]
+    if module:
+        forget_modules(module)
 
 
 def replicate(

@@ -1,16 +1,15 @@
-"""Backends: where trials run. One small interface (:class:`Backend`), several places."""
+"""Backends: where trials run. One small interface (:class:`Backend`), several places.
+
+What runs a trial is :func:`fairtrial.execute.execute_trial` (also importable from here),
+the same code under every backend.
+"""
 
 from __future__ import annotations
 
-from fairtrial.backends.base import (
-    Backend,
-    InlineBackend,
-    Sink,
-    TrialJob,
-    TrialOutcome,
-    execute_trial,
-)
+from fairtrial.backends.base import Backend, Sink, TrialJob, TrialOutcome
+from fairtrial.backends.inline import InlineBackend
 from fairtrial.backends.local import LocalBackend, split_cores
+from fairtrial.execute import execute_trial
 
 #: the backends ``make_backend`` (and ``fairtrial run --backend``) knows
 BACKENDS = ("local", "inline", "vectorized", "ray")

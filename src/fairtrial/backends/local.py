@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import importlib
 import multiprocessing as mp
 import os
 import signal
@@ -38,21 +37,22 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 from fairtrial.backends.base import (
-    SETUP_ALLOWANCE,
     STOP_SIGNALS,
     Backend,
     Sink,
-    Status,
+    TrialClock,
     TrialJob,
     TrialOutcome,
+    until_first,
 )
 from fairtrial.errors import BackendError
+from fairtrial.execute import execute_trial, load_trial_code, stop_commands
 
 
 def available_cores() -> int:
@@ -91,9 +91,7 @@ def _stop_with(lifeline: Connection) -> None:
     """Wait until the parent closes the lifeline (or dies); then stop this worker at once."""
     with contextlib.suppress(OSError):
         wait([lifeline])
-    command = sys.modules.get("fairtrial.backends.command")
-    if command is not None:
-        command.kill_running()
+    stop_commands()
     os._exit(0)
 
 
@@ -105,11 +103,7 @@ def _worker_main(conn: Connection, lifeline: Connection, threads: int, spawned_a
     threading.Thread(target=_stop_with, args=(lifeline,), daemon=True).start()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
-    from fairtrial.backends.base import execute_trial, load_trial_code
-
-    # what every trial needs, imported before the first "begin"
-    importlib.import_module("fairtrial.context")
-    importlib.import_module("fairtrial.tasks")
+    # what every trial needs (fairtrial.execute and what it imports) is imported by now
     boot = max(0.0, time.time() - spawned_at)
     conn.send(("ready", None))  # the main module re-imported (spawn) and fairtrial loaded
     first = True
@@ -151,8 +145,8 @@ class _Worker:
     #: closing it stops the worker (see _stop_with)
     lifeline: Connection
     job: TrialJob | None = None
-    deadline: float | None = None
-    started: float = 0.0
+    #: the running trial's wall clock and time limit
+    clock: TrialClock = field(default_factory=TrialClock)
     #: the worker finished starting (a death before that is no trial's fault)
     ready: bool = False
 
@@ -304,17 +298,15 @@ class LocalBackend(Backend):
                         sink.finished(job, TrialOutcome("interrupted", error=problem))
                         raise BackendError(problem)
                     checked = True
-                    limit = job.time_limit or self.time_limit
-                    idle.job, idle.started = job, time.monotonic()
                     # until the worker reports the trial's setup done, allow for the setup too
-                    idle.deadline = idle.started + limit + SETUP_ALLOWANCE if limit else None
+                    idle.job, idle.clock = job, TrialClock.of(job, self.time_limit)
+                    idle.clock.start()
                     sink.started(job)
                     idle.conn.send(job)
                 busy = [w for w in pool if w.job is not None]
                 if not busy:
                     break
-                deadlines = [w.deadline for w in busy if w.deadline is not None]
-                timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+                timeout = until_first(w.clock for w in busy)
                 ready = wait(
                     [w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=timeout
                 )
@@ -330,27 +322,21 @@ class LocalBackend(Backend):
                             # every worker would die the same way: stop with the reason
                             raise BackendError(self._start_failure(w))
                         if w.job is not None:
-                            self._lost(w, sink, pool, self._death_reason(w), "lost")
-                    elif w.deadline is not None and time.monotonic() >= w.deadline:
+                            reason = self._death_reason(w)
+                            lost = TrialOutcome("lost", error=reason, wall_time=w.clock.wall())
+                            self._lost(w, sink, pool, lost)
+                    elif w.clock.expired():
                         self._stop([w])
                         self._drain(w, sink)
                         if w.job is not None:
-                            limit = w.job.time_limit or self.time_limit
-                            reason = f"time limit of {limit:g} s exceeded"
-                            self._lost(w, sink, pool, reason, "failed")
+                            self._lost(w, sink, pool, w.clock.exceeded())
         except BaseException:
             self._stop(pool)
             for w in pool:
                 if w.job is not None:
                     self._drain(w, sink)
                     if w.job is not None:
-                        wall = time.monotonic() - w.started
-                        sink.finished(
-                            w.job,
-                            TrialOutcome(
-                                "interrupted", error="the run was interrupted", wall_time=wall
-                            ),
-                        )
+                        sink.finished(w.job, w.clock.interrupted())
             raise
         finally:
             for w in pool:
@@ -370,16 +356,14 @@ class LocalBackend(Backend):
             while w.job is not None and w.conn.poll():
                 kind, payload = w.conn.recv()
                 if kind == "done":
-                    job, w.job, w.deadline = w.job, None, None
+                    job, w.job, w.clock = w.job, None, TrialClock()
                     sink.finished(job, payload)
                 elif kind == "ready":
                     w.ready = True
                 elif kind == "begin":  # the worker took the job (a fresh one has imported)
-                    w.started = time.monotonic()
+                    w.clock.started = time.monotonic()  # the setup allowance runs on
                 elif kind == "setup":  # the trial's setup is over: its time limit counts now
-                    limit = w.job.time_limit or self.time_limit
-                    if limit:
-                        w.deadline = time.monotonic() + limit
+                    w.clock.setup_done()
                 else:
                     sink.event(w.job, kind, payload)
         except (EOFError, OSError):
@@ -406,14 +390,13 @@ class LocalBackend(Backend):
         )
         return f"a worker process died while starting, before running any trial ({reason}){where}"
 
-    def _lost(
-        self, w: _Worker, sink: Sink, pool: list[_Worker], reason: str, status: Status
-    ) -> None:
+    def _lost(self, w: _Worker, sink: Sink, pool: list[_Worker], outcome: TrialOutcome) -> None:
+        """Report ``w``'s trial ended by ``outcome`` and drop the worker (it died, or was
+        killed at the trial's time limit)."""
         job = w.job
         assert job is not None
-        w.job = w.deadline = None
-        wall = time.monotonic() - w.started
-        sink.finished(job, TrialOutcome(status, error=reason, wall_time=wall))
+        w.job, w.clock = None, TrialClock()
+        sink.finished(job, outcome)
         w.conn.close()
         w.lifeline.close()
         pool.remove(w)

@@ -3,7 +3,7 @@
 Ray (Moritz et al. 2018, "Ray: A Distributed Framework for Emerging AI Applications", OSDI)
 is imported here only, when this backend is used; ``pip install 'fairtrial[ray]'``.
 
-* Each trial is one Ray task that runs :func:`~fairtrial.backends.base.execute_trial`, the
+* Each trial is one Ray task that runs :func:`~fairtrial.execute.execute_trial`, the
   same code as every backend, so results equal the local backend's for the same seeds. The
   task asks for the spec's ``[experiment] resources`` (``cpus``, fractional ``gpus``);
   default one CPU.
@@ -28,20 +28,21 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from fairtrial.backends.base import (
-    SETUP_ALLOWANCE,
     STOP_SIGNALS,
     Backend,
     Sink,
+    TrialClock,
     TrialJob,
     TrialOutcome,
 )
+from fairtrial.backends.local import available_cores
 from fairtrial.errors import FairtrialError, MissingDependency
+from fairtrial.execute import execute_trial
 
 #: seconds between two drains of the event actor while trials run
 _POLL = 0.1
@@ -73,8 +74,6 @@ def _run_trial(job: TrialJob, box: Any) -> TrialOutcome:
     """The body of a trial's Ray task."""
     import ray
 
-    from fairtrial.backends.base import execute_trial
-
     def emit(kind: str, payload: Any) -> None:
         # wait for the actor to hold it: points flushed before a crash must not be in flight
         ray.get(box.put.remote(job.trial_id, job.attempt, kind, payload))
@@ -87,9 +86,8 @@ def _run_trial(job: TrialJob, box: Any) -> TrialOutcome:
 class _Running:
     job: TrialJob
     ref: Any
-    submitted: float
-    deadline: float | None = None
-    began: float | None = None
+    #: from the submission; restarted when the task begins (it may wait in Ray's queue first)
+    clock: TrialClock
 
 
 class RayBackend(Backend):
@@ -127,8 +125,6 @@ class RayBackend(Backend):
             if address:
                 ray.init(address=address, **kwargs)
             else:
-                from fairtrial.backends.local import available_cores
-
                 cpus = self.workers if self._workers_given else available_cores()
                 ray.init(num_cpus=cpus, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -176,7 +172,8 @@ class RayBackend(Backend):
                     self._per = max(float(options["num_cpus"]), 1e-3)
                     sink.started(job)
                     ref = task.options(**options).remote(job, box)
-                    running[job.trial_id, job.attempt] = _Running(job, ref, time.monotonic())
+                    clock = TrialClock.of(job, self.time_limit)
+                    running[job.trial_id, job.attempt] = _Running(job, ref, clock)
                 if not running:
                     break
                 ready, _ = ray.wait([r.ref for r in running.values()], num_returns=1, timeout=_POLL)
@@ -186,13 +183,10 @@ class RayBackend(Backend):
                     if id(r.ref) in done:
                         del running[key]
                         sink.finished(r.job, self._outcome(ray, r))
-                    elif r.deadline is not None and time.monotonic() >= r.deadline:
+                    elif r.clock.expired():
                         ray.cancel(r.ref, force=True)
                         del running[key]
-                        limit = r.job.time_limit or self.time_limit
-                        wall = time.monotonic() - (r.began or r.submitted)
-                        reason = f"time limit of {limit:g} s exceeded"
-                        sink.finished(r.job, TrialOutcome("failed", error=reason, wall_time=wall))
+                        sink.finished(r.job, r.clock.exceeded())
         except BaseException:
             for r in running.values():
                 ray.cancel(r.ref, force=True)
@@ -200,13 +194,7 @@ class RayBackend(Backend):
                 self._drain(ray, box, running, sink)
             finally:
                 for r in running.values():
-                    wall = time.monotonic() - (r.began or r.submitted)
-                    sink.finished(
-                        r.job,
-                        TrialOutcome(
-                            "interrupted", error="the run was interrupted", wall_time=wall
-                        ),
-                    )
+                    sink.finished(r.job, r.clock.interrupted())
             raise
         finally:
             ray.kill(box)
@@ -225,17 +213,14 @@ class RayBackend(Backend):
             if r is None:
                 continue
             if kind == "begin":
-                r.began = time.monotonic()
-                limit = r.job.time_limit or self.time_limit
-                r.deadline = r.began + limit + SETUP_ALLOWANCE if limit else None
+                r.clock.start()
             elif kind == "setup":  # the trial's setup is over: its time limit counts now
-                limit = r.job.time_limit or self.time_limit
-                r.deadline = time.monotonic() + limit if limit else None
+                r.clock.setup_done()
             else:
                 sink.event(r.job, kind, payload)
 
     def _outcome(self, ray: Any, r: _Running) -> TrialOutcome:
-        wall = time.monotonic() - (r.began or r.submitted)
+        wall = r.clock.wall()
         try:
             outcome: TrialOutcome = ray.get(r.ref)
             return outcome

@@ -3,13 +3,14 @@
 The backend pulls the pending trials, groups consecutive trials of one arm (up to ``group``
 seeds, default all of them), and hands each group to the recipe's batched form,
 ``train_vectorized(config, ctxs)`` (declared with :func:`fairtrial.recipes.vectorized`;
-the built-in torch recipe ``mlp`` has one, trained by :mod:`fairtrial.recipes._vmap`). Every
-seed still gets its own context, metrics, sealed test evaluation and outcome through the
-sink, so the ledger reads exactly as after a run on the local backend.
+the built-in torch recipe ``mlp`` has one, trained by :mod:`fairtrial.recipes._vmap`; found
+through :func:`fairtrial.execute.batched_form`). Every seed still gets its own context,
+metrics, sealed test evaluation and outcome through the sink, so the ledger reads exactly as
+after a run on the local backend.
 
 A recipe without a batched form, a config the batched form refuses
 (:class:`~fairtrial.recipes.NotVectorizable`), and a command recipe run their seeds one after
-another here, with :func:`~fairtrial.backends.base.execute_trial`, and a one-line notice
+another here, with :func:`~fairtrial.execute.execute_trial`, and a one-line notice
 says why. Results never depend on the backend: seed ``i`` computes what it would alone.
 
 Time: the seeds of a group share the process, so each trial is charged an equal share of the
@@ -22,24 +23,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-from fairtrial.backends.base import (
-    Backend,
-    Sink,
-    TrialJob,
-    TrialOutcome,
-    _resolve_recipe,
-    _set_threads,
-    execute_trial,
-    recording_config,
-)
+from fairtrial.backends.base import Backend, Sink, TrialClock, TrialJob, TrialOutcome, interrupted
 from fairtrial.backends.local import available_cores
 from fairtrial.context import TrialContext
+from fairtrial.errors import TrialDiverged
+from fairtrial.execute import (
+    NotVectorizable,
+    batched_form,
+    execute_trial,
+    set_threads,
+    task_changed,
+    task_of,
+    trial_context,
+)
 from fairtrial.meter import Meter, metering_enabled
 
 
@@ -83,8 +83,6 @@ def _emitter(sink: Sink, job: TrialJob) -> Callable[[str, Any], None]:
 
 def _outcome_of(ctx: SeedContext, wall: float) -> TrialOutcome:
     """What :func:`execute_trial` would have reported for this seed."""
-    from fairtrial.errors import TrialDiverged
-
     phases = dict(ctx.phases)
     exc = ctx.error
     if exc is None:
@@ -173,67 +171,40 @@ class VectorizedBackend(Backend):
             try:
                 sink.finished(job, execute_trial(job, _emitter(sink, job)))
             except BaseException:
-                stopped = TrialOutcome("interrupted", error="the run was interrupted")
                 for rest in jobs[i:]:
-                    sink.finished(rest, stopped)
+                    sink.finished(rest, interrupted())
                 raise
 
     def _run_group(self, group: list[TrialJob], sink: Sink) -> None:
-        from fairtrial.recipes import NotVectorizable, vectorized_form
-        from fairtrial.tasks import get_task
-
         for job in group:
             sink.started(job)
         first = group[0]
-        _set_threads(self.threads)
-        form = None
-        config: dict[str, Any] = first.config
-        reads: set[str] | None = None
-        if first.recipe is not None:
-            try:
-                fn = _resolve_recipe(first.recipe, first.base_dir)
-                form = vectorized_form(fn)
-                config, reads = recording_config(first, fn)
-            except Exception:
-                form = None  # execute_trial reports the import error per trial
-        if form is None:
+        set_threads(self.threads)
+        # a recipe that cannot be imported has none: execute_trial reports why, per trial
+        batched = batched_form(first)
+        if batched is None:
             what = f"recipe '{first.recipe}'" if first.recipe else "a command recipe"
             self.notice(
                 f"{what} has no batched form (train_vectorized): its seeds run one after another"
             )
             self._sequential(group, sink)
             return
+        form, config, reads = batched
 
-        t0 = time.perf_counter()
+        clock = TrialClock()
         ctxs: list[SeedContext] = []
         meter = Meter() if first.meter and metering_enabled() else None
         if meter is not None:
             meter.start()
         try:
-            task = get_task(first.task, Path(first.base_dir) if first.base_dir else None)
-            if task.checksum != first.task_checksum:
+            task = task_of(first)
+            if task_changed(first, task):
                 # execute_trial says so per trial, with the checksums
                 self._sequential(group, sink)
                 return
             for job in group:
-                workdir = Path(job.workdir) if job.workdir else None
-                if workdir is not None:
-                    workdir.mkdir(parents=True, exist_ok=True)
-                ctxs.append(
-                    SeedContext(
-                        config=config,
-                        seed=job.seed,
-                        root_seed=job.root_seed,
-                        task=task,
-                        emit=_emitter(sink, job),
-                        arm=job.arm,
-                        trial_id=job.trial_id,
-                        attempt=job.attempt,
-                        workdir=workdir,
-                        metric=job.metric,
-                    )
-                )
-            setup = (time.perf_counter() - t0) / len(group)
+                ctxs.append(trial_context(job, task, config, _emitter(sink, job), cls=SeedContext))
+            setup = clock.wall() / len(group)
             for ctx in ctxs:
                 ctx.phases["setup"] = setup
             try:
@@ -260,17 +231,14 @@ class VectorizedBackend(Backend):
                 if ctx.error is None:
                     ctx.error = exc
         except BaseException:
-            wall = (time.perf_counter() - t0) / len(group)
+            wall = clock.wall() / len(group)
             for job in group:
-                sink.finished(
-                    job,
-                    TrialOutcome("interrupted", error="the run was interrupted", wall_time=wall),
-                )
+                sink.finished(job, interrupted(wall))
             raise
         finally:
             if meter is not None:
                 meter.close()
-        wall = (time.perf_counter() - t0) / len(group)
+        wall = clock.wall() / len(group)
         shared = _group_record(meter, len(group))
         read = tuple(sorted(reads)) if reads is not None else None
         for job, ctx in zip(group, ctxs, strict=True):

@@ -1,6 +1,6 @@
 """The per-trial meter: what one trial cost, measured while it runs, with zero user work.
 
-:func:`fairtrial.backends.base.execute_trial` starts a :class:`Meter` before the trial and
+:func:`fairtrial.execute.execute_trial` starts a :class:`Meter` before the trial and
 asks it for the trial's compute record when the trial ends, whatever the ending (finished,
 failed, diverged): a crashed trial's figures are results too. The record is a plain JSON
 dict; every figure comes with a ``*_method`` label saying how it was obtained, or why it is

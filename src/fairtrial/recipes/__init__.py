@@ -16,6 +16,8 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from fairtrial.context import TrialContext
+
 C = TypeVar("C")
 
 #: Built-in recipes: short name -> "module:function".
@@ -32,14 +34,16 @@ class ConfigError(ValueError):
     """A config value does not fit the recipe's declared options (names key and fix)."""
 
 
-def recipe(config_class: type[C]) -> Callable[[Callable[[C, Any], Any]], Callable[..., Any]]:
+def recipe(
+    config_class: type[C],
+) -> Callable[[Callable[[C, TrialContext], Any]], Callable[..., Any]]:
     """Declare ``config_class`` (a dataclass) as the options of the decorated recipe."""
     if not dataclasses.is_dataclass(config_class):
         raise TypeError("recipe() takes a dataclass")
 
-    def deco(fn: Callable[[C, Any], Any]) -> Callable[..., Any]:
+    def deco(fn: Callable[[C, TrialContext], Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
-        def wrapper(config: Mapping[str, Any] | C, ctx: Any) -> Any:
+        def wrapper(config: Mapping[str, Any] | C, ctx: TrialContext) -> Any:
             if not isinstance(config, config_class):
                 config = build_config(config_class, config)  # type: ignore[arg-type]
             return fn(config, ctx)  # type: ignore[arg-type]
@@ -60,7 +64,7 @@ class NotVectorizable(Exception):
 
 def vectorized(
     train: Callable[..., Any],
-) -> Callable[[Callable[[Any, Sequence[Any]], Any]], Callable[..., Any]]:
+) -> Callable[[Callable[[Any, Sequence[TrialContext]], Any]], Callable[..., Any]]:
     """Declare the decorated ``train_many(config, ctxs)`` as ``train``'s batched form.
 
     The vectorized backend (``fairtrial run --backend vectorized``) calls it with the arm's
@@ -73,11 +77,11 @@ def vectorized(
     ``train_many`` receives an instance of it.
     """
 
-    def deco(fn: Callable[[Any, Sequence[Any]], Any]) -> Callable[..., Any]:
+    def deco(fn: Callable[[Any, Sequence[TrialContext]], Any]) -> Callable[..., Any]:
         cls = config_class_of(train)
 
         @functools.wraps(fn)
-        def wrapper(config: Any, ctxs: Sequence[Any]) -> Any:
+        def wrapper(config: Any, ctxs: Sequence[TrialContext]) -> Any:
             if cls is not None and not isinstance(config, cls):
                 config = build_config(cls, config)
             return fn(config, ctxs)
@@ -272,7 +276,7 @@ def options_markdown() -> str:
     """Markdown tables of every built-in recipe's options (the README's section is this)."""
     import json
 
-    from fairtrial.tasks import import_object
+    from fairtrial.usercode import import_object
 
     out = []
     for name, ref in BUILTIN_RECIPES.items():

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from fairtrial.errors import MissingDependency, TaskError
 from fairtrial.tasks.base import Task
-from fairtrial.tasks.registry import register_redraw, register_task
+from fairtrial.tasks.catalog import register_redraw, register_task
 
 __all__ = [
     "PINNED_CHECKSUMS",

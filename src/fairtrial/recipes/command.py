@@ -48,12 +48,12 @@ from typing import Any
 
 import numpy as np
 
-from fairtrial.backends.base import TrialJob
 from fairtrial.context import TrialContext
 from fairtrial.errors import RecipeError
 from fairtrial.seeding import STREAMS
 from fairtrial.spec import flatten
 from fairtrial.tasks import Task
+from fairtrial.trial import TrialJob
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
@@ -100,6 +100,11 @@ def python_launchers(root: Path | None = None) -> Path | None:
     return folder
 
 
+def prepare_data(job: TrialJob, task: Task) -> Path:
+    """The folder of the task's visible splits for ``job``'s command, written if need be."""
+    return materialize(task, _cache_root(job))
+
+
 def materialize(task: Task, root: Path) -> Path:
     """Write the task's visible splits once per checksum; returns the folder."""
     folder = root / task.checksum[:24]
@@ -127,8 +132,6 @@ def materialize(task: Task, root: Path) -> Path:
     try:
         tmp.rename(folder)
     except OSError:  # another worker won the race; its copy is identical
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
@@ -195,7 +198,7 @@ def _child_setup() -> None:
 def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
     """Run the command of a command recipe for one trial, feeding ``ctx``."""
     assert job.command is not None
-    data_dir = materialize(task, _cache_root(job))
+    data_dir = prepare_data(job, task)
     workdir = ctx.workdir or Path.cwd()
     predictions = workdir / "predictions.txt"
     predictions.unlink(missing_ok=True)

@@ -1,0 +1,33 @@
+"""Trials one after another in this process (``--backend inline``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from fairtrial.backends.base import Backend, Sink, TrialClock, TrialJob
+from fairtrial.execute import execute_trial
+
+
+class InlineBackend(Backend):
+    """Runs trials one after another in this process: no isolation, no time limit.
+
+    For tests and debugging (breakpoints work); a crash of the trial is a crash of the run.
+    """
+
+    name = "inline"
+
+    def run(self, jobs: Iterator[TrialJob], sink: Sink, total: int) -> None:
+        for job in jobs:
+            sink.started(job)
+
+            def emit(kind: str, payload: Any, job: TrialJob = job) -> None:
+                sink.event(job, kind, payload)
+
+            clock = TrialClock()
+            try:
+                outcome = execute_trial(job, emit)
+            except BaseException:  # Ctrl-C, a stop signal: the trial resumes next run
+                sink.finished(job, clock.interrupted())
+                raise
+            sink.finished(job, outcome)
