@@ -315,8 +315,9 @@ class ArmCompute(Record):
     )
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
-    def figure(self, name: str) -> Figure | None:
-        return (self.figures or {}).get(name)
+    def figure(self, name: str) -> Figure:
+        """The figure ``name`` (an empty one when the arm has none)."""
+        return (self.figures or {}).get(name) or Figure()
 
 
 @dataclass(frozen=True)

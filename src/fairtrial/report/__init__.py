@@ -7,7 +7,7 @@ ablations, arms, failures and predictions, then the methods that produced the nu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.markup import escape
@@ -18,7 +18,9 @@ from rich.text import Text
 from fairtrial.report import fmt
 from fairtrial.report.html import render_html
 from fairtrial.report.tex import render_tex
-from fairtrial.results import Ablation, Analysis, Comparison, Interaction
+
+if TYPE_CHECKING:
+    from fairtrial.results import Ablation, Analysis, Comparison, Interaction
 
 FORMATS = ("text", "md", "html", "tex", "json")
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fairtrial.results import Analysis, Comparison, Figure
+if TYPE_CHECKING:
+    from fairtrial.results import Analysis, Comparison
+
 
 MARKS = {"better": "▲", "worse": "▼", "equivalent": "≈", "inconclusive": "?", "invalid": "✗"}
 STYLES = {
@@ -170,9 +172,7 @@ def compute_rows(doc: Analysis) -> tuple[list[str], list[list[str]], list[str]]:
         if kind == "olympic":
             if any((c.time_to_target or {}).get("n") for c in arms.values()):
                 cols.append((key, head, kind))
-        elif any(
-            (fig := c.figure(key)) is not None and fig.mean is not None for c in arms.values()
-        ):
+        elif any(c.figure(key).mean is not None for c in arms.values()):
             cols.append((key, head, kind))
     rows = []
     for name, c in arms.items():
@@ -184,7 +184,7 @@ def compute_rows(doc: Analysis) -> tuple[list[str], list[list[str]], list[str]]:
                     si(t.get("value"), "s") if t.get("valid") else "invalid" if t.get("n") else "—"
                 )
                 continue
-            f = c.figure(key) or Figure()
+            f = c.figure(key)
             unit = f.unit or ""
             text = si(f.mean, unit)
             if f.sd and f.mean is not None:
@@ -207,9 +207,7 @@ def compute_rows(doc: Analysis) -> tuple[list[str], list[list[str]], list[str]]:
                 "mean of train time (fastest and slowest run dropped)"
             )
             continue
-        methods = sorted(
-            {m for c in arms.values() for m in ((c.figure(key) or Figure()).methods or [])}
-        )
+        methods = sorted({m for c in arms.values() for m in (c.figure(key).methods or [])})
         if methods:
             notes.append(f"{head}: " + "; ".join(methods))
     hw = doc.compute.hardware or {}

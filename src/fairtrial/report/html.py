@@ -12,11 +12,13 @@ import math
 import re
 from collections.abc import Sequence
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fairtrial import record
 from fairtrial.report import fmt, svg
-from fairtrial.results import Ablation, Analysis, ArmCompute, Comparison, Figure, Interaction
+
+if TYPE_CHECKING:
+    from fairtrial.results import Analysis, ArmCompute, Comparison, Interaction
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
@@ -191,8 +193,8 @@ def _verdict_table(rows: Sequence[Comparison], against: str) -> str:
     for c in rows:
         v = c.verdict or "inconclusive"
         other = (
-            f"{c.removed} ({c.ablation_arm})"
-            if isinstance(c, Ablation) and against == "removed"
+            f"{getattr(c, 'removed', '')} ({getattr(c, 'ablation_arm', '')})"
+            if against == "removed"
             else c.against
         )
         out.append(
@@ -397,10 +399,10 @@ def _compute_plot(doc: Analysis) -> str | None:
 
 def _compute_x(c: ArmCompute) -> tuple[float | None, str]:
     """The best compute figure an arm has: FLOPs when counted, else train time, else wall time."""
-    flops = (c.figure("flops") or Figure()).mean
+    flops = c.figure("flops").mean
     if flops:
         return float(flops), "FLOPs per trial (matmul/conv, counted on one step)"
-    train = (c.figure("train_time") or Figure()).mean
+    train = c.figure("train_time").mean
     if train:
         return float(train), "train time per trial (s)"
     wall = c.wall_time_mean_s

@@ -7,8 +7,10 @@ The output is a ``table`` environment that needs ``\\usepackage{booktabs}`` and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from fairtrial.results import Analysis
+if TYPE_CHECKING:
+    from fairtrial.results import Analysis
 
 _SPECIAL = {
     "\\": r"\textbackslash{}",
