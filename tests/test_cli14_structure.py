@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import os
 import statistics
 import subprocess
 import sys
 import textwrap
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -61,6 +61,8 @@ def test_every_cli_module_is_under_300_lines_and_the_new_library_modules_under_6
 
 
 def test_the_cli_exposes_the_same_commands_and_entry_points() -> None:
+    import tomllib
+
     from fairtrial.cli import cli, main
 
     assert list(cli.commands) == COMMANDS
@@ -155,6 +157,11 @@ def _spec(name: str = "est", seeds: int = 4) -> Spec:
     return parse_spec(SPEC.format(name=name, seeds=seeds))
 
 
+@functools.cache
+def _property_spec() -> Spec:
+    return _spec()
+
+
 def _record(
     ledger: Ledger,
     spec: Spec,
@@ -182,6 +189,7 @@ def _record(
         if (p.arm, p.seed) not in results:
             continue
         status, result, wall = results[p.arm, p.seed]
+        failed = status != "finished"
         attempt = ledger.claim(p.trial_id, 0, "testhost:1", lease=60)
         assert attempt is not None
         if status == "running":
@@ -192,8 +200,8 @@ def _record(
             status=status,
             result=result,
             wall_time=wall,
-            error=None if status == "finished" else f"ValueError: {p.arm} broke",
-            error_detail=None if status == "finished" else f"Traceback\n  line\nValueError: {p.arm}",
+            error=f"ValueError: {p.arm} broke" if failed else None,
+            error_detail=f"Traceback\n  line\nValueError: {p.arm}" if failed else None,
         )
 
 
@@ -290,7 +298,7 @@ _SCORES = st.dictionaries(
 def test_power_rows_pair_the_finished_seeds_both_arms_have(
     base: dict[int, float], arm: dict[int, float], minimise: bool
 ) -> None:
-    spec = _SPEC_FOR_PROPERTY
+    spec = _property_spec()
     if minimise:
         spec = dataclasses.replace(spec, direction="min")
     rows = [_row("baseline", s, "finished", v) for s, v in base.items()]
@@ -313,9 +321,6 @@ def test_power_rows_pair_the_finished_seeds_both_arms_have(
         assert row.mde == pytest.approx(
             stats.minimum_detectable_effect(row.sd_diff, 4, alpha=0.05, power=0.8)
         )
-
-
-_SPEC_FOR_PROPERTY = _spec()
 
 
 # -- status ---------------------------------------------------------------------------------------
