@@ -1,0 +1,69 @@
+"""What the commands share: the consoles, the --store option, finding an experiment, making
+a backend, and the exit status of a signal."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+
+from fairtrial.errors import FairtrialError
+
+# Piped output (CI logs, `| less`) gets a fixed width instead of rich's 80-column fallback.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 150)
+err = Console(
+    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 150
+)
+
+store_option = click.option(
+    "--store",
+    envvar="FAIRTRIAL_STORE",
+    default=None,
+    help="Ledger: a SQLAlchemy URL (sqlite:///..., postgresql://...) or a file path. "
+    "Default ./.fairtrial/ledger.db (env FAIRTRIAL_STORE).",
+)
+
+
+def open_ledger(store: str | None) -> Any:
+    """The ledger at ``store`` (the --store option; None: the default)."""
+    from fairtrial.ledger import Ledger
+
+    return Ledger(store)
+
+
+def find_experiment(ledger: Any, ref: str) -> Any:
+    """EXPERIMENT is an id, a name, or a spec path (:func:`fairtrial.api.find_experiment`)."""
+    from fairtrial.api import find_experiment as find
+
+    return find(ledger, ref)
+
+
+def make_backend(
+    name: str,
+    workers: int | None,
+    threads: int | None,
+    group: int | None = None,
+    address: str | None = None,
+) -> Any:
+    """The backend --backend NAME names, refusing the options of another backend."""
+    from fairtrial.backends import make_backend as make
+
+    if address is not None and name != "ray":
+        raise FairtrialError(f"--address is for --backend ray, not --backend {name}")
+    if group is not None and name != "vectorized":
+        raise FairtrialError(f"--group is for --backend vectorized, not --backend {name}")
+    return make(name, workers=workers, threads=threads, group=group, address=address)
+
+
+def by_signal(exc: KeyboardInterrupt) -> str:
+    """' by SIGTERM' for a run stopped by a signal other than Ctrl-C's, else ''."""
+    signum = getattr(exc, "signum", None)
+    return f" by {signal.Signals(signum).name}" if signum is not None else ""
+
+
+def exit_status(exc: KeyboardInterrupt) -> int:
+    """The shell's status of a process ended by the signal behind ``exc``: 128 + signal."""
+    return 128 + int(getattr(exc, "signum", signal.SIGINT))

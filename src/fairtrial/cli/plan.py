@@ -1,0 +1,94 @@
+"""``fairtrial plan``: a dry run of a spec, with its time estimate and power."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from fairtrial.cli._common import open_ledger, out, store_option
+from fairtrial.estimate import PlanEstimate, PowerRow, TimeEstimate
+
+
+@click.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
+@store_option
+def plan(spec_path: Path, store: str | None) -> None:
+    """Dry run: validate SPEC and show its arms, trials and derived seeds."""
+    from fairtrial.estimate import plan_estimate
+    from fairtrial.plan import plan_trials, seed_floor_warning
+    from fairtrial.spec import load_spec
+    from fairtrial.tasks import get_task
+
+    spec = load_spec(spec_path)
+    task = get_task(spec.task, spec.base_dir)
+    trials = plan_trials(spec)
+    out.print(
+        f"[bold]{escape(spec.name)}[/] ({spec.experiment_id}) · task {spec.task} "
+        f"(train/val/test {task.sizes['train']}/{task.sizes['val']}/{task.sizes['test']}, "
+        f"checksum {task.checksum[:12]}) · metric {spec.metric} ({spec.direction})"
+    )
+    out.print(f"recipe: {spec.recipe or 'command: ' + str(spec.command)}")
+    t = Table(title=f"{len(spec.arms)} arms × {spec.seeds} seeds = {len(trials)} trials")
+    for col in ("arm", "kind", "components (changes from baseline)"):
+        t.add_column(col)
+    for a in spec.arms.values():
+        comps = ", ".join(f"{k}={json.dumps(v)}" for k, v in a.components.items()) or "—"
+        kind = a.kind + (f" of {a.parent} without {a.removed}" if a.kind == "ablation" else "")
+        t.add_row(escape(a.name), escape(kind), escape(comps))
+    out.print(t)
+    warning = None
+    if not spec.auto_seeds and not spec.deterministic:
+        warning = seed_floor_warning(spec.seeds, spec.arm_table(), spec.hypothesis.alpha)
+    if warning:
+        out.print(f"[bold yellow]warning[/]: {escape(warning)}")
+    out.print(
+        f"seeds: root {spec.root_seed}; seed 0 streams "
+        + ", ".join(f"{k}={v}" for k, v in trials[0].seeds.items())
+        + " (identical for every arm)"
+    )
+    est = plan_estimate(open_ledger(store), spec, len(trials))
+    out.print(time_line(est.time))
+    if spec.auto_seeds:
+        out.print(
+            f'seeds = "auto": a pilot of {spec.seeds} seeds, then as many as detecting '
+            f"smallest_effect = {spec.hypothesis.smallest_effect:g} with power "
+            f"{spec.hypothesis.power} needs, at most {spec.max_seeds}"
+        )
+    for line in progress_lines(est):
+        out.print(line, highlight=False)
+
+
+def time_line(est: TimeEstimate) -> str:
+    """``estimated time: ...`` for a time estimate."""
+    if est.seconds is None:
+        return "estimated time: unknown (no earlier trials on this task in this store)"
+    return (
+        f"estimated time: ~{est.seconds:.0f} s on {est.workers} workers "
+        f"(mean of {est.earlier} earlier trials on '{est.task}' in this store)"
+    )
+
+
+def power_line(row: PowerRow) -> str:
+    """The minimum detectable effect of one arm at the planned seeds."""
+    line = (
+        f"power: {row.arm} vs baseline: sd of paired differences {row.sd_diff:.4g} "
+        f"({row.n_pairs} seeds so far); {row.seeds} seeds detect an effect of {row.mde:.4g} "
+        f"with power {row.power} at alpha {row.alpha}"
+    )
+    if row.seeds_needed is not None:
+        line += f"; smallest_effect {row.smallest_effect:g} needs {row.seeds_needed} seeds"
+    return line
+
+
+def progress_lines(est: PlanEstimate) -> list[str]:
+    """The trials done in the store and the power seen so far (or when it will be known)."""
+    if est.done is None:
+        return ["power: known once trials have run (the sd of the paired differences)"]
+    return [
+        f"in the store: {est.done}/{est.time.trials} trials done; `fairtrial run` resumes",
+        *(power_line(row) for row in est.power),
+    ]
