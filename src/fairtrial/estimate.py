@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fairtrial.errors import ExperimentNotFound
+from fairtrial.record import ENDED, sign
 
 if TYPE_CHECKING:
     from fairtrial.ledger import Ledger, TrialRow
     from fairtrial.spec import Spec
 
 #: trial states that count as done for ``in the store: N/M trials done``
-_DONE = ("finished", "failed", "diverged")
+_DONE = ENDED
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,11 @@ def power_rows(spec: Spec, rows: Iterable[TrialRow]) -> list[PowerRow]:
     from fairtrial import stats
     from fairtrial.plan import paired_values, seeds_needed
 
-    sign = 1.0 if spec.direction == "max" else -1.0
+    k = sign(spec.direction)
     scores: dict[str, dict[int, float]] = {}
     for r in rows:
         if r.status == "finished" and r.result is not None:
-            scores.setdefault(r.arm, {})[r.seed] = sign * float(r.result)
+            scores.setdefault(r.arm, {})[r.seed] = k * float(r.result)
     hyp = spec.hypothesis
     out: list[PowerRow] = []
     for arm in (a.name for a in spec.arms.values() if a.kind == "arm"):

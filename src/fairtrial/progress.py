@@ -12,10 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fairtrial.record import LOST
+
 if TYPE_CHECKING:
     from fairtrial.ledger import ExperimentRow, Ledger, TrialRow
 
-_FAILING = ("failed", "diverged")
+_FAILING = LOST
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from fairtrial.backends.base import Backend, TrialJob, TrialOutcome, stop_on_sig
 from fairtrial.ledger import DONE, Ledger, TrialRow
 from fairtrial.ledger.lease import Heartbeat, describe, lease_seconds, owner_id, provably_dead
 from fairtrial.plan import plan_seeds, plan_trials, seed_floor_warning, spec_code_snapshot
+from fairtrial.record import LOST
 from fairtrial.spec import PILOT_SEEDS, Spec
 
 
@@ -469,7 +470,7 @@ def _run(
     ]
     if replaced:
         _say_replaced(console, spec, replaced, code_hash)
-    redo = ("pending", "running", "interrupted") + (("failed", "diverged") if retry_failed else ())
+    redo = ("pending", "running", "interrupted") + (LOST if retry_failed else ())
     planned = [rows[trial_id] for trial_id in dict.fromkeys(p.trial_id for p in plans)]
     todo: list[TrialRow] = []
     held: list[TrialRow] = []
@@ -513,9 +514,7 @@ def _run(
     # trials still held by other runs now (some may have ended while this run went on)
     summary.elsewhere = sum(r.status == "running" and r.owner != me for r in final)
     if not retry_failed:
-        summary.kept_failures = sum(
-            rows[r.id].status in ("failed", "diverged") for r in final if r.id in rows
-        )
+        summary.kept_failures = sum(rows[r.id].status in LOST for r in final if r.id in rows)
     return summary
 
 

@@ -46,10 +46,11 @@ from fairtrial.ledger import chain, faults
 from fairtrial.ledger import schema as s
 from fairtrial.ledger.chain import ChainCheck
 from fairtrial.ledger.idempotent import insert_ignore, upsert
+from fairtrial.record import ENDED
 
 DEFAULT_STORE = ".fairtrial/ledger.db"
 #: statuses a run treats as done (failures are results: they are kept, not re-run)
-DONE = ("finished", "failed", "diverged")
+DONE = ENDED
 
 
 def store_url(store: str | Path | None) -> str:
