@@ -573,6 +573,8 @@ def create_app(
             )
         if index is None:
             return {**info, "n_test": table["n_test"], "arms": list(table["arms"])}
+        from fairtrial.server.pages import example
+
         return {**info, **example(table, index)}
 
     @app.get(
@@ -610,27 +612,6 @@ def create_app(
 
     add_pages(app, reg)
     return app
-
-
-def example(table: dict[str, Any], index: int) -> dict[str, Any]:
-    """One test example of a predictions table: truth and each arm's majority label."""
-    n = int(table["n_test"])
-    if not 0 <= index < n:
-        raise RegistryError(f"index {index}: valid test examples are 0..{n - 1}", 404)
-    truth = table["truth"][index]
-    return {
-        "index": index,
-        "truth": truth,
-        "arms": {
-            arm: {
-                "prediction": t["labels"][index],
-                "agreement": t["agreement"][index],
-                "correct": t["labels"][index] == truth,
-                "seeds": t["seeds"],
-            }
-            for arm, t in table["arms"].items()
-        },
-    }
 
 
 def compare(reg: Registry, a: str, b: str) -> dict[str, Any]:

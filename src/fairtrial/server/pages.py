@@ -263,8 +263,6 @@ def add_pages(app: FastAPI, reg: Registry) -> None:
         ref: str,
         index: Annotated[str | None, Query(max_length=12)] = None,
     ) -> HTMLResponse:
-        from fairtrial.server.app import example
-
         info, table = reg.predictions(ref)
         e = reg.summary(info["id"])
         if table is None:
@@ -352,3 +350,24 @@ def _how(task_name: str) -> dict[str, Any] | None:
 
     task = _task(task_name)
     return None if task is None else input_shape(task)
+
+
+def example(table: dict[str, Any], index: int) -> dict[str, Any]:
+    """One test example of a predictions table: truth and each arm's majority label."""
+    n = int(table["n_test"])
+    if not 0 <= index < n:
+        raise RegistryError(f"index {index}: valid test examples are 0..{n - 1}", 404)
+    truth = table["truth"][index]
+    return {
+        "index": index,
+        "truth": truth,
+        "arms": {
+            arm: {
+                "prediction": t["labels"][index],
+                "agreement": t["agreement"][index],
+                "correct": t["labels"][index] == truth,
+                "seeds": t["seeds"],
+            }
+            for arm, t in table["arms"].items()
+        },
+    }
