@@ -51,7 +51,7 @@ from sqlalchemy.exc import (
 
 from fairtrial.bundle import Limits
 from fairtrial.errors import BundleError, RegistryError
-from fairtrial.ledger.store import _safe, _sqlite_pragmas, store_url
+from fairtrial.ledger.engine import _safe, _sqlite_pragmas, store_url
 from fairtrial.server import schema as s
 from fairtrial.server.ingest import ingest
 
