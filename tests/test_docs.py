@@ -9,7 +9,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from fairtrial.cli import cli
-from fairtrial.spec import _Ablations, _Compute, _Experiment, _Hypothesis, load_spec
+from fairtrial.spec import load_spec
+from fairtrial.spec.tables import _Ablations, _Compute, _Experiment, _Hypothesis
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -20,8 +20,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "fairtrial"
 
@@ -258,11 +256,6 @@ def test_the_check_finds_circles_of_every_kind(tmp_path: Path) -> None:
     assert text.startswith("pkg.a -> pkg.b -> pkg.a") and "pkg/a.py:2:" in text
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="circles left in code owned elsewhere: fairtrial.analysis <-> fairtrial.prereg, "
-    "fairtrial.server.app -> server.pages -> server.app (and server.registry <-> server.pages)",
-)
 def test_no_import_circle_in_fairtrial() -> None:
     runtime = [e for e in import_graph() if not e.type_checking]
     cycles = find_cycles(runtime)

@@ -139,7 +139,7 @@ def experiments_progress(ledger: Ledger) -> list[ExperimentProgress]:
 
 def experiment_detail(ledger: Ledger, exp: ExperimentRow) -> ExperimentDetail:
     """The trials of ``exp`` in ``ledger``, their leases, superseded attempts and failures."""
-    from fairtrial.runner import traceback_tail
+    from fairtrial.recorder import traceback_tail
 
     rows = ledger.trials(exp.id)
     # the ledger's clock only when a lease is shown: one query fewer otherwise

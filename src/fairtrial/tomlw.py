@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from fairtrial.dotted import flatten
 from fairtrial.errors import BundleError
 
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
@@ -53,8 +54,6 @@ def _toml_value(value: Any) -> str:
 
 
 def _toml_table(lines: list[str], header: str, values: Mapping[str, Any]) -> None:
-    from fairtrial.spec import flatten
-
     lines.append(f"[{header}]")
     for key, value in flatten(values).items():
         if value is None:

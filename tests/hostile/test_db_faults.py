@@ -444,7 +444,7 @@ class _CommitThenFail(sqlite3.Connection):
 def test_a_retried_write_that_did_commit_is_not_stored_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fairtrial.ledger.store import _sqlite_pragmas
+    from fairtrial.ledger.engine import _sqlite_pragmas
 
     monkeypatch.setenv(ENV_WINDOW, "5")
     db = tmp_path / "ledger.db"

@@ -28,7 +28,7 @@ from fairtrial import bundle as B
 from fairtrial.errors import BundleError, RegistryError
 from fairtrial.ledger import Ledger
 from fairtrial.ledger import chain as chain_mod
-from fairtrial.ledger.store import TEST_LOG_FIELDS
+from fairtrial.ledger.logs import TEST_LOG_FIELDS
 from fairtrial.spec import hash_normalized
 
 pytest.importorskip("fastapi")

@@ -259,9 +259,11 @@ class Retrier:
 
 
 def retried(cls: C) -> C:
-    """Class decorator: every public method of ``cls`` runs through the instance's
-    ``_retrier`` (a :class:`Retrier`; methods called before it is set run as they are)."""
-    for name, value in list(vars(cls).items()):
+    """Class decorator: every public method of ``cls``, its own or inherited from the classes
+    it is composed of, runs through the instance's ``_retrier`` (a :class:`Retrier`; methods
+    called before it is set run as they are)."""
+    for name in dir(cls):
+        value = inspect.getattr_static(cls, name)
         if not name.startswith("_") and inspect.isfunction(value):
             setattr(cls, name, _through_retrier(value))
     return cls

@@ -46,7 +46,7 @@ from fairtrial.ledger import ExperimentRow, TrialRow
 from fairtrial.record import ExperimentRecord, sign
 from fairtrial.report import html as report_html
 from fairtrial.results import Analysis, Comparison, ShapeError
-from fairtrial.server.rows import _check_rows
+from fairtrial.server.upload_checks import _check_rows
 
 
 @dataclass

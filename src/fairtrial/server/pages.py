@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Query, Request
@@ -25,7 +25,10 @@ from fairtrial.errors import RegistryError
 from fairtrial.report import fmt
 from fairtrial.report import html as report_html
 from fairtrial.results import Analysis
-from fairtrial.server.registry import MAX_PAGE, SORTS, Filters, Registry
+from fairtrial.server.boards import MAX_PAGE, SORTS, Filters
+
+if TYPE_CHECKING:
+    from fairtrial.server.registry import Registry
 
 HERE = Path(__file__).parent
 _ENV = Environment(

@@ -1,0 +1,267 @@
+"""The run's recorder: every event a backend reports about a trial, written to the ledger.
+
+A backend only runs trials; the recorder turns what it reports (a trial began, logged a
+metric, ended with an outcome) into ledger writes, keeps the run's summary and progress bar,
+and stops a run early when the first trial of every arm failed the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
+
+from fairtrial.backends.base import TrialJob, TrialOutcome
+from fairtrial.ledger import Ledger
+
+if TYPE_CHECKING:
+    from fairtrial.runner import RunSummary
+
+
+class StopRun(Exception):
+    """Raised through a backend to stop a run early (fail fast); the message says why."""
+
+
+def error_key(error: str, job: TrialJob) -> str:
+    """An error with what differs from trial to trial (its folder, numbers) taken out, so
+    the same failure on two seeds counts as one."""
+    text = error
+    if job.workdir:
+        text = text.replace(job.workdir, "<workdir>")
+    return re.sub(r"\d+(\.\d+)?", "N", text)
+
+
+def traceback_tail(detail: str, lines: int = 8) -> str:
+    """The last lines of a traceback or of a command's output: where it went wrong."""
+    kept = [line for line in detail.rstrip().splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+class _LedgerSink:
+    def __init__(
+        self,
+        ledger: Ledger,
+        summary: RunSummary,
+        provenance_id: str,
+        task_checksum: str,
+        progress: Progress | None,
+        task_id: Any,
+        console: Console,
+    ) -> None:
+        self.ledger = ledger
+        self.summary = summary
+        self.provenance_id = provenance_id
+        self.task_checksum = task_checksum
+        self.progress = progress
+        self.task_id = task_id
+        self.console = console
+        #: lost trials with attempts left, re-run by the next round (trial_id -> its job)
+        self.requeue: list[TrialJob] = []
+        self.retries: dict[str, int] = {}
+        self.max_retries = 0
+        #: fail fast: the first ending of each arm in this run (None: finished), and the arms
+        self.first_end: dict[str, str | None] = {}
+        self.arms: set[str] = set()
+        self.fail_counts: dict[str, int] = {}
+        self.keep_going = False
+        #: errors already shown with their traceback
+        self.shown: set[str] = set()
+        #: per arm, the predictions hash of each seed's test evaluation (seed-blind check)
+        self.predictions: dict[str, dict[int, str]] = {}
+        self.blind_warned: set[str] = set()
+        #: the spec says the recipe has no randomness: seeds are expected to agree
+        self.deterministic = False
+        #: this run's owner id (fairtrial.ledger.lease.owner_id)
+        self.owner: str | None = None
+
+    def _lost(self, job: TrialJob, outcome: TrialOutcome) -> TrialOutcome | None:
+        """Queue a lost trial for its next attempt; None when queued, else the final outcome.
+
+        The lost attempt is stored ``interrupted`` (a run killed right now resumes it) with
+        its reason; its metrics stay under its own attempt number.
+        """
+        done = self.retries.get(job.trial_id, 0)
+        reason = outcome.error or "worker lost"
+        if done < self.max_retries:
+            self.retries[job.trial_id] = done + 1
+            current = self.ledger.finish(
+                job.trial_id,
+                job.attempt,
+                status="interrupted",
+                error=f"{reason}; retried as attempt {job.attempt + 1}",
+                wall_time=outcome.wall_time,
+                phases=outcome.phases,
+                task_checksum=self.task_checksum,
+                provenance_id=self.provenance_id,
+                owner=self.owner,
+            )
+            if not current:  # another run holds the trial now: it runs it, not us
+                self._say_superseded(job, "lost")
+                return None
+            self.requeue.append(job)
+            self.summary.retried += 1
+            self.console.print(
+                f"[yellow]lost[/] {escape(job.arm)} seed {job.seed} attempt {job.attempt}: "
+                f"{escape(reason)}; retrying ({done + 1} of {self.max_retries})",
+                highlight=False,
+                markup=True,
+            )
+            return None
+        tries = f" (gave up after {done + 1} attempts)" if done else ""
+        return dataclasses.replace(outcome, status="failed", error=reason + tries)
+
+    def started(self, job: TrialJob) -> None:
+        pass
+
+    def event(self, job: TrialJob, kind: str, payload: Any) -> None:
+        if kind == "metrics":
+            self.ledger.add_metrics(job.trial_id, job.attempt, payload)
+        elif kind == "test":
+            self.ledger.add_test_evaluation(job.trial_id, job.attempt, job.experiment_id, payload)
+            self.predictions.setdefault(job.arm, {})[job.seed] = payload["predictions_sha256"]
+
+    def finished(self, job: TrialJob, outcome: TrialOutcome) -> None:
+        if outcome.config_read is not None:
+            self.ledger.add_config_reads(job.trial_id, job.attempt, outcome.config_read)
+        # Every ending stores a compute record: a crashed trial's figures are results too. A
+        # worker that died took its meter along; then only the wall time is known.
+        compute = outcome.compute or {
+            "version": 1,
+            "status": outcome.status,
+            "wall_time": outcome.wall_time,
+            "phases": dict(outcome.phases),
+            "partial": "the worker was lost (killed, crashed or timed out): only the wall "
+            "time seen by the run is known",
+        }
+        if outcome.status == "lost":
+            final = self._lost(job, outcome)
+            if final is None:  # retried: this attempt's record stays "lost"
+                self.ledger.add_compute(job.trial_id, job.attempt, compute)
+                return
+            outcome = final
+            compute = {**compute, "status": final.status}
+        self.ledger.add_compute(job.trial_id, job.attempt, compute)
+        current = self.ledger.finish(
+            job.trial_id,
+            job.attempt,
+            status=outcome.status,
+            result=outcome.result,
+            error=outcome.error,
+            error_detail=outcome.error_detail,
+            wall_time=outcome.wall_time,
+            phases=outcome.phases,
+            task_checksum=self.task_checksum,
+            provenance_id=self.provenance_id,
+            owner=self.owner,
+        )
+        if not current:
+            result = f" {outcome.result:.6g}" if outcome.result is not None else ""
+            self._say_superseded(job, outcome.status + result)
+            return
+        s = self.summary
+        if outcome.status == "interrupted":
+            s.interrupted += 1
+            return
+        s.ran += 1
+        if outcome.status == "finished":
+            s.finished += 1
+            self._check_seeds_reach(job)
+        else:
+            if outcome.status == "diverged":
+                s.diverged += 1
+            else:
+                s.failed += 1
+            s.failures.append((job.trial_id, outcome.error or outcome.status))
+            self._report_failure(job, outcome)
+        if self.progress is not None:
+            self.progress.update(
+                self.task_id,
+                advance=1,
+                failures=s.failed + s.diverged,
+            )
+        self._fail_fast(job, outcome)
+
+    def _say_superseded(self, job: TrialJob, ending: str) -> None:
+        """An attempt ended after its lease expired and another run took the trial over."""
+        self.summary.superseded += 1
+        self.console.print(
+            f"[bold yellow]late[/] {escape(job.arm)} seed {job.seed} attempt {job.attempt} "
+            f"ended ({escape(ending)}) after its lease expired and another run took the trial "
+            "over: this ending is kept in the ledger as a superseded attempt, not as the "
+            "trial's result",
+            highlight=False,
+            markup=True,
+        )
+        if self.progress is not None:
+            self.progress.update(self.task_id, advance=1)
+
+    def _report_failure(self, job: TrialJob, outcome: TrialOutcome) -> None:
+        """One line per failed trial; the traceback's last lines once per distinct error."""
+        self.console.print(
+            f"[red]{outcome.status}[/] {escape(job.arm)} seed {job.seed}: "
+            f"{escape(outcome.error or '')}",
+            highlight=False,
+            markup=True,
+        )
+        key = error_key(outcome.error or outcome.status, job)
+        if key in self.shown or not outcome.error_detail:
+            return
+        self.shown.add(key)
+        tail = traceback_tail(outcome.error_detail)
+        self.console.print(
+            "[dim]  " + escape(tail).replace("\n", "\n  ") + "[/]",
+            highlight=False,
+            markup=True,
+        )
+
+    def _check_seeds_reach(self, job: TrialJob) -> None:
+        """Warn as soon as two seeds of an arm gave the very same test predictions."""
+        seen = self.predictions.get(job.arm, {})
+        if job.arm in self.blind_warned or len(seen) < 2:
+            return
+        if self.deterministic:
+            if len(set(seen.values())) > 1:
+                self.blind_warned.add(job.arm)
+                self.console.print(
+                    f"[bold yellow]warning[/]: deterministic = true, but seeds "
+                    f"{', '.join(map(str, sorted(seen)))} of arm '{escape(job.arm)}' gave "
+                    "different test predictions: the recipe has randomness",
+                    highlight=False,
+                    markup=True,
+                )
+            return
+        if len(set(seen.values())) > 1:
+            return
+        self.blind_warned.add(job.arm)
+        seeds = ", ".join(map(str, sorted(seen)))
+        self.console.print(
+            f"[bold yellow]warning[/]: seeds {seeds} of arm '{escape(job.arm)}' gave identical "
+            "test predictions: the recipe may not use its seeds (derive every random choice "
+            "from ctx.rng / ctx.seed_for, or the {seed} placeholders, and never fix a seed "
+            "of its own); if it truly has no randomness, set deterministic = true in "
+            "\\[experiment]",
+            highlight=False,
+            markup=True,
+        )
+
+    def _fail_fast(self, job: TrialJob, outcome: TrialOutcome) -> None:
+        """Stop when the first trial of every arm failed with the same error: the same code
+        would fail every other trial the same way."""
+        key = None if outcome.status != "failed" else error_key(outcome.error or "", job)
+        self.first_end.setdefault(job.arm, key)
+        if key is None:
+            return
+        self.fail_counts[key] = self.fail_counts.get(key, 0) + 1
+        if self.keep_going or set(self.first_end) != self.arms:
+            return
+        # every arm's first trial failed alike, and at least twice in all (one arm: its
+        # first two seeds): the error is in what all trials share, not in one seed or arm
+        if set(self.first_end.values()) == {key} and self.fail_counts[key] >= 2:
+            raise StopRun(
+                f"the first trials of every arm failed with the same error: {outcome.error}; "
+                "the other trials were not started (--keep-going runs them all)"
+            )

@@ -1,0 +1,166 @@
+"""The validated spec: :class:`Spec` with its arms (:class:`Arm`), ablations and hypothesis,
+all frozen plain data, and what identifies an experiment: its normalised form, whose hash
+(:func:`hash_normalized`) is the spec hash and, in its first 12 hex digits, the experiment
+id. :func:`flatten` and :func:`set_dotted` move between nested config tables and the dotted
+keys arms change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from fairtrial.dotted import flatten, set_dotted
+from fairtrial.record import ArmKind, Hypothesis
+from fairtrial.tasks import METRICS
+
+__all__ = [
+    "Ablation",
+    "Arm",
+    "ArmKind",
+    "Hypothesis",
+    "Spec",
+    "flatten",
+    "hash_normalized",
+    "set_dotted",
+]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One configuration: the baseline plus named components (dotted keys -> values)."""
+
+    name: str
+    kind: ArmKind
+    config: dict[str, Any]
+    components: dict[str, Any]
+    parent: str | None = None  # ablations: the arm a component was removed from
+    removed: str | None = None  # ablations: the component removed
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """``arm`` without ``removed``, run as arm ``as_arm`` (generated, or an arm declared alike)."""
+
+    arm: str
+    removed: str
+    as_arm: str
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated experiment spec."""
+
+    name: str
+    task: str
+    seeds: int
+    root_seed: int
+    metric: str
+    direction: Literal["max", "min"]
+    baseline: dict[str, Any]
+    arms: dict[str, Arm]
+    recipe: str | None = None
+    command: str | None = None
+    target: float | None = None
+    time_limit: float | None = None
+    description: str = ""
+    hypothesis: Hypothesis = field(default_factory=Hypothesis)
+    ablations: tuple[Ablation, ...] = ()
+    path: Path | None = None
+    task_checksum: str = ""
+    #: seeds = "auto": ``seeds`` starts at the pilot and grows to what the power analysis asks
+    auto_seeds: bool = False
+    max_seeds: int | None = None
+    #: the ``[compute]`` keys that were set (fairtrial.meter.ComputeSettings.from_table reads it)
+    compute: dict[str, Any] = field(default_factory=dict)
+    #: the recipe has no randomness: each arm is one run (seeds past 0 only check that)
+    deterministic: bool = False
+
+    def target_metric(self) -> tuple[str, Literal["max", "min"]]:
+        """The logged metric time-to-target watches, and whether higher or lower is better.
+
+        ``[compute] target_metric`` or ``val_<metric>``; the direction is that of the metric
+        named after its ``val_``/``train_`` prefix (``val_mse``: min), "min" for a name ending
+        in ``loss`` or ``error``, else the experiment metric's.
+        """
+        name = self.compute.get("target_metric") or f"val_{self.metric}"
+        bare = re.sub(r"^(val|train|valid|validation)_", "", name)
+        if bare in METRICS:
+            return name, METRICS[bare].direction
+        if bare.endswith(("loss", "error")):
+            return name, "min"
+        return name, self.direction
+
+    #: how a trial runs, not what it computes: neither is part of the experiment's identity
+    max_retries: int = 2
+    resources: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path | None:
+        return self.path.parent if self.path is not None else None
+
+    def normalized(self) -> dict[str, Any]:
+        """The spec as canonical data: what identifies the experiment (its hash covers this)."""
+        return {
+            "experiment": {
+                "name": self.name,
+                "task": self.task,
+                "recipe": self.recipe,
+                "command": self.command,
+                "seeds": "auto" if self.auto_seeds else self.seeds,
+                **({"max_seeds": self.max_seeds} if self.auto_seeds else {}),
+                # only when set: experiments from before the key keep their ids
+                **({"deterministic": True} if self.deterministic else {}),
+                "root_seed": self.root_seed,
+                "metric": self.metric,
+                "target": self.target,
+                "time_limit": self.time_limit,
+            },
+            "hypothesis": {
+                "claim": self.hypothesis.claim,
+                "smallest_effect": self.hypothesis.smallest_effect,
+                "alpha": self.hypothesis.alpha,
+                "power": self.hypothesis.power,
+            },
+            "baseline": self.baseline,
+            "arms": {a.name: a.components for a in self.arms.values() if a.kind == "arm"},
+            "ablations": sorted({a.arm for a in self.ablations}),
+        }
+
+    def arm_table(self) -> dict[str, list[dict[str, Any]]]:
+        """Arms in order (baseline, declared arms, ablations) and the ablation map."""
+        return {
+            "arms": [
+                {
+                    "name": a.name,
+                    "kind": a.kind,
+                    "components": a.components,
+                    "parent": a.parent,
+                    "removed": a.removed,
+                }
+                for a in self.arms.values()
+            ],
+            "ablations": [
+                {"arm": ab.arm, "removed": ab.removed, "as": ab.as_arm} for ab in self.ablations
+            ],
+        }
+
+    @property
+    def spec_hash(self) -> str:
+        return hash_normalized(self.normalized())
+
+    @property
+    def experiment_id(self) -> str:
+        return self.spec_hash[:12]
+
+
+def hash_normalized(normalized: Mapping[str, Any]) -> str:
+    """The spec hash of a normalised spec (:meth:`Spec.normalized`): an experiment's identity;
+    its first 12 hex digits are the experiment id."""
+    blob = json.dumps(normalized, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,0 +1,224 @@
+"""The TOML tables of a spec as pydantic models: ``[experiment]``, ``[hypothesis]``,
+``[compute]`` and ``[ablations]``, each key's type and range checked by a validator whose
+message says what would be valid (:data:`_VALID`, in words rather than Python types). They
+are private: the loader validates a table with one and copies what it holds into the frozen
+:class:`~fairtrial.spec.Spec`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from fairtrial.spec.limits import (
+    MAX_REF,
+    MAX_RETRIES,
+    MAX_SEEDS,
+    MAX_TIME_LIMIT,
+    NAME_RULE,
+    PILOT_SEEDS,
+    RESOURCE_KEYS,
+    ROOT_SEED_END,
+    valid_name,
+)
+
+
+class _Experiment(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str
+    task: str
+    recipe: str | None = None
+    command: str | None = None
+    seeds: int | str | None = None
+    max_seeds: int | None = None
+    deterministic: bool = False
+    root_seed: int = 0
+    metric: str | None = None
+    target: float | int | None = None
+    time_limit: float | int | None = None
+    description: str = ""
+    max_retries: int = 2
+    resources: dict[str, float | int] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not valid_name(v):
+            raise ValueError(f"must be {NAME_RULE}")
+        return v
+
+    @field_validator("task", "recipe")
+    @classmethod
+    def _ref(cls, v: str | None) -> str | None:
+        if v is not None and len(v) > MAX_REF:
+            raise ValueError(f"is {len(v)} characters long; at most {MAX_REF}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, str):
+            if v != "auto":
+                raise ValueError(f"must be {_VALID['seeds']}")
+            return v
+        if v is not None and v < 1:
+            raise ValueError("must be at least 2 (one seed cannot tell a gain from luck)")
+        if v is not None and v > MAX_SEEDS:
+            raise ValueError(f"must be at most {MAX_SEEDS} seeds per arm")
+        return v
+
+    @field_validator("max_seeds")
+    @classmethod
+    def _max_seeds(cls, v: int | None) -> int | None:
+        if v is not None and v < PILOT_SEEDS:
+            raise ValueError(f"must be at least the {PILOT_SEEDS} seeds of the pilot")
+        if v is not None and v > MAX_SEEDS:
+            raise ValueError(f"must be at most {MAX_SEEDS} seeds per arm")
+        return v
+
+    @field_validator("root_seed")
+    @classmethod
+    def _root_seed(cls, v: int) -> int:
+        if not 0 <= v < ROOT_SEED_END:
+            raise ValueError(f"must be {_VALID['root_seed']}")
+        return v
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"must be {_VALID['target']}")
+        return v
+
+    @field_validator("time_limit")
+    @classmethod
+    def _positive(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v <= MAX_TIME_LIMIT:
+            raise ValueError(f"must be {_VALID['time_limit']}")
+        return v
+
+    @field_validator("max_retries")
+    @classmethod
+    def _retries(cls, v: int) -> int:
+        if not 0 <= v <= MAX_RETRIES:
+            raise ValueError(
+                f"must be a whole number from 0 to {MAX_RETRIES} (0 = never retry a lost trial)"
+            )
+        return v
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, v: dict[str, float | int]) -> dict[str, float | int]:
+        for key, amount in v.items():
+            if key not in RESOURCE_KEYS:
+                raise ValueError(f"unknown resource '{key}'; valid: {', '.join(RESOURCE_KEYS)}")
+            if (
+                isinstance(amount, bool)
+                or not math.isfinite(amount)
+                or amount < 0
+                or (key == "cpus" and amount == 0)
+            ):
+                raise ValueError(f"'{key}' must be a number {'> 0' if key == 'cpus' else '>= 0'}")
+        return v
+
+
+class _Hypothesis(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    claim: str = ""
+    smallest_effect: float | int | None = None
+    alpha: float = 0.05
+    power: float = 0.8
+
+    @field_validator("smallest_effect")
+    @classmethod
+    def _effect(cls, v: float | None) -> float | None:
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError("must be a number > 0 (in the metric's units)")
+        return v
+
+    @field_validator("alpha", "power")
+    @classmethod
+    def _prob(cls, v: float) -> float:
+        if not 0 < v < 1:
+            raise ValueError("must be between 0 and 1")
+        return v
+
+
+class _Compute(BaseModel):
+    """``[compute]``: how the meter's figures become time-to-target, CO2e and money.
+
+    Not part of the spec hash: changing the grid intensity or a price re-labels the same
+    trials, it does not make a new experiment.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    target_metric: str | None = None
+    grid_intensity: float | int | None = None
+    grid_intensity_source: str | None = None
+    pue: float | int | None = None
+    price_per_hour: float | int | None = None
+    currency: str | None = None
+    estimate_energy: bool = False
+    cpu_watts: float | int | None = None
+    gpu_watts: float | int | None = None
+
+    @field_validator("grid_intensity", "price_per_hour")
+    @classmethod
+    def _non_negative(cls, v: float | None) -> float | None:
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise ValueError("must be a number >= 0")
+        return v
+
+    @field_validator("pue")
+    @classmethod
+    def _pue(cls, v: float | None) -> float | None:
+        if v is not None and not (math.isfinite(v) and v >= 1):
+            raise ValueError("must be a number >= 1 (1 = no facility overhead)")
+        return v
+
+    @field_validator("cpu_watts", "gpu_watts")
+    @classmethod
+    def _watts(cls, v: float | None) -> float | None:
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError("must be a number of watts > 0")
+        return v
+
+
+class _Ablations(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    leave_one_out: str | list[str] = []
+
+
+#: What each field accepts, for the messages (pydantic's own words name Python types).
+_VALID: dict[str, str] = {
+    "name": "a string",
+    "task": "a task name or 'module:function'",
+    "recipe": "a built-in recipe name or 'module:function'",
+    "command": 'a command line, e.g. "python3 train.py --lr {lr} --seed {seed}"',
+    "seeds": f'a whole number >= 2 and <= {MAX_SEEDS}, or "auto"',
+    "deterministic": "true (the recipe has no randomness: one run per arm) or false",
+    "max_seeds": f'a whole number from {PILOT_SEEDS} to {MAX_SEEDS} (with seeds = "auto")',
+    "root_seed": f"a whole number from 0 to {ROOT_SEED_END - 1}",
+    "metric": "a metric name",
+    "target": "a finite number",
+    "time_limit": f"a number of seconds > 0 and at most {MAX_TIME_LIMIT}",
+    "description": "a string",
+    "max_retries": f"a whole number from 0 to {MAX_RETRIES}",
+    "resources": "a table like {cpus = 1, gpus = 0.5}",
+    "claim": "a string",
+    "smallest_effect": "a number > 0",
+    "alpha": "a number in (0, 1)",
+    "power": "a number in (0, 1)",
+    "leave_one_out": "an arm name or a list of arm names",
+    "target_metric": 'the name of a logged metric, e.g. "val_accuracy"',
+    "grid_intensity": "a number of gCO2e per kWh >= 0",
+    "grid_intensity_source": "a string naming where the intensity comes from",
+    "pue": "a number >= 1",
+    "price_per_hour": "a number >= 0",
+    "currency": 'a string, e.g. "USD"',
+    "estimate_energy": "true or false",
+    "cpu_watts": "a number of watts > 0",
+    "gpu_watts": "a number of watts > 0",
+}
+_SECTIONS = ("experiment", "hypothesis", "baseline", "arms", "ablations", "compute")
