@@ -140,3 +140,13 @@ def test_the_registry_re_analyses_a_bundle_as_the_report_does(
     assert stored.arms == sent.arms and stored.settings == sent.settings
     assert stored.experiment.replace(extra={}) == sent.experiment.replace(extra={})
     assert stored.extra["registry"]["verdict_differences"] == []
+
+
+def test_one_vocabulary_of_trial_statuses() -> None:
+    from typing import get_args
+
+    from fairtrial.record import ENDED, LOST, TRIAL_STATUSES, OutcomeStatus
+
+    assert set(get_args(OutcomeStatus)) <= set(TRIAL_STATUSES)
+    assert set(LOST) < set(ENDED) <= set(get_args(OutcomeStatus))
+    assert {"pending", "running"} == set(TRIAL_STATUSES) - set(get_args(OutcomeStatus))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "fairtrial"
 MAX_LINES = 600
+
+
 def _modules() -> dict[str, Path]:
     return {p.relative_to(SRC).as_posix(): p for p in sorted(SRC.rglob("*.py"))}
 
@@ -22,11 +24,7 @@ def _lines(path: Path) -> int:
 def test_no_module_is_over_600_lines() -> None:
     modules = _modules()
     assert len(modules) > 50, f"found only {len(modules)} modules under {SRC}"
-    too_long = {
-        name: _lines(path)
-        for name, path in modules.items()
-        if _lines(path) > MAX_LINES
-    }
+    too_long = {name: _lines(path) for name, path in modules.items() if _lines(path) > MAX_LINES}
     assert not too_long, f"modules over {MAX_LINES} lines (split them by job): {too_long}"
 
 

@@ -20,7 +20,11 @@ if TYPE_CHECKING:
     from fairtrial.ledger import ExperimentRow
 
 Direction = Literal["max", "min"]
-#: every status a trial row can hold
+#: how an attempt of a trial ended, as a backend reports it. "lost": the process running it
+#: died under it (killed, crashed, vanished with its node); the runner retries a lost trial as
+#: its next attempt, up to ``max_retries``
+OutcomeStatus = Literal["finished", "failed", "diverged", "interrupted", "lost"]
+#: every status a trial row can hold: not yet run, running, or how its last attempt ended
 TrialStatus = Literal["pending", "running", "finished", "failed", "diverged", "interrupted", "lost"]
 TRIAL_STATUSES: tuple[str, ...] = get_args(TrialStatus)
 #: a trial that ran and will not run again unless asked: it has an outcome

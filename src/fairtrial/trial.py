@@ -9,11 +9,12 @@ boundaries. Importable from :mod:`fairtrial.backends` as well, the seam that exc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-#: "lost": the process running the trial died under it (killed, crashed, vanished with its
-#: node); the runner retries a lost trial as its next attempt, up to ``max_retries``.
-Status = Literal["finished", "failed", "diverged", "interrupted", "lost"]
+from fairtrial.record import OutcomeStatus
+
+#: how an attempt ended (:data:`fairtrial.record.OutcomeStatus`)
+Status = OutcomeStatus
 
 
 @dataclass(frozen=True)
