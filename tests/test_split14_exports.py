@@ -18,34 +18,10 @@ import pytest
 
 import fairtrial.spec
 from fairtrial.spec import load_spec
+from test_spec import GOOD
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLIT = ("fairtrial.spec", "fairtrial.ledger", "fairtrial.server")
-
-SPEC = """
-[experiment]
-name = "warmup-on-digits"
-task = "digits"
-recipe = "toy:probe"
-seeds = 3
-
-[hypothesis]
-claim = "noise helps"
-smallest_effect = 0.005
-
-[baseline]
-noise = 0.0
-mode = "ok"
-optimizer.lr = 0.001
-optimizer.name = "adam"
-
-[arms.proposed]
-noise = 0.5
-optimizer.lr = 0.01
-
-[ablations]
-leave_one_out = "proposed"
-"""
 
 
 def _imports() -> set[tuple[str, str]]:
@@ -97,7 +73,7 @@ def test_the_models_of_the_toml_tables_stay_private() -> None:
 
 
 def test_a_spec_keeps_its_identity(write_spec: Callable[..., Path]) -> None:
-    spec = load_spec(write_spec(SPEC))
+    spec = load_spec(write_spec(GOOD))
     # the hash this spec had before the module was split
     assert spec.spec_hash == "158da8c7b87ca3c962a38e911db3a5705d0aebb3e1dcb1f26414aa68ea3889e8"
     assert spec.experiment_id == "158da8c7b87c"

@@ -98,8 +98,8 @@ class ArmInfo:
 
 
 @dataclass(frozen=True)
-class AblationInfo:
-    """Arm ``arm`` without component ``removed``, run as arm ``as_arm``."""
+class Ablation:
+    """``arm`` without ``removed``, run as arm ``as_arm`` (generated, or an arm declared alike)."""
 
     arm: str
     removed: str
@@ -122,7 +122,7 @@ class ExperimentRecord:
     #: the normalized spec, as hashed
     spec: dict[str, Any]
     arms: tuple[ArmInfo, ...]
-    ablations: tuple[AblationInfo, ...] = ()
+    ablations: tuple[Ablation, ...] = ()
     spec_path: str | None = None
     hypothesis: Hypothesis = field(default_factory=Hypothesis)
 
@@ -165,7 +165,7 @@ class ExperimentRecord:
                 for a in arm_table.get("arms", [])
             ),
             ablations=tuple(
-                AblationInfo(arm=ab["arm"], removed=ab["removed"], as_arm=ab["as"])
+                Ablation(arm=ab["arm"], removed=ab["removed"], as_arm=ab["as"])
                 for ab in arm_table.get("ablations", [])
             ),
             spec_path=spec_path,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fairtrial.dotted import flatten, set_dotted
-from fairtrial.record import ArmKind, Hypothesis
+from fairtrial.record import Ablation, ArmKind, Hypothesis
 from fairtrial.tasks import METRICS
 
 __all__ = [
@@ -41,15 +41,6 @@ class Arm:
     components: dict[str, Any]
     parent: str | None = None  # ablations: the arm a component was removed from
     removed: str | None = None  # ablations: the component removed
-
-
-@dataclass(frozen=True)
-class Ablation:
-    """``arm`` without ``removed``, run as arm ``as_arm`` (generated, or an arm declared alike)."""
-
-    arm: str
-    removed: str
-    as_arm: str
 
 
 @dataclass(frozen=True)
