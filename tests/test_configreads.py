@@ -14,18 +14,12 @@ import pytest
 from rich.console import Console
 
 from fairtrial import report
-from fairtrial.analysis.document import analyze as _analyze
+from fairtrial.analysis.document import analyze
 from fairtrial.backends import InlineBackend, LocalBackend
 from fairtrial.configreads import ReadRecorder, command_reads, unread_config
 from fairtrial.ledger import Ledger
 from fairtrial.runner import run_experiment
 from fairtrial.spec import load_spec
-
-
-def analyze(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """The analysis as its JSON document (the stable interface these tests check)."""
-    return _analyze(*args, **kwargs).to_dict()
-
 
 # A recipe without a config class: it reads `epochs` (default 5), never `epoch`, and reads the
 # nested `optimizer.lr` but not `optimizer.momentum`.
@@ -132,17 +126,18 @@ def test_a_run_warns_once_about_a_key_no_trial_read_and_the_report_says_it(
     assert "'optimizer.momentum' (baseline, noisy)" in line
     assert "keys read: epochs, noise, optimizer.lr" in line
 
-    doc = analyze(led, led.experiment(spec.experiment_id))
+    analysis = analyze(led, led.experiment(spec.experiment_id))
+    doc = analysis.to_dict()
     assert doc["config_reads"]["unread"] == {
         "epoch": ["baseline", "noisy"],
         "optimizer.momentum": ["baseline", "noisy"],
     }
     text = io.StringIO()
-    Console(file=text, width=400, color_system=None).print(report.render_text(doc))
+    Console(file=text, width=400, color_system=None).print(report.render_text(analysis))
     assert "Warning: config keys 'epoch' (baseline, noisy; did you mean 'epochs'?)" in (
         text.getvalue()
     )
-    assert "did you mean 'epochs'?" in report.render_md(doc)
+    assert "did you mean 'epochs'?" in report.render_md(analysis)
     led.close()
 
 
@@ -156,7 +151,7 @@ def test_every_key_read_gives_no_warning_and_a_config_class_records_nothing(
     out = io.StringIO()
     run_experiment(spec, led, InlineBackend(), console=Console(file=out), show_progress=False)
     assert "config key" not in out.getvalue()
-    assert analyze(led, led.experiment(spec.experiment_id))["config_reads"] is None
+    assert analyze(led, led.experiment(spec.experiment_id)).config_reads is None
 
     builtin = """
     [experiment]

@@ -94,8 +94,13 @@ def test_two_hosts_never_re_run_each_others_running_trials(
     finally:
         if a.poll() is None:
             os.killpg(a.pid, signal.SIGKILL)
-    assert a.returncode == 0, out_a
-    assert "Traceback" not in b.stdout + b.stderr
+    said_b = b.stdout + b.stderr
+    assert "Traceback" not in out_a + said_b
+    # the run that ends last finds every trial finished; one that ends while the other still
+    # holds a trial says so and exits 1 (which one that is depends on the machine's timing)
+    assert 0 in (a.returncode, b.returncode), out_a + said_b
+    if a.returncode != 0:
+        assert "held by another live run" in out_a, out_a
     led = Ledger(store_url)
     rows = led.trials(eid)
     attempts = led.attempts([r.id for r in rows])
@@ -106,8 +111,7 @@ def test_two_hosts_never_re_run_each_others_running_trials(
     owners = {x["owner"].split(":")[0] for x in attempts}
     assert owners == {"other-host", platform.node().replace(":", "_")}, owners
     if b.returncode != 0:  # b ended while a still held trials: it says so, and who holds them
-        said = b.stdout + b.stderr
-        assert "held by another live run" in said and "other-host pid" in said
+        assert "held by another live run" in said_b and "other-host pid" in said_b
 
 
 @pytest.mark.slow

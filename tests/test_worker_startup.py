@@ -9,18 +9,12 @@ from pathlib import Path
 import pytest
 
 from fairtrial import report
-from fairtrial.analysis.document import analyze as _analyze
+from fairtrial.analysis.document import analyze
 from fairtrial.backends import LocalBackend
 from fairtrial.backends.local import STARTUP_METHOD
 from fairtrial.ledger import Ledger
 from fairtrial.runner import run_experiment
 from fairtrial.spec import load_spec
-
-
-def analyze(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """The analysis as its JSON document (the stable interface these tests check)."""
-    return _analyze(*args, **kwargs).to_dict()
-
 
 TASK = """
 import time
@@ -100,11 +94,11 @@ def test_the_first_trial_of_a_worker_does_not_carry_its_imports(
         assert s["interpreter_and_imports"] > 0 and s["task_and_recipe"] > 0
         assert s["seconds"] == pytest.approx(s["interpreter_and_imports"] + s["task_and_recipe"])
 
-    doc = analyze(led, led.experiment(spec.experiment_id))
-    start = doc["compute"]["worker_startup"]
+    analysis = analyze(led, led.experiment(spec.experiment_id))
+    start = analysis.to_dict()["compute"]["worker_startup"]
     assert start["workers"] == 2 and start["method"] == STARTUP_METHOD
     assert start["total"] == pytest.approx(sum(s["seconds"] for s in startups))
-    md = report.render_md(doc)
+    md = report.render_md(analysis)
     assert "- worker start-up: 2 worker(s), " in md
     assert "in no trial's time and no cost ratio" in md
     led.close()
