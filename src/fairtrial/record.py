@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from fairtrial.tomlw import spec_toml
@@ -124,6 +124,7 @@ class ExperimentRecord:
     arms: tuple[ArmInfo, ...]
     ablations: tuple[Ablation, ...] = ()
     spec_path: str | None = None
+    hypothesis: Hypothesis = field(default_factory=Hypothesis)
 
     @classmethod
     def from_normalized(
@@ -168,6 +169,7 @@ class ExperimentRecord:
                 for ab in arm_table.get("ablations", [])
             ),
             spec_path=spec_path,
+            hypothesis=Hypothesis.from_spec(normalized),
         )
 
     @classmethod
@@ -197,9 +199,8 @@ class ExperimentRecord:
         return dict(self.spec.get("experiment") or {})
 
     @property
-    def hypothesis(self) -> Hypothesis:
-        """What the spec's ``[hypothesis]`` fixes, with the defaults filled in."""
-        return Hypothesis.from_spec(self.spec)
+    def claim(self) -> str:
+        return self.hypothesis.claim
 
     @property
     def deterministic(self) -> bool:
@@ -215,9 +216,36 @@ class ExperimentRecord:
     def max_seeds(self) -> int:
         return int(self.experiment_table.get("max_seeds") or self.seeds)
 
+    @property
+    def recipe(self) -> str | None:
+        return self.experiment_table.get("recipe")
+
+    @property
+    def command(self) -> str | None:
+        return self.experiment_table.get("command")
+
+    @property
+    def sign(self) -> float:
+        """+1 when higher is better, -1 when lower is (see :func:`sign`)."""
+        return sign(self.direction)
+
+    @property
+    def better(self) -> str:
+        """ "higher" or "lower"."""
+        return better_word(self.direction)
+
     def replace(self, **changes: Any) -> ExperimentRecord:
         """A copy with ``changes`` (records are frozen)."""
         return dataclasses.replace(self, **changes)
+
+    def arm(self, name: str) -> ArmInfo:
+        return next(a for a in self.arms if a.name == name)
+
+    @property
+    def compared(self) -> list[tuple[str, str]]:
+        """Every comparison the analysis makes, in order: (arm, against)."""
+        pairs = [(a.name, "baseline") for a in self.arms if a.kind == "arm"]
+        return pairs + [(ab.arm, ab.as_arm) for ab in self.ablations]
 
     def arm_table(self) -> dict[str, list[dict[str, Any]]]:
         """The arms as the ledger stores them (``Spec.arm_table()``'s shape)."""

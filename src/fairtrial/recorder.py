@@ -115,8 +115,7 @@ class _LedgerSink:
         return dataclasses.replace(outcome, status="failed", error=reason + tries)
 
     def started(self, job: TrialJob) -> None:
-        """Nothing to write: the claim already marked the trial running, and its lease's
-        heartbeat keeps it so."""
+        pass
 
     def event(self, job: TrialJob, kind: str, payload: Any) -> None:
         if kind == "metrics":

@@ -19,7 +19,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -65,7 +65,7 @@ class Record:
     def from_dict(cls: type[R], data: Mapping[str, Any], where: str = "") -> R:
         if not isinstance(data, Mapping):
             raise ShapeError(f"{where or cls.__name__}: expected an object, got {_kind(data)}")
-        hints = _hints(cls)
+        hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
@@ -78,16 +78,6 @@ class Record:
     def replace(self: R, **changes: Any) -> R:
         """A copy with ``changes`` (records are frozen)."""
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    """A record class's field types, resolved once (resolving them is the slow part)."""
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
 
 
 def _kind(value: Any) -> str:
@@ -492,9 +482,18 @@ class Analysis(Record):
         return {f"{c.arm} vs {c.against}": c.verdict for c in self.judged}
 
     @property
+    def confidence(self) -> float:
+        return float(self.settings.get("confidence", 0.95))
+
+    @property
     def method(self) -> dict[str, Any]:
         """The method as data (what a preregistration freezes)."""
         return dict(self.settings.get("method") or {})
+
+    def failures(self) -> Iterator[tuple[str, Failure]]:
+        for name, a in self.arms.items():
+            for f in a.failures:
+                yield name, f
 
     # -- showing itself ----------------------------------------------------------------------
     def _repr_html_(self) -> str:

@@ -117,7 +117,7 @@ def provably_dead(owner: str | None) -> bool:
     except ProcessLookupError:
         return True
     except (PermissionError, OverflowError):
-        pass  # alive but another user's (or not a PID here): its start time decides below
+        pass
     now = _start_ticks(pid)
     return bool(start and now and now != start)
 
