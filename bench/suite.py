@@ -16,6 +16,9 @@ Sections (each ratio is against the first row of its section, measured in the sa
              "10 seeds in at most 3x one seed" target.
 ``workers``  10 seeds of the digits MLP on the local backend at each workers x threads split
              that fits the cores.
+``batched``  whole experiments as batched models: the demo's 40 trials vectorized against
+             local workers and one trial; 10 seeds of cnn1d and transformer (``batched.py``).
+``scale``    the demo's MLP at 2 to 100 seeds: worker processes against vectorized.
 ``demo``     ``fairtrial demo`` end to end in a fresh folder (a subprocess).
 
 Every fairtrial row is a real run (``run_experiment``) into a fresh SQLite ledger in a
@@ -305,7 +308,7 @@ def print_table(info: dict[str, Any], rows: list[Row], argv: list[str], wall: fl
     print(f"ratios are against the first row of each section; total wall time {wall:.0f} s")
 
 
-SECTIONS = ("log", "trials", "seeds", "workers", "demo")
+SECTIONS = ("log", "trials", "seeds", "workers", "batched", "scale", "demo")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
+    import batched  # after suite's own definitions: it imports them
+
     sections = args.only or list(SECTIONS)
     info = log_overhead.machine_info()
     start = time.perf_counter()
@@ -325,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         "trials": lambda t: bench_trials(args.quick, t),
         "seeds": lambda t: bench_seeds(args.quick, t),
         "workers": lambda t: bench_workers(args.quick, t),
+        "batched": lambda t: batched.bench_batched(args.quick, t),
+        "scale": lambda t: batched.bench_scale(args.quick, t),
         "demo": bench_demo,
     }
     cwd = Path.cwd()

@@ -189,7 +189,7 @@ def batched(task_name: str, config: dict[str, Any]) -> list[str]:
     task = get_task(task_name)
     seed_globals(0, SEEDS[0])
     made = [_context(task, config, s, SeedContext) for s in SEEDS]
-    mlp.train_many(config, [ctx for ctx, _ in made])
+    mlp.train_many([config] * len(made), [ctx for ctx, _ in made])
     out = []
     for ctx, events in made:
         assert ctx.error is None

@@ -67,7 +67,7 @@ def test_weights_and_predictions_match_the_sequential_runs(
         lone.append(model)
     ctxs = [_ctx(task, s, SeedContext) for s in seeds]
     together = mlp.fit_many(
-        cfg, ctxs, [init_model(c, make) for c in ctxs], (x_tr, y_tr), (x_va, y_va)
+        [cfg] * len(ctxs), ctxs, [init_model(c, make) for c in ctxs], (x_tr, y_tr), (x_va, y_va)
     )
     assert all(c.error is None for c in ctxs)
     for a, b in zip(lone, together, strict=True):
@@ -92,7 +92,7 @@ def test_a_seed_does_not_depend_on_the_seeds_beside_it() -> None:
     def train(seeds: list[int]) -> dict[int, dict[str, Any]]:
         ctxs = [_ctx(task, s, SeedContext) for s in seeds]
         models = [init_model(c, lambda: mlp.MLP(64, 10, cfg)) for c in ctxs]
-        out = mlp.fit_many(cfg, ctxs, models, (x_tr, y_tr), (x_va, y_va))
+        out = mlp.fit_many([cfg] * len(ctxs), ctxs, models, (x_tr, y_tr), (x_va, y_va))
         return {s: m.state_dict() for s, m in zip(seeds, out, strict=True)}
 
     alone = train([3])
@@ -116,12 +116,31 @@ seeds = 4
 epochs = 4
 hidden = 32
 dropout = 0.0
+lr = 0.001
+warmup_steps = 0
+weight_decay = 0.0
+schedule = "constant"
+label_smoothing = 0.0
+select = "last"
 
 [arms.wide]
 hidden = 64
 
 [arms.dropout]
 dropout = 0.2
+
+[arms.warm]
+warmup_steps = 20
+lr = 0.003
+
+[arms.short]
+epochs = 2
+weight_decay = 0.001
+schedule = "cosine"
+
+[arms.smooth]
+label_smoothing = 0.1
+select = "best_val"
 """
 
 
@@ -145,6 +164,13 @@ def test_the_ledger_reads_as_after_a_sequential_run(
 ) -> None:
     spec = load_spec(write_spec(SPEC))
     views = []
+    sizes = {
+        # the arms that differ only in lr, warmup, epochs, weight decay, schedule, label
+        # smoothing and selection are one batched model; the wider one is its own; dropout
+        # runs trial by trial (a group of its own, then sequential)
+        "vectorized": [16, 4, 4],
+        "groups-of-3": [3, 3, 3, 3, 3, 1, 3, 1, 3, 1],
+    }
     for name, backend in [
         ("inline", InlineBackend()),
         ("vectorized", VectorizedBackend(threads=1)),
@@ -152,14 +178,18 @@ def test_the_ledger_reads_as_after_a_sequential_run(
     ]:
         led = Ledger(tmp_path / f"{name}.db")
         summary = run_experiment(spec, led, backend, show_progress=False)
-        assert (summary.ran, summary.finished) == (12, 12)
+        assert (summary.ran, summary.finished) == (24, 24)
+        if name in sizes:
+            assert backend.sizes == sizes[name]  # type: ignore[attr-defined]
         views.append(_ledger_view(led, spec.experiment_id))
         if name != "inline":
             prov = led.provenance(led.trials(spec.experiment_id)[0].provenance_id or "")
             assert prov["run"]["backend"] == "vectorized"
         led.close()
     # dropout cannot be batched: that arm ran seed by seed, and the run said so
-    assert "arm 'dropout' runs its seeds one after another: dropout > 0" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "arm(s) 'dropout' run their trials one after another: dropout > 0" in err
+    assert "24 trials as 3 group(s) of 16, 4, 4 (3 batched model(s))" in err
     seq = views[0]
     for view in views[1:]:
         assert view.keys() == seq.keys()
@@ -182,7 +212,7 @@ def test_per_seed_failures_stay_with_their_seed(tmp_path: Path) -> None:
         original(step=step, **{k: (float("nan") if step == 1 else v) for k, v in metrics.items()})
 
     ctxs[1].log = poisoned  # type: ignore[method-assign]
-    mlp.train_many(cfg, ctxs)
+    mlp.train_many([cfg] * len(ctxs), ctxs)
     from fairtrial.backends.vectorized import _outcome_of
 
     outcomes = [_outcome_of(c, 1.0) for c in ctxs]
@@ -195,7 +225,7 @@ def test_configs_that_cannot_be_batched_say_why() -> None:
     task = get_task("digits")
     for options, why in [({"dropout": 0.1}, "dropout"), ({"norm": "batch"}, "batch norm")]:
         with pytest.raises(NotVectorizable, match=why):
-            mlp.train_many(options, [_ctx(task, 0, SeedContext)])
+            mlp.train_many([options], [_ctx(task, 0, SeedContext)])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -203,7 +233,7 @@ def test_vectorized_on_a_gpu_matches_in_predictions() -> None:
     task = get_task("digits")
     cfg = build_config(mlp.Config, {"epochs": 5, "device": "cuda"})
     ctxs = [_ctx(task, s, SeedContext) for s in range(3)]
-    mlp.train_many(cfg, ctxs)
+    mlp.train_many([cfg] * len(ctxs), ctxs)
     for s, c in enumerate(ctxs):
         lone = _ctx(task, s)
         mlp.train(cfg, lone)
@@ -245,6 +275,8 @@ def test_a_user_recipe_opts_in_and_one_without_a_batched_form_falls_back(
         if recipe == "toy:probe":
             assert "recipe 'toy:probe' has no batched form" in err
         else:
-            assert "vectorized:" not in err  # the batched form ran
+            # the batched form ran: the user recipe has no varies, so one model per arm
+            assert "6 trials as 2 group(s) of 3, 3 (2 batched model(s))" in err
+            assert "one after another" not in err
         for tid, view in results[1].items():
             assert view[:4] == results[0][tid][:4], tid  # status, attempt, result, predictions

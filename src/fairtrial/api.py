@@ -89,10 +89,12 @@ def run(
     store, as ``fairtrial run`` does; an interrupted run resumes. Returns the run's summary;
     :func:`analyze` gives the verdicts.
 
-    ``backend`` defaults to local worker processes (``workers``: how many; default one per
-    core).
+    ``backend`` defaults to what ``fairtrial run --backend auto`` picks
+    (:func:`fairtrial.backends.choose_backend`): vectorized for a recipe with a batched form,
+    else local worker processes (``workers``: how many, default one per core; asking for
+    workers picks local).
     """
-    from fairtrial.backends import LocalBackend
+    from fairtrial.backends import choose_backend
     from fairtrial.ledger import Ledger
     from fairtrial.runner import run_experiment
     from fairtrial.spec import Spec, load_spec
@@ -103,7 +105,7 @@ def run(
         return run_experiment(
             loaded,
             ledger,
-            backend or LocalBackend(workers=workers),
+            backend or choose_backend(loaded, workers=workers)[0],
             retry_failed=retry_failed,
             keep_going=keep_going,
             max_retries=max_retries,

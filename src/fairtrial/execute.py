@@ -14,6 +14,7 @@ Backends reach recipes through here only (:func:`batched_form` for the vectorize
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 import traceback
@@ -25,7 +26,7 @@ from fairtrial.configreads import ReadRecorder, command_reads
 from fairtrial.context import BatchedRecipe, Emit, Recipe, TrialContext
 from fairtrial.errors import TrialDiverged
 from fairtrial.meter import Meter, metering_enabled
-from fairtrial.recipes import NotVectorizable, config_class_of, vectorized_form
+from fairtrial.recipes import NotVectorizable, build_config, config_class_of, vectorized_form
 from fairtrial.recipes.command import kill_running, prepare_data, run_command
 from fairtrial.seeding import seed_globals
 from fairtrial.tasks import Task, get_task
@@ -36,6 +37,7 @@ Ctx = TypeVar("Ctx", bound=TrialContext)
 
 __all__ = [
     "NotVectorizable",
+    "batch_options",
     "batched_form",
     "execute_trial",
     "load_trial_code",
@@ -46,6 +48,7 @@ __all__ = [
     "task_changed",
     "task_of",
     "trial_context",
+    "vectorized_form",
 ]
 
 
@@ -79,6 +82,27 @@ def batched_form(job: TrialJob) -> tuple[BatchedRecipe, Any, set[str] | None] | 
     except Exception:
         return None
     return None if form is None else (form, config, reads)
+
+
+def batch_options(job: TrialJob) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The options ``job``'s batched form takes per member (its ``varies``; empty without a
+    batched form) and ``job``'s config with the defaults of the recipe's config dataclass
+    filled in, so that an option set to its default equals one left out."""
+    config: dict[str, Any] = dict(job.config)
+    if job.recipe is None:
+        return (), config
+    try:
+        fn = resolve_recipe(job.recipe, job.base_dir)
+        form = vectorized_form(fn)
+        if form is None:
+            return (), config
+        cls = config_class_of(fn)
+        if cls is not None:
+            built: Any = build_config(cls, job.config)
+            config = {f.name: getattr(built, f.name) for f in dataclasses.fields(cls)}
+        return tuple(getattr(form, "varies", ())), config
+    except Exception:  # execute_trial says why, per trial
+        return (), config
 
 
 def task_of(job: TrialJob) -> Task:

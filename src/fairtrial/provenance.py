@@ -241,10 +241,26 @@ def _inside(path: Path, folder: Path) -> bool:
     return True
 
 
+#: (path, package, mtime, size) -> the names it imports: a run hashes its code more than once,
+#: and a built-in recipe's closure is most of fairtrial (parsing it takes about a second)
+_IMPORTS: dict[tuple[str, str, int, int], list[str]] = {}
+
+
 def _imported_names(path: Path, package: str) -> list[str]:
     """Module names ``path`` imports (statically: every ``import`` and ``from`` anywhere in it,
     relative ones resolved against ``package``); ``from m import n`` also names ``m.n``, which
-    is a module when ``n`` is a submodule."""
+    is a module when ``n`` is a submodule. Remembered while the file's time and size stay."""
+    try:
+        st = path.stat()
+    except OSError:
+        return []
+    key = (str(path), package, st.st_mtime_ns, st.st_size)
+    if key not in _IMPORTS:
+        _IMPORTS[key] = _parse_imports(path, package)
+    return list(_IMPORTS[key])
+
+
+def _parse_imports(path: Path, package: str) -> list[str]:
     import ast
 
     try:

@@ -84,9 +84,9 @@ def train(config: dict[str, Any], ctx: Any) -> None:
 
 
 @vectorized(train)
-def train_many(config: dict[str, Any], ctxs: Sequence[Any]) -> None:
+def train_many(configs: Sequence[dict[str, Any]], ctxs: Sequence[Any]) -> None:
     tr, va = _tensors(ctxs[0])
-    lr = float(config["lr"])
+    lr = float(configs[0]["lr"])
     models = fit_vectorized(
         ctxs,
         [init_model(ctx, Net) for ctx in ctxs],

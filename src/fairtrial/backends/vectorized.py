@@ -1,12 +1,14 @@
-"""Many seeds of one arm as one batched model, in this process (``--backend vectorized``).
+"""Many trials as one batched model, in this process (``--backend vectorized``).
 
-The backend pulls the pending trials, groups consecutive trials of one arm (up to ``group``
-seeds, default all of them), and hands each group to the recipe's batched form,
-``train_vectorized(config, ctxs)`` (declared with :func:`fairtrial.recipes.vectorized`;
-the built-in torch recipe ``mlp`` has one, trained by :mod:`fairtrial.recipes._vmap`; found
-through :func:`fairtrial.execute.batched_form`). Every seed still gets its own context,
-metrics, sealed test evaluation and outcome through the sink, so the ledger reads exactly as
-after a run on the local backend.
+The backend claims every pending trial, groups them by what can share one batched model
+(:func:`plan`: the seeds of an arm, and the arms whose configs differ only in options the
+recipe's batched form takes per member, such as the learning rate), whatever the order the
+runner hands them over in, and hands each group (of at most ``group`` trials; default all)
+to the recipe's batched form, ``train_vectorized(configs, ctxs)`` (declared with
+:func:`fairtrial.recipes.vectorized`; the built-in torch recipes have one, trained by
+:mod:`fairtrial.recipes._vmap`; found through :func:`fairtrial.execute.batched_form`).
+Every trial still gets its own context, metrics, sealed test evaluation and outcome through
+the sink, so the ledger reads exactly as after a run on the local backend.
 
 A recipe without a batched form, a config the batched form refuses
 (:class:`~fairtrial.recipes.NotVectorizable`), and a command recipe run their seeds one after
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +36,7 @@ from fairtrial.context import TrialContext
 from fairtrial.errors import TrialDiverged
 from fairtrial.execute import (
     NotVectorizable,
+    batch_options,
     batched_form,
     execute_trial,
     set_threads,
@@ -49,29 +53,43 @@ class SeedContext(TrialContext):
     error: BaseException | None = None
 
 
-def _key(job: TrialJob) -> tuple[Any, ...]:
-    """Jobs with the same key can share one batched model."""
-    return (job.experiment_id, job.arm, job.recipe, job.command, job.base_dir, job.task)
+def _canonical(items: dict[str, Any]) -> str:
+    return json.dumps(items, sort_keys=True, default=repr)
 
 
-def _groups(jobs: Iterator[TrialJob], size: int | None) -> Iterator[list[TrialJob]]:
-    """Consecutive jobs of one arm, at most ``size`` together (pulling claims each trial)."""
-    held: TrialJob | None = None
-    while True:
-        first = held if held is not None else next(jobs, None)
-        held = None
-        if first is None:
-            return
-        group = [first]
-        while size is None or len(group) < size:
-            job = next(jobs, None)
-            if job is None:
-                break
-            if _key(job) != _key(first) or job.config != first.config:
-                held = job
-                break
-            group.append(job)
-        yield group
+def batch_key(job: TrialJob) -> tuple[Any, ...]:
+    """Trials with the same key can be members of one batched model.
+
+    They run the same recipe on the same task in the same experiment, with configs equal in
+    every option but those the recipe's batched form takes per member (its ``varies``), the
+    defaults of a config dataclass filled in (an option set to its default equals one left
+    out). A trial whose recipe has no batched form keys by its whole config: those run one
+    after another, an arm at a time.
+    """
+    where = (job.experiment_id, job.recipe, job.command, job.base_dir, job.task)
+    varies, config = batch_options(job)
+    if not varies:
+        return (*where, job.arm, _canonical(config))
+    return (*where, _canonical({k: v for k, v in config.items() if k not in varies}))
+
+
+def plan(jobs: Sequence[TrialJob], size: int | None = None) -> list[list[TrialJob]]:
+    """The batched models that ``jobs`` make, whatever the order they were handed over in.
+
+    Trials with one :func:`batch_key` form one group (split into groups of at most ``size``);
+    within a group the trials of one arm are next to each other, in the order the arms came
+    in, each arm's in seed order, so that an arm is one run of equal configs.
+    """
+    by_key: dict[tuple[Any, ...], list[TrialJob]] = {}
+    for job in jobs:
+        by_key.setdefault(batch_key(job), []).append(job)
+    groups: list[list[TrialJob]] = []
+    for members in by_key.values():
+        arms = {arm: i for i, arm in enumerate(dict.fromkeys(j.arm for j in members))}
+        members.sort(key=lambda j: (arms[j.arm], j.seed))
+        step = size or len(members)
+        groups.extend(members[i : i + step] for i in range(0, len(members), step))
+    return groups
 
 
 def _emitter(sink: Sink, job: TrialJob) -> Callable[[str, Any], None]:
@@ -155,6 +173,8 @@ class VectorizedBackend(Backend):
         self.workers = 1
         self.threads = threads or available_cores()
         self._said: set[str] = set()
+        #: the sizes of the groups of the last run, in the order they ran
+        self.sizes: list[int] = []
 
     def notice(self, message: str) -> None:
         """Say something once per run (on stderr, above the progress bar)."""
@@ -163,8 +183,26 @@ class VectorizedBackend(Backend):
             print(f"vectorized: {message}", file=sys.stderr, flush=True)
 
     def run(self, jobs: Iterator[TrialJob], sink: Sink, total: int) -> None:
-        for group in _groups(jobs, self.group):
-            self._run_group(group, sink)
+        # Every pending trial is claimed before the first group starts (the run's heartbeat
+        # keeps their leases), so that grouping never depends on the hand-over order.
+        pending = list(jobs)
+        groups = plan(pending, self.group)
+        self.sizes = [len(g) for g in groups]
+        if groups:
+            models = sum(1 for g in groups if batched_form(g[0]) is not None)
+            self.notice(
+                f"{len(pending)} trials as {len(groups)} group(s) of "
+                f"{', '.join(str(n) for n in self.sizes)} ({models} batched model(s))"
+            )
+        for k, group in enumerate(groups):
+            try:
+                self._run_group(group, sink)
+            except BaseException:
+                # the trials of the groups not yet started were claimed: free them
+                for rest in groups[k + 1 :]:
+                    for job in rest:
+                        sink.finished(job, interrupted())
+                raise
 
     def _sequential(self, jobs: Sequence[TrialJob], sink: Sink) -> None:
         for i, job in enumerate(jobs):
@@ -189,7 +227,12 @@ class VectorizedBackend(Backend):
             )
             self._sequential(group, sink)
             return
-        form, config, reads = batched
+        form = batched[0]
+        forms = [batched] + [batched_form(job) for job in group[1:]]
+        configs = [
+            f[1] if f is not None else job.config for f, job in zip(forms, group, strict=True)
+        ]
+        reads = [f[2] if f is not None else None for f in forms]
 
         clock = TrialClock()
         ctxs: list[SeedContext] = []
@@ -202,20 +245,21 @@ class VectorizedBackend(Backend):
                 # execute_trial says so per trial, with the checksums
                 self._sequential(group, sink)
                 return
-            for job in group:
+            for job, config in zip(group, configs, strict=True):
                 ctxs.append(trial_context(job, task, config, _emitter(sink, job), cls=SeedContext))
             setup = clock.wall() / len(group)
             for ctx in ctxs:
                 ctx.phases["setup"] = setup
             try:
-                form(config, ctxs)
+                form(configs, ctxs)
             except NotVectorizable as exc:
                 if any(c.n_points or c.test_score is not None for c in ctxs):
                     raise RuntimeError(
                         f"train_vectorized raised NotVectorizable ({exc}) after it had logged: "
                         "raise it before training starts"
                     ) from exc
-                self.notice(f"arm '{first.arm}' runs its seeds one after another: {exc}")
+                arms = "', '".join(dict.fromkeys(job.arm for job in group))
+                self.notice(f"arm(s) '{arms}' run their trials one after another: {exc}")
                 self._sequential(group, sink)
                 return
             except Exception as exc:
@@ -240,8 +284,8 @@ class VectorizedBackend(Backend):
                 meter.close()
         wall = clock.wall() / len(group)
         shared = _group_record(meter, len(group))
-        read = tuple(sorted(reads)) if reads is not None else None
-        for job, ctx in zip(group, ctxs, strict=True):
+        for job, ctx, seen in zip(group, ctxs, reads, strict=True):
+            read = tuple(sorted(seen)) if seen is not None else None
             outcome = _outcome_of(ctx, wall)
             compute = {
                 **shared,

@@ -47,14 +47,21 @@ def make_backend(
     threads: int | None,
     group: int | None = None,
     address: str | None = None,
+    spec: Any = None,
 ) -> Any:
-    """The backend --backend NAME names, refusing the options of another backend."""
+    """The backend --backend NAME names, refusing the options of another backend; ``auto``
+    picks one for ``spec`` and says which and why on stderr."""
+    from fairtrial.backends import choose_backend
     from fairtrial.backends import make_backend as make
 
     if address is not None and name != "ray":
         raise FairtrialError(f"--address is for --backend ray, not --backend {name}")
-    if group is not None and name != "vectorized":
+    if group is not None and name not in ("vectorized", "auto"):
         raise FairtrialError(f"--group is for --backend vectorized, not --backend {name}")
+    if name == "auto":
+        backend, why = choose_backend(spec, workers=workers, threads=threads, group=group)
+        err.print(f"backend auto: {backend.name}, because {why}")
+        return backend
     return make(name, workers=workers, threads=threads, group=group, address=address)
 
 

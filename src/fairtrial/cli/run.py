@@ -26,18 +26,20 @@ from fairtrial.errors import ExperimentNotFound, FairtrialError
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--backend",
-    type=click.Choice(["local", "inline", "vectorized", "ray"]),
-    default="local",
+    type=click.Choice(["auto", "local", "inline", "vectorized", "ray"]),
+    default="auto",
     show_default=True,
-    help="local: persistent worker processes; inline: this process, one trial at a time; "
-    "vectorized: the seeds of an arm as one batched model; ray: Ray tasks on a cluster.",
+    help="auto: vectorized when the recipe has a batched form, else local (it says which "
+    "and why); local: persistent worker processes; inline: this process, one trial at a "
+    "time; vectorized: trials that can share a model as one batched model; ray: Ray tasks "
+    "on a cluster.",
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Trials at once (default: cores).")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads per worker.")
 @click.option(
     "--group",
     type=click.IntRange(min=1),
-    help="vectorized: at most N seeds per batched model (default: every seed of an arm).",
+    help="vectorized: at most N trials per batched model (default: all that can share one).",
 )
 @click.option(
     "--address",
@@ -101,7 +103,7 @@ def run(
     run_and_report(
         spec,
         ledger,
-        make_backend(backend, workers, threads, group, address),
+        make_backend(backend, workers, threads, group, address, spec),
         retry_failed,
         show_report,
         max_retries,
@@ -122,7 +124,8 @@ def demo(workers: int | None, store: str | None) -> None:
     spec_path.write_text(resources.files("fairtrial").joinpath("examples/demo.toml").read_text())
     err.print(f"spec written to {spec_path} (edit it, then: fairtrial run {spec_path})")
     spec = load_spec(spec_path)
-    run_and_report(spec, open_ledger(store), make_backend("local", workers, None), False, True)
+    backend = make_backend("auto", workers, None, spec=spec)
+    run_and_report(spec, open_ledger(store), backend, False, True)
 
 
 def run_and_report(

@@ -63,29 +63,39 @@ class NotVectorizable(Exception):
 
 
 def vectorized(
-    train: Callable[..., Any],
+    train: Callable[..., Any], *, varies: Sequence[str] = ()
 ) -> Callable[[Callable[[Any, Sequence[TrialContext]], Any]], Callable[..., Any]]:
-    """Declare the decorated ``train_many(config, ctxs)`` as ``train``'s batched form.
+    """Declare the decorated ``train_many(configs, ctxs)`` as ``train``'s batched form.
 
-    The vectorized backend (``fairtrial run --backend vectorized``) calls it with the arm's
-    config and one context per seed (``ctxs[i].seed`` differ, the config is the same) instead
-    of calling ``train(config, ctx)`` once per seed. It must give every seed what ``train``
-    would: weights from that seed's own "init" stream, batches from its own "data" stream, the
-    same log points, and one ``ctx.evaluate_test`` per context. It raises
-    :class:`NotVectorizable` (before touching any context) for configs it cannot batch; the
-    seeds then run one by one. When ``train`` declared a config dataclass with :func:`recipe`,
-    ``train_many`` receives an instance of it.
+    The vectorized backend (``fairtrial run --backend vectorized``) calls it with one config
+    and one context per member (``configs[i]`` is the config of the trial ``ctxs[i]`` runs)
+    instead of calling ``train(configs[i], ctxs[i])`` once per trial. Members are seeds of one
+    arm and, when the recipe names in ``varies`` the options its batched form can take per
+    member (learning rate, weight decay, ...), trials of every arm whose configs differ only
+    in those options; trials of one arm come next to each other, in seed order.
+
+    It must give every member what ``train`` would: weights from that seed's own "init"
+    stream, batches from its own "data" stream, the same log points, and one
+    ``ctx.evaluate_test`` per context. It raises :class:`NotVectorizable` (before touching any
+    context) for configs it cannot batch; the trials then run one by one. When ``train``
+    declared a config dataclass with :func:`recipe`, ``train_many`` receives instances of it.
     """
 
     def deco(fn: Callable[[Any, Sequence[TrialContext]], Any]) -> Callable[..., Any]:
         cls = config_class_of(train)
+        if cls is not None:
+            names = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(varies) - names)
+            if unknown:
+                raise TypeError(f"varies names options {cls.__name__} does not have: {unknown}")
 
         @functools.wraps(fn)
-        def wrapper(config: Any, ctxs: Sequence[TrialContext]) -> Any:
-            if cls is not None and not isinstance(config, cls):
-                config = build_config(cls, config)
-            return fn(config, ctxs)
+        def wrapper(configs: Sequence[Any], ctxs: Sequence[TrialContext]) -> Any:
+            if cls is not None:
+                configs = [c if isinstance(c, cls) else build_config(cls, c) for c in configs]
+            return fn(configs, ctxs)
 
+        wrapper.varies = tuple(varies)  # type: ignore[attr-defined]
         train.train_vectorized = wrapper  # type: ignore[attr-defined]
         return wrapper
 

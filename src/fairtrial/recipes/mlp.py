@@ -14,8 +14,9 @@ Copy this file to start your own recipe. It is the whole recipe, top to bottom:
    the validation split, its log points and the choice of the weights to score;
 4. ``train(config, ctx)``, what fairtrial calls once per trial, ending with the test
    predictions;
-5. ``train_many``: all seeds of an arm as one batched model for ``--backend vectorized``
-   (optional: a copy may delete it and ``fit_many``).
+5. ``train_many``: all seeds of the arms that differ only in learning rate, schedule, weight
+   decay, epochs, ... as one batched model for ``--backend vectorized`` (optional: a copy may
+   delete it, ``fit_many`` and ``VARIES``).
 
 What every torch recipe must do the same way (seeded initial weights, seeded batch order,
 chunked evaluation) comes from :mod:`fairtrial.recipes.torchkit`.
@@ -360,47 +361,72 @@ def train(cfg: Config, ctx: TrialContext) -> None:
 
 
 def fit_many(
-    cfg: Config,
+    cfgs: Sequence[Config],
     ctxs: Sequence[TrialContext],
     models: Sequence[nn.Module],
     train_split: tuple[torch.Tensor, torch.Tensor],
     val_split: tuple[torch.Tensor, torch.Tensor],
 ) -> list[nn.Module]:
-    """:func:`fit` for ``len(ctxs)`` seeds at once; returns the trained models.
+    """:func:`fit` for ``len(ctxs)`` members at once (``cfgs[i]`` is member ``i``'s config);
+    returns the trained models.
 
     The same optimizer, schedule and log points, and each seed's own batches, in the
-    vectorized backend's batched loop (:func:`fairtrial.recipes._vmap.fit_vectorized`).
+    vectorized backend's batched loop (:func:`fairtrial.recipes._vmap.fit_members`); members
+    may differ in the options of :data:`VARIES`.
     """
-    from fairtrial.recipes._vmap import fit_vectorized
+    from fairtrial.recipes._vmap import Member, fit_members
 
-    per_epoch = steps_per_epoch(len(train_split[1]), cfg.batch_size)
-    total = cfg.epochs * per_epoch
-    return fit_vectorized(
+    per_epoch = steps_per_epoch(len(train_split[1]), cfgs[0].batch_size)
+
+    def member(cfg: Config) -> Member:
+        total = cfg.epochs * per_epoch
+        return Member(
+            steps=total,
+            lr_at=lambda step: learning_rate(cfg, step, total),
+            optimizer=lambda params: make_optimizer(cfg, params),
+            label_smoothing=cfg.label_smoothing,
+            select=cfg.select,
+            key=cfg,
+        )
+
+    return fit_members(
         ctxs,
         models,
-        lambda params: make_optimizer(cfg, params),
+        [member(cfg) for cfg in cfgs],
         train_split,
         val_split,
-        steps=total,
-        batch_size=cfg.batch_size,
-        lr_at=lambda step: learning_rate(cfg, step, total),
+        batch_size=cfgs[0].batch_size,
         eval_every=per_epoch,
         step_unit=per_epoch,
-        label_smoothing=cfg.label_smoothing,
-        select=cfg.select,
         body="net",
     )
 
 
-@vectorized(train)
-def train_many(cfg: Config, ctxs: Sequence[TrialContext]) -> None:
-    """Every seed of one arm as one batched model (``fairtrial run --backend vectorized``)."""
-    if cfg.dropout > 0:
+#: options that members of one batched model may differ in: they change neither a tensor's
+#: shape nor the code that runs (they become per-member optimizer groups and schedules)
+VARIES = (
+    "lr",
+    "momentum",
+    "weight_decay",
+    "warmup_steps",
+    "schedule",
+    "epochs",
+    "label_smoothing",
+    "select",
+)
+
+
+@vectorized(train, varies=VARIES)
+def train_many(cfgs: Sequence[Config], ctxs: Sequence[TrialContext]) -> None:
+    """Every trial of the arms that differ only in :data:`VARIES`, as one batched model
+    (``fairtrial run --backend vectorized``)."""
+    if any(cfg.dropout > 0 for cfg in cfgs):
         raise NotVectorizable("dropout > 0 draws its masks from each seed's own generator")
-    if cfg.norm == "batch":
+    if any(cfg.norm == "batch" for cfg in cfgs):
         raise NotVectorizable("batch norm keeps running statistics per model")
     from fairtrial.recipes._vmap import each, phase
 
+    cfg = cfgs[0]
     d = ctxs[0].data
     n_classes = d.n_classes
     if n_classes is None:
@@ -409,7 +435,7 @@ def train_many(cfg: Config, ctxs: Sequence[TrialContext]) -> None:
     models = [
         init_model(ctx, lambda: MLP(x_tr.shape[1], n_classes, cfg), cfg.device) for ctx in ctxs
     ]
-    trained = fit_many(cfg, ctxs, models, (x_tr, y_tr), (x_va, y_va))
+    trained = fit_many(cfgs, ctxs, models, (x_tr, y_tr), (x_va, y_va))
     with phase(ctxs, "eval"):
         # each seed's own model predicts, exactly as a lone run's would
         each(ctxs, lambda i, ctx: ctx.evaluate_test(predictor(trained[i], to_tensor)))
