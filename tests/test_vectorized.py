@@ -164,6 +164,7 @@ def test_the_ledger_reads_as_after_a_sequential_run(
 ) -> None:
     spec = load_spec(write_spec(SPEC))
     views = []
+    flops: list[dict[str, Any]] = []
     sizes = {
         # the arms that differ only in lr, warmup, epochs, weight decay, schedule, label
         # smoothing and selection are one batched model; the wider one is its own; dropout
@@ -182,6 +183,7 @@ def test_the_ledger_reads_as_after_a_sequential_run(
         if name in sizes:
             assert backend.sizes == sizes[name]  # type: ignore[attr-defined]
         views.append(_ledger_view(led, spec.experiment_id))
+        flops.append({t: r.get("flops") for t, r in led.compute(spec.experiment_id).items()})
         if name != "inline":
             prov = led.provenance(led.trials(spec.experiment_id)[0].provenance_id or "")
             assert prov["run"]["backend"] == "vectorized"
@@ -190,6 +192,9 @@ def test_the_ledger_reads_as_after_a_sequential_run(
     err = capfd.readouterr().err
     assert "arm(s) 'dropout' run their trials one after another: dropout > 0" in err
     assert "24 trials as 3 group(s) of 16, 4, 4 (3 batched model(s))" in err
+    # each member is charged the FLOPs its lone run counts, block by block
+    assert all(f is not None and f > 0 for f in flops[0].values())
+    assert flops[1] == flops[0] and flops[2] == flops[0]
     seq = views[0]
     for view in views[1:]:
         assert view.keys() == seq.keys()

@@ -45,12 +45,18 @@ from fairtrial.execute import (
     trial_context,
 )
 from fairtrial.meter import Meter, metering_enabled
+from fairtrial.meter.trial import FLOPS_METHOD
 
 
 class SeedContext(TrialContext):
-    """A trial context in a group: ``error`` holds what ended this seed early, if anything."""
+    """A trial context in a group: ``error`` holds what ended this seed early, if anything;
+    ``batched_flops`` the FLOPs the batched model charged it (``{key: [per_run, runs]}``)."""
 
     error: BaseException | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batched_flops: dict[str, list[int]] = {}
 
 
 def _canonical(items: dict[str, Any]) -> str:
@@ -140,7 +146,7 @@ def _group_record(meter: Meter | None, n: int) -> dict[str, Any]:
     """The compute record of a batched group, as each of its ``n`` seeds' share.
 
     Time, CPU time and energy are split equally; memory is the group's (all seeds together,
-    labelled so); FLOPs are not counted for batched models.
+    labelled so); FLOPs are each member's own (:func:`_member_flops`).
     """
     if meter is None:
         return {"version": 1, "partial": "metering was off"}
@@ -155,9 +161,21 @@ def _group_record(meter: Meter | None, n: int) -> dict[str, Any]:
     if rec.get("peak_rss_method"):
         rec["peak_rss_method"] = f"{rec['peak_rss_method']}; all {n} seeds of the batched group"
     rec["flops"] = None
-    rec["flops_method"] = "not counted: the seeds were trained as one batched model"
+    rec["flops_method"] = "not counted: the recipe's batched form did not count them"
     rec.pop("flops_detail", None)
     return rec
+
+
+def _member_flops(ctx: SeedContext) -> dict[str, Any]:
+    """The FLOPs the batched model charged ``ctx``: a lone run's count, block by block."""
+    if not ctx.batched_flops:
+        return {}
+    detail = {k: {"per_run": per, "runs": runs} for k, (per, runs) in ctx.batched_flops.items()}
+    return {
+        "flops": float(sum(per * runs for per, runs in ctx.batched_flops.values())),
+        "flops_method": f"{FLOPS_METHOD}; on the batched model, each member's share",
+        "flops_detail": detail,
+    }
 
 
 class VectorizedBackend(Backend):
@@ -289,6 +307,7 @@ class VectorizedBackend(Backend):
             outcome = _outcome_of(ctx, wall)
             compute = {
                 **shared,
+                **(_member_flops(ctx) if meter is not None else {}),
                 "status": outcome.status,
                 "wall_time": wall,
                 "phases": dict(outcome.phases),

@@ -52,6 +52,18 @@ def alive(ctxs: Sequence[Any]) -> list[int]:
     return [i for i, c in enumerate(ctxs) if getattr(c, "error", None) is None]
 
 
+def evaluate_tests(ctxs: Sequence[Any], predictors: Sequence[Callable[[Any], Any]]) -> None:
+    """``ctxs[i].evaluate_test(predictors[i])`` for every running member, its FLOPs counted
+    as a lone run counts them (the "test" block)."""
+    flops = Flops(ctxs)
+
+    def test(i: int, ctx: Any) -> None:
+        with flops.count("test", [i]):
+            ctx.evaluate_test(predictors[i])
+
+    each(ctxs, test)
+
+
 def each(ctxs: Sequence[Any], call: Callable[[int, Any], object]) -> None:
     """``call(i, ctx)`` for every running seed; an exception ends that seed only."""
     for i in alive(ctxs):
@@ -73,6 +85,40 @@ def phase(ctxs: Sequence[Any], name: str) -> Iterator[None]:
         for i in running:
             ctxs[i].phases[name] = ctxs[i].phases.get(name, 0.0) + share
         each(ctxs, lambda _i, c: c.flush())
+
+
+class Flops:
+    """The matmul/conv FLOPs of each member, counted on the batched model.
+
+    Members of one batched model have equal shapes, so the batched model's FLOPs for a
+    block of work (one training step, one evaluation pass) are its members' FLOPs summed;
+    each member is charged its share, which is exactly what its lone run counts with
+    ``ctx.count_flops(key)``. A block is counted once with ``FlopCounterMode`` and only
+    tallied after that; each member's ``batched_flops`` (when its context has one) gets
+    ``{key: [per_run, runs]}``.
+    """
+
+    def __init__(self, ctxs: Sequence[Any]) -> None:
+        self.on = all(hasattr(c, "batched_flops") for c in ctxs)
+        self.ctxs = ctxs
+        self.per_run: dict[str, int] = {}
+
+    @contextmanager
+    def count(self, key: str, members: Sequence[int], share: int | None = None) -> Iterator[None]:
+        """Count the block's FLOPs (first time only; ``share`` members did the work, default
+        ``members``) and tally one run for each of ``members``."""
+        if not self.on or key in self.per_run or not members:
+            yield
+        else:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            with FlopCounterMode(display=False) as mode:
+                yield
+            self.per_run[key] = int(mode.get_total_flops()) // (share or len(members))
+        if self.on and key in self.per_run:
+            for i in members:
+                block = self.ctxs[i].batched_flops.setdefault(key, [self.per_run[key], 0])
+                block[1] += 1
 
 
 class _StackedLinear(torch.autograd.Function):
@@ -377,8 +423,11 @@ def fit_members(
     seen, n_steps = [0] * n, [0] * n
     lr_now = [m.lr_at(0) for m in members]
 
+    flops = Flops(ctxs)
+
     def evaluate(step: int, due: list[int], loss: list[float], acc: list[float]) -> None:
-        logits = stack.logits(x_val)
+        with flops.count("eval_val", due, share=len(stack)):
+            logits = stack.logits(x_val)
         row = {i: k for k, i in enumerate(stack.members)}
         accs = (logits.argmax(dim=2) == y_val).float().mean(dim=1).tolist()
         losses = {i: F.cross_entropy(logits[row[i]], y_val).item() for i in due}
@@ -402,7 +451,8 @@ def fit_members(
         each(ctxs, log)
 
     with phase(ctxs, "eval"):
-        logits = stack.logits(x)
+        with flops.count("eval_train", range(n)):
+            logits = stack.logits(x)
         first = [
             F.cross_entropy(logits[i], y, label_smoothing=members[i].label_smoothing).item()
             for i in range(n)
@@ -427,28 +477,30 @@ def fit_members(
                     for i in range(stack.bounds[r], stack.bounds[r + 1]):
                         lr_now[i] = lr
                 idx = [next(orders[i]) for i in stack.members]
-                if idx[0] is None:  # full batch: every member sees the whole split
-                    logits = stack(x, shared=True)
-                    yb = y.expand(len(stack), -1)
-                else:
-                    rows = torch.stack(idx)  # type: ignore[arg-type]
-                    logits = stack(x[rows])
-                    yb = y[rows]
-                loss = torch.cat(
-                    [
-                        F.cross_entropy(
-                            logits[a:b].flatten(0, 1),
-                            yb[a:b].flatten(),
-                            reduction="none",
-                            label_smoothing=members[heads[r]].label_smoothing,
-                        )
-                        .view(b - a, -1)
-                        .mean(dim=1)
-                        for a, b, r in spans
-                    ]
-                )
-                opt.zero_grad(set_to_none=True)
-                loss.sum().backward()  # type: ignore[no-untyped-call]
+                # as a lone run counts: forward, loss and backward; not the optimizer's update
+                with flops.count("train_step", stack.members):
+                    if idx[0] is None:  # full batch: every member sees the whole split
+                        logits = stack(x, shared=True)
+                        yb = y.expand(len(stack), -1)
+                    else:
+                        rows = torch.stack(idx)  # type: ignore[arg-type]
+                        logits = stack(x[rows])
+                        yb = y[rows]
+                    loss = torch.cat(
+                        [
+                            F.cross_entropy(
+                                logits[a:b].flatten(0, 1),
+                                yb[a:b].flatten(),
+                                reduction="none",
+                                label_smoothing=members[heads[r]].label_smoothing,
+                            )
+                            .view(b - a, -1)
+                            .mean(dim=1)
+                            for a, b, r in spans
+                        ]
+                    )
+                    opt.zero_grad(set_to_none=True)
+                    loss.sum().backward()  # type: ignore[no-untyped-call]
                 opt.step()
                 loss_sum.index_add_(0, index, loss.detach())
                 correct.index_add_(

@@ -424,7 +424,7 @@ def train_many(cfgs: Sequence[Config], ctxs: Sequence[TrialContext]) -> None:
         raise NotVectorizable("dropout > 0 draws its masks from each seed's own generator")
     if any(cfg.norm == "batch" for cfg in cfgs):
         raise NotVectorizable("batch norm keeps running statistics per model")
-    from fairtrial.recipes._vmap import each, phase
+    from fairtrial.recipes._vmap import evaluate_tests, phase
 
     cfg = cfgs[0]
     d = ctxs[0].data
@@ -438,4 +438,4 @@ def train_many(cfgs: Sequence[Config], ctxs: Sequence[TrialContext]) -> None:
     trained = fit_many(cfgs, ctxs, models, (x_tr, y_tr), (x_va, y_va))
     with phase(ctxs, "eval"):
         # each seed's own model predicts, exactly as a lone run's would
-        each(ctxs, lambda i, ctx: ctx.evaluate_test(predictor(trained[i], to_tensor)))
+        evaluate_tests(ctxs, [predictor(model, to_tensor) for model in trained])
