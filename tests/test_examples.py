@@ -75,12 +75,14 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "ran 0 trials" in again.stderr and "40 were already in the store" in again.stderr
 
 
-@pytest.mark.parametrize("example", ["custom", "command"])
+@pytest.mark.parametrize("example", ["custom", "command", "batched"])
 def test_examples_run(example: str, tmp_path: Path) -> None:
     folder = tmp_path / example
     shutil.copytree(ROOT / "examples" / example, folder)
     out = ft("run", str(folder / "spec.toml"), "--no-report", cwd=tmp_path)
     assert "0 failed, 0 diverged" in out.stderr
+    if example == "batched":  # both arms, every seed: one model
+        assert "vectorized: 16 trials as 1 group(s) of 16 (1 batched model(s))" in out.stderr
     doc = json.loads(
         ft("report", str(folder / "spec.toml"), "--format", "json", cwd=tmp_path).stdout
     )
