@@ -132,4 +132,4 @@ def test_run_says_which_backend_auto_chose(
     assert out.exit_code == 0, out.output
     assert "backend auto: vectorized, because recipe 'fairtrial.recipes.mlp:train'" in out.output
     # both arms (they differ in lr only) trained as one batched model
-    assert "4 trials as 1 group(s) of 4 (1 batched model(s))" in out.output
+    assert "vectorized: 4 trials as 1 group(s) of 4\n" in out.output

@@ -110,7 +110,7 @@ SPEC = """
 name = "vec"
 task = "digits"
 recipe = "mlp"
-seeds = 4
+seeds = 3
 
 [baseline]
 epochs = 4
@@ -122,6 +122,7 @@ weight_decay = 0.0
 schedule = "constant"
 label_smoothing = 0.0
 select = "last"
+norm = "none"
 
 [arms.wide]
 hidden = 64
@@ -141,6 +142,13 @@ schedule = "cosine"
 [arms.smooth]
 label_smoothing = 0.1
 select = "best_val"
+
+[arms.dropout-more]
+dropout = 0.4
+lr = 0.003
+
+[arms.bn]
+norm = "batch"
 """
 
 
@@ -167,10 +175,10 @@ def test_the_ledger_reads_as_after_a_sequential_run(
     flops: list[dict[str, Any]] = []
     sizes = {
         # the arms that differ only in lr, warmup, epochs, weight decay, schedule, label
-        # smoothing and selection are one batched model; the wider one is its own; dropout
-        # runs trial by trial (a group of its own, then sequential)
-        "vectorized": [16, 4, 4],
-        "groups-of-3": [3, 3, 3, 3, 3, 1, 3, 1, 3, 1],
+        # smoothing and selection are one batched model; the wider one is its own; the two
+        # with dropout layers (at different rates) another; batch norm runs trial by trial
+        "vectorized": [12, 3, 6, 3],
+        "groups-of-3": [3, 3, 3, 3, 3, 3, 3, 3],
     }
     for name, backend in [
         ("inline", InlineBackend()),
@@ -188,10 +196,10 @@ def test_the_ledger_reads_as_after_a_sequential_run(
             prov = led.provenance(led.trials(spec.experiment_id)[0].provenance_id or "")
             assert prov["run"]["backend"] == "vectorized"
         led.close()
-    # dropout cannot be batched: that arm ran seed by seed, and the run said so
+    # batch norm cannot be batched: that arm ran trial by trial, and the run said so
     err = capfd.readouterr().err
-    assert "arm(s) 'dropout' run their trials one after another: dropout > 0" in err
-    assert "24 trials as 3 group(s) of 16, 4, 4 (3 batched model(s))" in err
+    assert "arm(s) 'bn' run their trials one after another: batch norm keeps" in err
+    assert "24 trials as 4 group(s) of 12, 3, 6, 3\n" in err
     # each member is charged the FLOPs its lone run counts, block by block
     assert all(f is not None and f > 0 for f in flops[0].values())
     assert flops[1] == flops[0] and flops[2] == flops[0]
@@ -228,7 +236,7 @@ def test_per_seed_failures_stay_with_their_seed(tmp_path: Path) -> None:
 
 def test_configs_that_cannot_be_batched_say_why() -> None:
     task = get_task("digits")
-    for options, why in [({"dropout": 0.1}, "dropout"), ({"norm": "batch"}, "batch norm")]:
+    for options, why in [({"norm": "batch"}, "batch norm")]:
         with pytest.raises(NotVectorizable, match=why):
             mlp.train_many([options], [_ctx(task, 0, SeedContext)])
 
@@ -281,7 +289,7 @@ def test_a_user_recipe_opts_in_and_one_without_a_batched_form_falls_back(
             assert "recipe 'toy:probe' has no batched form" in err
         else:
             # the batched form ran: the user recipe has no varies, so one model per arm
-            assert "6 trials as 2 group(s) of 3, 3 (2 batched model(s))" in err
+            assert "6 trials as 2 group(s) of 3, 3\n" in err
             assert "one after another" not in err
         for tid, view in results[1].items():
             assert view[:4] == results[0][tid][:4], tid  # status, attempt, result, predictions

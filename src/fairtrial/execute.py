@@ -87,7 +87,8 @@ def batched_form(job: TrialJob) -> tuple[BatchedRecipe, Any, set[str] | None] | 
 def batch_options(job: TrialJob) -> tuple[tuple[str, ...], dict[str, Any]]:
     """The options ``job``'s batched form takes per member (its ``varies``; empty without a
     batched form) and ``job``'s config with the defaults of the recipe's config dataclass
-    filled in, so that an option set to its default equals one left out."""
+    filled in, so that an option set to its default equals one left out. What the form's
+    ``structure`` says of the config is under the key ``"<structure>"``."""
     config: dict[str, Any] = dict(job.config)
     if job.recipe is None:
         return (), config
@@ -97,9 +98,12 @@ def batch_options(job: TrialJob) -> tuple[tuple[str, ...], dict[str, Any]]:
         if form is None:
             return (), config
         cls = config_class_of(fn)
+        built: Any = build_config(cls, job.config) if cls is not None else job.config
         if cls is not None:
-            built: Any = build_config(cls, job.config)
             config = {f.name: getattr(built, f.name) for f in dataclasses.fields(cls)}
+        structure = getattr(form, "structure", None)
+        if structure is not None:
+            config["<structure>"] = structure(built)
         return tuple(getattr(form, "varies", ())), config
     except Exception:  # execute_trial says why, per trial
         return (), config

@@ -207,11 +207,8 @@ class VectorizedBackend(Backend):
         groups = plan(pending, self.group)
         self.sizes = [len(g) for g in groups]
         if groups:
-            models = sum(1 for g in groups if batched_form(g[0]) is not None)
-            self.notice(
-                f"{len(pending)} trials as {len(groups)} group(s) of "
-                f"{', '.join(str(n) for n in self.sizes)} ({models} batched model(s))"
-            )
+            sizes = ", ".join(str(n) for n in self.sizes)
+            self.notice(f"{len(pending)} trials as {len(groups)} group(s) of {sizes}")
         for k, group in enumerate(groups):
             try:
                 self._run_group(group, sink)

@@ -63,7 +63,10 @@ class NotVectorizable(Exception):
 
 
 def vectorized(
-    train: Callable[..., Any], *, varies: Sequence[str] = ()
+    train: Callable[..., Any],
+    *,
+    varies: Sequence[str] = (),
+    structure: Callable[[Any], Any] | None = None,
 ) -> Callable[[Callable[[Any, Sequence[TrialContext]], Any]], Callable[..., Any]]:
     """Declare the decorated ``train_many(configs, ctxs)`` as ``train``'s batched form.
 
@@ -72,7 +75,9 @@ def vectorized(
     instead of calling ``train(configs[i], ctxs[i])`` once per trial. Members are seeds of one
     arm and, when the recipe names in ``varies`` the options its batched form can take per
     member (learning rate, weight decay, ...), trials of every arm whose configs differ only
-    in those options; trials of one arm come next to each other, in seed order.
+    in those options; trials of one arm come next to each other, in seed order. When a value
+    of a varying option still changes the model's layers (a dropout rate of 0 means no dropout
+    layer at all), ``structure(config)`` says what must also be equal (``cfg.dropout > 0``).
 
     It must give every member what ``train`` would: weights from that seed's own "init"
     stream, batches from its own "data" stream, the same log points, and one
@@ -96,6 +101,7 @@ def vectorized(
             return fn(configs, ctxs)
 
         wrapper.varies = tuple(varies)  # type: ignore[attr-defined]
+        wrapper.structure = structure  # type: ignore[attr-defined]
         train.train_vectorized = wrapper  # type: ignore[attr-defined]
         return wrapper
 

@@ -1,4 +1,4 @@
-"""Many seeds of one arm trained as one batched model: the vectorized backend's training loop.
+"""Many trials trained as one batched model: the vectorized backend's training loop.
 
 N copies of one architecture have their weights stacked along a new first dimension
 (``torch.func.stack_module_state``) and one forward pass evaluates all of them
@@ -21,10 +21,15 @@ The arithmetic is not bit-for-bit that of a lone run (a batched matrix product m
 different order), so weights agree to rounding (the tests hold them within 1e-5 and test
 predictions exactly equal on the built-in tasks).
 
+* its dropout masks come from its own "dropout" stream, at its own rate (a generator per
+  member, seeded as :func:`~fairtrial.recipes.torchkit.init_model` seeds a lone run's);
+* members may differ in their learning rate, schedule, optimizer hyperparameters, number of
+  steps, label smoothing and choice of weights (:class:`Member`): each run of equal members
+  is one optimizer parameter group, and a member whose steps are done leaves the batch.
+
 Not vectorized (the recipe raises :class:`~fairtrial.recipes.NotVectorizable` and the backend
-runs those seeds one after another): dropout, whose masks would be drawn from one shared
-generator instead of each seed's "dropout" stream, and batch normalization, whose running
-statistics are module state that ``vmap`` cannot update per seed.
+runs those trials one after another): batch normalization, whose running statistics are
+module state that ``vmap`` cannot update per member.
 
 Per-seed bookkeeping: a seed whose ``ctx.log`` or ``ctx.evaluate_test`` raises (a NaN metric,
 say) is marked on its context (``ctx.error``) and leaves the group; the others go on. Phase
@@ -197,6 +202,8 @@ class SeedStack:
             for a, b in zip(self.bounds, self.bounds[1:], strict=False)
         ]
         self.active: list[int] = list(range(len(self.runs)))
+        #: each member's dropout rate and mask generator (for models with dropout layers)
+        self.dropout: list[tuple[float, torch.Generator]] | None = None
         self._select()
         # A weightless copy of the architecture to call with each seed's weights.
         self.base = copy.deepcopy(self.models[0]).to("meta")
@@ -269,6 +276,8 @@ class SeedStack:
                 x = apply(x, params[at + "weight"], params.get(at + "bias"))
             elif isinstance(layer, _ELEMENTWISE):
                 x = layer(x)
+            elif isinstance(layer, nn.Dropout):
+                x = self._dropout(x) if self.base.training else x
             elif isinstance(layer, nn.Sequential):
                 x = self._layers(params, layer, at, x)
             else:
@@ -278,6 +287,22 @@ class SeedStack:
                     p, b, x
                 )
         return x
+
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        """Each active member's dropout, with its own rate and its own "dropout" stream.
+
+        A lone ``nn.Dropout`` multiplies by ``bernoulli(1 - p) / (1 - p)`` drawn from the
+        global generator, which :func:`~fairtrial.recipes.torchkit.init_model` seeded from
+        the "dropout" stream; each member draws the same mask from a generator seeded alike.
+        """
+        if self.dropout is None:
+            raise ValueError("a model with dropout layers needs each member's dropout rate")
+        masks = []
+        for i in self.members:
+            keep = 1 - self.dropout[i][0]
+            mask = torch.empty(x.shape[1:], dtype=x.dtype)
+            masks.append(mask.bernoulli_(keep, generator=self.dropout[i][1]).div_(keep))
+        return x * torch.stack(masks).to(x.device)
 
     def train(self, mode: bool = True) -> None:
         self.base.train(mode)
@@ -321,6 +346,9 @@ class Member:
     label_smoothing: float = 0.0
     select: str = "last"
     key: Hashable = None
+    #: the rate of the model's ``nn.Dropout`` layers for this member (a model with dropout
+    #: layers: every member's is above 0)
+    dropout: float = 0.0
 
 
 def fit_vectorized(
@@ -401,6 +429,13 @@ def fit_members(
     n = len(ctxs)
     sizes = runs_of([m.key for m in members])
     stack = SeedStack(models, body, sizes)
+    if any(m.dropout > 0 for m in members):
+        # the masks of a lone run come from the global generator seeded from its "dropout"
+        # stream (init_model), on the CPU
+        stack.dropout = [
+            (m.dropout, torch.Generator().manual_seed(c.seed_for("dropout")))
+            for m, c in zip(members, ctxs, strict=True)
+        ]
     heads = stack.bounds[:-1]  # the first member of each run speaks for the run
     opt = members[0].optimizer(stack.run_parameters(0))
     group_of = {0: opt.param_groups[0]}

@@ -24,6 +24,7 @@ chunked evaluation) comes from :mod:`fairtrial.recipes.torchkit`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -387,6 +388,7 @@ def fit_many(
             label_smoothing=cfg.label_smoothing,
             select=cfg.select,
             key=cfg,
+            dropout=cfg.dropout,
         )
 
     return fit_members(
@@ -413,15 +415,15 @@ VARIES = (
     "epochs",
     "label_smoothing",
     "select",
+    "dropout",
 )
 
 
-@vectorized(train, varies=VARIES)
+# A dropout rate of 0 is no dropout layer at all: members either all have them or none does.
+@vectorized(train, varies=VARIES, structure=lambda cfg: cfg.dropout > 0)
 def train_many(cfgs: Sequence[Config], ctxs: Sequence[TrialContext]) -> None:
     """Every trial of the arms that differ only in :data:`VARIES`, as one batched model
     (``fairtrial run --backend vectorized``)."""
-    if any(cfg.dropout > 0 for cfg in cfgs):
-        raise NotVectorizable("dropout > 0 draws its masks from each seed's own generator")
     if any(cfg.norm == "batch" for cfg in cfgs):
         raise NotVectorizable("batch norm keeps running statistics per model")
     from fairtrial.recipes._vmap import evaluate_tests, phase
@@ -433,7 +435,8 @@ def train_many(cfgs: Sequence[Config], ctxs: Sequence[TrialContext]) -> None:
         raise ValueError("the mlp recipe classifies: this task is a regression task (no classes)")
     to_tensor, (x_tr, y_tr, x_va, y_va) = _inputs(cfg, d)
     models = [
-        init_model(ctx, lambda: MLP(x_tr.shape[1], n_classes, cfg), cfg.device) for ctx in ctxs
+        init_model(ctx, functools.partial(MLP, x_tr.shape[1], n_classes, c), cfg.device)
+        for ctx, c in zip(ctxs, cfgs, strict=True)
     ]
     trained = fit_many(cfgs, ctxs, models, (x_tr, y_tr), (x_va, y_va))
     with phase(ctxs, "eval"):
