@@ -180,7 +180,7 @@ def test_held_events_are_written_when_their_time_is_up(
     # the events went in commits of their own, before their trial's ending
     assert any(c.startswith("INSERT INTO metrics") for c in commits), commits
     for trial in ledger.trials(spec.experiment_id):
-        assert len(ledger.metrics(trial.id)) == 5
+        assert len(ledger.metrics(trial.id)) == 4
     assert len(ledger.test_evaluations(spec.experiment_id)) == 3
     assert ledger.check_chain("test_log").ok
     ledger.close()
