@@ -125,7 +125,7 @@ def _worker_main(
             conn.send(("begin", None))
         # the end of the setup only matters to a time limit: otherwise the parent is not
         # woken for it
-        limited = bool(job.time_limit or time_limit)
+        limited = bool(TrialClock.of(job, time_limit).limit)
 
         def emit(kind: str, payload: Any, limited: bool = limited) -> None:
             if kind != "setup" or limited:
