@@ -7,8 +7,11 @@ and stops a run early when the first trial of every arm failed the same way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
+import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -16,10 +19,15 @@ from rich.markup import escape
 from rich.progress import Progress
 
 from fairtrial.backends.base import TrialJob, TrialOutcome
-from fairtrial.ledger import Ledger
+from fairtrial.ledger import Ledger, TrialEvent
 
 if TYPE_CHECKING:
     from fairtrial.runner import RunSummary
+
+
+#: seconds an event a running trial reported may be held back (see :meth:`_LedgerSink.holding`)
+#: to be written with others: the most a killed run can lose of what its trials reported
+HOLD_SECONDS = 0.5
 
 
 class StopRun(Exception):
@@ -77,74 +85,15 @@ class _LedgerSink:
         self.deterministic = False
         #: this run's owner id (fairtrial.ledger.lease.owner_id)
         self.owner: str | None = None
+        #: events held back to be written together (see holding), and since when
+        self.holding_events = False
+        self.held: list[TrialEvent] = []
+        self.held_since: float | None = None
 
-    def _lost(self, job: TrialJob, outcome: TrialOutcome) -> TrialOutcome | None:
-        """Queue a lost trial for its next attempt; None when queued, else the final outcome.
-
-        The lost attempt is stored ``interrupted`` (a run killed right now resumes it) with
-        its reason; its metrics stay under its own attempt number.
-        """
-        done = self.retries.get(job.trial_id, 0)
-        reason = outcome.error or "worker lost"
-        if done < self.max_retries:
-            self.retries[job.trial_id] = done + 1
-            current = self.ledger.finish(
-                job.trial_id,
-                job.attempt,
-                status="interrupted",
-                error=f"{reason}; retried as attempt {job.attempt + 1}",
-                wall_time=outcome.wall_time,
-                phases=outcome.phases,
-                task_checksum=self.task_checksum,
-                provenance_id=self.provenance_id,
-                owner=self.owner,
-            )
-            if not current:  # another run holds the trial now: it runs it, not us
-                self._say_superseded(job, "lost")
-                return None
-            self.requeue.append(job)
-            self.summary.retried += 1
-            self.console.print(
-                f"[yellow]lost[/] {escape(job.arm)} seed {job.seed} attempt {job.attempt}: "
-                f"{escape(reason)}; retrying ({done + 1} of {self.max_retries})",
-                highlight=False,
-                markup=True,
-            )
-            return None
-        tries = f" (gave up after {done + 1} attempts)" if done else ""
-        return dataclasses.replace(outcome, status="failed", error=reason + tries)
-
-    def started(self, job: TrialJob) -> None:
-        pass
-
-    def event(self, job: TrialJob, kind: str, payload: Any) -> None:
-        if kind == "metrics":
-            self.ledger.add_metrics(job.trial_id, job.attempt, payload)
-        elif kind == "test":
-            self.ledger.add_test_evaluation(job.trial_id, job.attempt, job.experiment_id, payload)
-            self.predictions.setdefault(job.arm, {})[job.seed] = payload["predictions_sha256"]
-
-    def finished(self, job: TrialJob, outcome: TrialOutcome) -> None:
-        if outcome.config_read is not None:
-            self.ledger.add_config_reads(job.trial_id, job.attempt, outcome.config_read)
-        # Every ending stores a compute record: a crashed trial's figures are results too. A
-        # worker that died took its meter along; then only the wall time is known.
-        compute = outcome.compute or {
-            "version": 1,
-            "status": outcome.status,
-            "wall_time": outcome.wall_time,
-            "phases": dict(outcome.phases),
-            "partial": "the worker was lost (killed, crashed or timed out): only the wall "
-            "time seen by the run is known",
-        }
-        if outcome.status == "lost":
-            final = self._lost(job, outcome)
-            if final is None:  # retried: this attempt's record stays "lost"
-                self.ledger.add_compute(job.trial_id, job.attempt, compute)
-                return
-            outcome = final
-            compute = {**compute, "status": final.status}
-        self.ledger.add_compute(job.trial_id, job.attempt, compute)
+    def _end(self, job: TrialJob, outcome: TrialOutcome, compute: dict[str, Any]) -> bool:
+        """Write how ``job``'s attempt ended, with its compute record, its config reads and
+        every held event, in one transaction; False when another run took the trial over."""
+        events = list(self.held)
         current = self.ledger.finish(
             job.trial_id,
             job.attempt,
@@ -157,7 +106,108 @@ class _LedgerSink:
             task_checksum=self.task_checksum,
             provenance_id=self.provenance_id,
             owner=self.owner,
+            compute=compute,
+            config_read=outcome.config_read,
+            events=events,
         )
+        del self.held[: len(events)]
+        self.held_since = None
+        return current
+
+    def _lost(self, job: TrialJob, outcome: TrialOutcome, compute: dict[str, Any]) -> bool:
+        """Queue a lost trial for its next attempt; False when it has no attempts left.
+
+        The lost attempt is stored ``interrupted`` (a run killed right now resumes it) with
+        its reason; its metrics stay under its own attempt number, its compute record says
+        ``lost``.
+        """
+        done = self.retries.get(job.trial_id, 0)
+        if done >= self.max_retries:
+            return False
+        reason = outcome.error or "worker lost"
+        self.retries[job.trial_id] = done + 1
+        error = f"{reason}; retried as attempt {job.attempt + 1}"
+        ending = dataclasses.replace(outcome, status="interrupted", error=error)
+        if not self._end(job, ending, compute):  # another run holds the trial now: it runs it
+            self._say_superseded(job, "lost")
+            return True
+        self.requeue.append(job)
+        self.summary.retried += 1
+        self.console.print(
+            f"[yellow]lost[/] {escape(job.arm)} seed {job.seed} attempt {job.attempt}: "
+            f"{escape(reason)}; retrying ({done + 1} of {self.max_retries})",
+            highlight=False,
+            markup=True,
+        )
+        return True
+
+    def started(self, job: TrialJob) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """While the block runs, events wait (at most :data:`HOLD_SECONDS`, see :meth:`due`)
+        to be written with the next trial's ending, or with each other by :meth:`flush`:
+        one transaction instead of one per event. A backend that holds events calls
+        :meth:`flush` once :meth:`due` has passed; every event is written when the block ends.
+        """
+        self.holding_events = True
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error on its way out says more
+                self.flush()
+            raise
+        else:
+            self.flush()
+        finally:
+            self.holding_events = False
+
+    def due(self) -> float | None:
+        """When (``time.monotonic()``) the held events must be written; None when none is held."""
+        return None if self.held_since is None else self.held_since + HOLD_SECONDS
+
+    def flush(self) -> None:
+        """Write the held events now, in one transaction."""
+        events = list(self.held)
+        if events:
+            self.ledger.add_events(events)
+            del self.held[: len(events)]
+        self.held_since = None
+
+    def event(self, job: TrialJob, kind: str, payload: Any) -> None:
+        if kind not in ("metrics", "test"):
+            return
+        event = TrialEvent(job.trial_id, job.attempt, job.experiment_id, kind, payload)
+        if self.holding_events:
+            if self.held_since is None:
+                self.held_since = time.monotonic()
+            self.held.append(event)
+        else:
+            self.ledger.add_events([event])
+        if kind == "test":
+            self.predictions.setdefault(job.arm, {})[job.seed] = payload["predictions_sha256"]
+
+    def finished(self, job: TrialJob, outcome: TrialOutcome) -> None:
+        # Every ending stores a compute record: a crashed trial's figures are results too. A
+        # worker that died took its meter along; then only the wall time is known.
+        compute = outcome.compute or {
+            "version": 1,
+            "status": outcome.status,
+            "wall_time": outcome.wall_time,
+            "phases": dict(outcome.phases),
+            "partial": "the worker was lost (killed, crashed or timed out): only the wall "
+            "time seen by the run is known",
+        }
+        if outcome.status == "lost":
+            if self._lost(job, outcome, compute):
+                return  # retried: this attempt's record stays "lost"
+            done = self.retries.get(job.trial_id, 0)
+            tries = f" (gave up after {done + 1} attempts)" if done else ""
+            error = (outcome.error or "worker lost") + tries
+            outcome = dataclasses.replace(outcome, status="failed", error=error)
+            compute = {**compute, "status": outcome.status}
+        current = self._end(job, outcome, compute)
         if not current:
             result = f" {outcome.result:.6g}" if outcome.result is not None else ""
             self._say_superseded(job, outcome.status + result)

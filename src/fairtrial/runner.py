@@ -313,7 +313,8 @@ def _run_todo(
     prov["code"] = ledger.put_code_snapshot(snapshot)
     prov["run"] = {"backend": backend.name, "workers": backend.workers, "threads": backend.threads}
     provenance_id = ledger.put_provenance(prov)
-    workroot = Path(".fairtrial") / "trials" / eid
+    workroot = (Path(".fairtrial") / "trials" / eid).resolve()
+    base_dir = str(spec.base_dir.resolve()) if spec.base_dir else None
     owner = owner_id()
     lease = lease_seconds()
     target_metric, target_direction = spec.target_metric()
@@ -338,8 +339,8 @@ def _run_todo(
                 metric=spec.metric,
                 recipe=spec.recipe,
                 command=spec.command,
-                base_dir=str(spec.base_dir.resolve()) if spec.base_dir else None,
-                workdir=str((workroot / row.arm / str(row.seed)).resolve()),
+                base_dir=base_dir,
+                workdir=str(workroot / row.arm / str(row.seed)),
                 time_limit=spec.time_limit,
                 threads=backend.threads,
                 target=spec.target,

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from fairtrial.backends.base import (
     STOP_SIGNALS,
@@ -95,7 +95,13 @@ def _stop_with(lifeline: Connection) -> None:
     os._exit(0)
 
 
-def _worker_main(conn: Connection, lifeline: Connection, threads: int, spawned_at: float) -> None:
+def _worker_main(
+    conn: Connection,
+    lifeline: Connection,
+    threads: int,
+    spawned_at: float,
+    time_limit: float | None = None,
+) -> None:
     # The parent owns the stop signals: it stops the workers itself and records what was
     # running (a terminal sends Ctrl-C and SIGHUP to the whole process group).
     for sig in (signal.SIGINT, *STOP_SIGNALS):
@@ -115,10 +121,15 @@ def _worker_main(conn: Connection, lifeline: Connection, threads: int, spawned_a
         if msg is None:
             return
         job: TrialJob = msg
-        conn.send(("begin", None))
+        if first:  # the clock of the first trial runs on from here (a warm worker is at once)
+            conn.send(("begin", None))
+        # the end of the setup only matters to a time limit: otherwise the parent is not
+        # woken for it
+        limited = bool(TrialClock.of(job, time_limit).limit)
 
-        def emit(kind: str, payload: Any, job: TrialJob = job) -> None:
-            conn.send((kind, payload))
+        def emit(kind: str, payload: Any, limited: bool = limited) -> None:
+            if kind != "setup" or limited:
+                conn.send((kind, payload))
 
         startup: dict[str, Any] | None = None
         if first:  # the worker's one-time loading: its own record, not the first trial's time
@@ -136,6 +147,19 @@ def _worker_main(conn: Connection, lifeline: Connection, threads: int, spawned_a
         if startup is not None:
             outcome = replace(outcome, compute={**outcome.compute, "worker_startup": startup})
         conn.send(("done", outcome))
+
+
+@runtime_checkable
+class HoldingSink(Sink, Protocol):
+    """A sink that can hold events back to write them together (the runner's sink, see
+    :meth:`fairtrial.recorder._LedgerSink.holding`): while the backend runs in ``holding()``,
+    it calls ``flush()`` once ``due()`` (a ``time.monotonic()`` time, or None) has passed."""
+
+    def holding(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def due(self) -> float | None: ...
+
+    def flush(self) -> None: ...
 
 
 @dataclass
@@ -253,7 +277,7 @@ class LocalBackend(Backend):
         held, given = self._ctx.Pipe(duplex=False)  # the worker reads, the parent holds
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(child, held, self.threads, time.time()),
+            args=(child, held, self.threads, time.time(), self.time_limit),
             daemon=True,
             name="fairtrial-worker",
         )
@@ -277,6 +301,15 @@ class LocalBackend(Backend):
     def run(self, jobs: Iterator[TrialJob], sink: Sink, total: int) -> None:
         if problem := spawn_problem():
             raise BackendError(problem)
+        if isinstance(sink, HoldingSink):  # a trial's events and ending: one write
+            with sink.holding():
+                self._run(jobs, sink, total, sink)
+        else:
+            self._run(jobs, sink, total, None)
+
+    def _run(
+        self, jobs: Iterator[TrialJob], sink: Sink, total: int, held: HoldingSink | None
+    ) -> None:
         pool: list[_Worker] = []
         exhausted = False
         checked = False
@@ -307,12 +340,19 @@ class LocalBackend(Backend):
                 if not busy:
                     break
                 timeout = until_first(w.clock for w in busy)
+                due = held.due() if held is not None else None
+                if due is not None:
+                    left = max(0.0, due - time.monotonic())
+                    timeout = left if timeout is None else min(timeout, left)
                 ready = wait(
                     [w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=timeout
                 )
                 for w in busy:
                     if w.conn in ready:
                         self._drain(w, sink)
+                due = held.due() if held is not None else None
+                if held is not None and due is not None and due <= time.monotonic():
+                    held.flush()
                 for w in busy:
                     if w.job is None:
                         continue

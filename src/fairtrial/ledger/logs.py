@@ -7,6 +7,7 @@ recomputed to show that no entry was changed or removed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Engine,
     Table,
     insert,
     select,
@@ -63,45 +65,7 @@ class Logs(LedgerBase):
         """Store a test evaluation and append it to the sealed test log, in one transaction."""
 
         def write(c: Connection) -> None:
-            now = time.time()
-            key = {
-                "trial_id": trial_id,
-                "attempt": attempt,
-                "predictions_sha256": payload["predictions_sha256"],
-            }
-            if faults.repeated() and _stored(c, s.test_evaluations, key):
-                return  # the try that failed did commit
-            c.execute(
-                insert(s.test_evaluations).values(
-                    trial_id=trial_id,
-                    attempt=attempt,
-                    experiment_id=experiment_id,
-                    task=payload["task"],
-                    task_checksum=payload["task_checksum"],
-                    metric=payload["metric"],
-                    score=payload["score"],
-                    n=payload["n"],
-                    predictions_sha256=payload["predictions_sha256"],
-                    predictions_json=_dumps(payload["predictions"]),
-                    created_at=now,
-                )
-            )
-            _append(
-                c,
-                s.test_log,
-                TEST_LOG_FIELDS,
-                {
-                    "experiment_id": experiment_id,
-                    "trial_id": trial_id,
-                    "attempt": attempt,
-                    "task": payload["task"],
-                    "task_checksum": payload["task_checksum"],
-                    "metric": payload["metric"],
-                    "score": float(payload["score"]),
-                    "predictions_sha256": payload["predictions_sha256"],
-                    "created_at": now,
-                },
-            )
+            insert_test_evaluation(c, trial_id, attempt, experiment_id, payload)
 
         self._chained_write(write)
 
@@ -129,20 +93,7 @@ class Logs(LedgerBase):
     # -- hash-chained logs (preregistrations, sealed test log) --------------------------------
     def _chained_write(self, write: Callable[[Connection], None]) -> None:
         """Run ``write`` in a transaction, retrying when a concurrent append took the same seq."""
-        for attempt in range(20):
-            try:
-                with self.engine.begin() as c:
-                    write(c)
-                return
-            except (IntegrityError, OperationalError) as exc:
-                if faults.classify(exc) is not None:
-                    raise  # busy, or a lost connection: the retrier runs the whole method again
-                text = str(exc.orig).lower()
-                if not any(w in text for w in ("unique", "duplicate")):
-                    raise LedgerError(f"cannot append to a log: {_one_line(exc.orig)}") from None
-                if attempt == 19:
-                    raise LedgerError(f"cannot append to a log: {_one_line(exc.orig)}") from None
-                time.sleep(0.01 * (attempt + 1))
+        chained_write(self.engine, write)
 
     def add_preregistration(
         self,
@@ -235,16 +186,91 @@ class Logs(LedgerBase):
         return int(row[0]) if row else 0
 
 
+def insert_test_evaluation(
+    c: Connection, trial_id: str, attempt: int, experiment_id: str, payload: dict[str, Any]
+) -> None:
+    """Store a test evaluation and append it to the sealed test log, in the open transaction
+    ``c`` (run it through :func:`chained_write`: a concurrent append may take its seq)."""
+    now = time.time()
+    key = {
+        "trial_id": trial_id,
+        "attempt": attempt,
+        "predictions_sha256": payload["predictions_sha256"],
+    }
+    if faults.repeated() and _stored(c, s.test_evaluations, key):
+        return  # the try that failed did commit
+    c.execute(
+        insert(s.test_evaluations),
+        {
+            "trial_id": trial_id,
+            "attempt": attempt,
+            "experiment_id": experiment_id,
+            "task": payload["task"],
+            "task_checksum": payload["task_checksum"],
+            "metric": payload["metric"],
+            "score": payload["score"],
+            "n": payload["n"],
+            "predictions_sha256": payload["predictions_sha256"],
+            "predictions_json": _dumps(payload["predictions"]),
+            "created_at": now,
+        },
+    )
+    _append(
+        c,
+        s.test_log,
+        TEST_LOG_FIELDS,
+        {
+            "experiment_id": experiment_id,
+            "trial_id": trial_id,
+            "attempt": attempt,
+            "task": payload["task"],
+            "task_checksum": payload["task_checksum"],
+            "metric": payload["metric"],
+            "score": float(payload["score"]),
+            "predictions_sha256": payload["predictions_sha256"],
+            "created_at": now,
+        },
+    )
+
+
+def chained_write(engine: Engine, write: Callable[[Connection], None], own: bool = True) -> None:
+    """Run ``write`` in a transaction, retrying when a concurrent append took the same seq.
+
+    ``own``: ``write`` only appends to a log, so that its other integrity errors are said
+    as a failed append; else they are raised as they are.
+    """
+    for attempt in range(20):
+        try:
+            with engine.begin() as c:
+                write(c)
+            return
+        except (IntegrityError, OperationalError) as exc:
+            if faults.classify(exc) is not None:
+                raise  # busy, or a lost connection: the retrier runs the whole method again
+            text = str(exc.orig).lower()
+            if not any(w in text for w in ("unique", "duplicate")):
+                if not own:
+                    raise
+                raise LedgerError(f"cannot append to a log: {_one_line(exc.orig)}") from None
+            if attempt == 19:
+                raise LedgerError(f"cannot append to a log: {_one_line(exc.orig)}") from None
+            time.sleep(0.01 * (attempt + 1))
+
+
 def _append(
     c: Connection, table: Table, fields: tuple[str, ...], values: dict[str, Any]
 ) -> dict[str, Any]:
     """Append one entry to a hash chain inside the open transaction ``c``."""
-    head = c.execute(
-        select(table.c.seq, table.c.entry_hash).order_by(table.c.seq.desc()).limit(1)
-    ).first()
+    head = c.execute(_head_statement(table)).first()
     seq, prev = (1, chain.GENESIS) if head is None else (head[0] + 1, head[1])
     row = {**values, "seq": seq}
     row["prev_hash"] = prev
     row["entry_hash"] = chain.entry_hash(prev, {k: row[k] for k in fields})
-    c.execute(insert(table).values(**row))
+    c.execute(insert(table), row)
     return row
+
+
+@functools.cache
+def _head_statement(table: Table) -> Any:
+    """The last entry of a chain (built once: it runs for every append)."""
+    return select(table.c.seq, table.c.entry_hash).order_by(table.c.seq.desc()).limit(1)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     Table,
     and_,
     insert,
@@ -33,22 +34,8 @@ class Records(LedgerBase):
     def add_metrics(self, trial_id: str, attempt: int, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
-        values = [
-            {
-                "trial_id": trial_id,
-                "attempt": attempt,
-                "step": step,
-                "t": t,
-                "name": name,
-                "value": None if isinstance(v, float) and math.isnan(v) else v,
-            }
-            for step, t, name, v in rows
-        ]
         with self.engine.begin() as c:
-            first = {k: values[0][k] for k in ("trial_id", "attempt", "step", "t", "name")}
-            if faults.repeated() and _stored(c, s.metrics, first):
-                return  # the try that failed did commit
-            c.execute(insert(s.metrics), values)
+            insert_metrics(c, trial_id, attempt, rows)
 
     def metrics(self, trial_id: str, attempt: int | None = None) -> list[tuple[Any, ...]]:
         """(attempt, step, t, name, value) rows, in logging order."""
@@ -133,11 +120,8 @@ class Records(LedgerBase):
     # -- compute --------------------------------------------------------------------------------
     def add_compute(self, trial_id: str, attempt: int, record: dict[str, Any]) -> None:
         """Store the compute record of one attempt (replacing an earlier one of that attempt)."""
-        t = s.trial_compute
-        blob = json.dumps(_finite(record), sort_keys=True, default=_json_default)
-        row = {"trial_id": trial_id, "attempt": attempt, "compute_json": blob}
         with self.engine.begin() as c:
-            upsert(c, t, {**row, "created_at": time.time()}, ("compute_json", "created_at"))
+            upsert_compute(c, trial_id, attempt, record)
 
     def compute(self, experiment_id: str) -> dict[str, dict[str, Any]]:
         """{trial_id: compute record} of each trial's latest attempt (trials without one are
@@ -165,10 +149,8 @@ class Records(LedgerBase):
     # -- config keys read -----------------------------------------------------------------------
     def add_config_reads(self, trial_id: str, attempt: int, keys: Sequence[str]) -> None:
         """Store the config keys one attempt read (replacing an earlier record of it)."""
-        t = s.trial_config_reads
-        row = {"trial_id": trial_id, "attempt": attempt, "keys_json": _dumps(list(keys))}
         with self.engine.begin() as c:
-            upsert(c, t, row, ("keys_json",))
+            upsert_config_reads(c, trial_id, attempt, keys)
 
     def config_reads(self, experiment_id: str) -> dict[str, list[str]]:
         """{trial_id: config keys read} of each trial's latest attempt that recorded them."""
@@ -210,6 +192,42 @@ class Records(LedgerBase):
             raise LedgerError(f"no provenance '{provenance_id}'")
         data: dict[str, Any] = json.loads(row[0])
         return data
+
+
+def insert_metrics(
+    c: Connection, trial_id: str, attempt: int, rows: Sequence[Sequence[Any]]
+) -> None:
+    """Store metric points of one attempt in the open transaction ``c``."""
+    if not rows:
+        return
+    values = [
+        {
+            "trial_id": trial_id,
+            "attempt": attempt,
+            "step": step,
+            "t": t,
+            "name": name,
+            "value": None if isinstance(v, float) and math.isnan(v) else v,
+        }
+        for step, t, name, v in rows
+    ]
+    first = {k: values[0][k] for k in ("trial_id", "attempt", "step", "t", "name")}
+    if faults.repeated() and _stored(c, s.metrics, first):
+        return  # the try that failed did commit
+    c.execute(insert(s.metrics), values)
+
+
+def upsert_compute(c: Connection, trial_id: str, attempt: int, record: dict[str, Any]) -> None:
+    """Store the compute record of one attempt in the open transaction ``c``."""
+    blob = json.dumps(_finite(record), sort_keys=True, default=_json_default)
+    row = {"trial_id": trial_id, "attempt": attempt, "compute_json": blob}
+    upsert(c, s.trial_compute, {**row, "created_at": time.time()}, ("compute_json", "created_at"))
+
+
+def upsert_config_reads(c: Connection, trial_id: str, attempt: int, keys: Sequence[str]) -> None:
+    """Store the config keys one attempt read in the open transaction ``c``."""
+    row = {"trial_id": trial_id, "attempt": attempt, "keys_json": _dumps(list(keys))}
+    upsert(c, s.trial_config_reads, row, ("keys_json",))
 
 
 def _finite(obj: Any) -> Any:

@@ -18,7 +18,7 @@ from fairtrial.ledger.engine import DEFAULT_STORE, store_url
 from fairtrial.ledger.experiments import ExperimentRow, Experiments
 from fairtrial.ledger.logs import TEST_LOG_FIELDS, Logs
 from fairtrial.ledger.records import Records
-from fairtrial.ledger.trials import DONE, TrialRow, Trials
+from fairtrial.ledger.trials import DONE, TrialEvent, TrialRow, Trials
 
 __all__ = [
     "DEFAULT_STORE",
@@ -26,6 +26,7 @@ __all__ = [
     "TEST_LOG_FIELDS",
     "ExperimentRow",
     "Ledger",
+    "TrialEvent",
     "TrialRow",
     "store_url",
 ]

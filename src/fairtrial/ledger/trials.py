@@ -6,13 +6,16 @@ ledger's own clock; every attempt's ending is kept, a superseded one too.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    Connection,
+    bindparam,
     delete,
     func,
     insert,
@@ -28,10 +31,32 @@ from fairtrial.ledger import faults
 from fairtrial.ledger import schema as s
 from fairtrial.ledger.engine import LedgerBase, _dumps
 from fairtrial.ledger.idempotent import insert_ignore
+from fairtrial.ledger.logs import chained_write, insert_test_evaluation
+from fairtrial.ledger.records import insert_metrics, upsert_compute, upsert_config_reads
 from fairtrial.record import ENDED
 
 #: statuses a run treats as done (failures are results: they are kept, not re-run)
 DONE = ENDED
+
+
+class TrialEvent(NamedTuple):
+    """Something a running attempt reported: ``metrics`` (a list of (step, t, name, value)
+    rows) or ``test`` (a test evaluation, see :meth:`Logs.add_test_evaluation`)."""
+
+    trial_id: str
+    attempt: int
+    experiment_id: str
+    kind: str
+    payload: Any
+
+
+def write_events(c: Connection, events: Sequence[TrialEvent]) -> None:
+    """Store ``events`` in the open transaction ``c``, in the order they came."""
+    for e in events:
+        if e.kind == "metrics":
+            insert_metrics(c, e.trial_id, e.attempt, e.payload)
+        elif e.kind == "test":
+            insert_test_evaluation(c, e.trial_id, e.attempt, e.experiment_id, e.payload)
 
 
 @dataclass(frozen=True)
@@ -203,9 +228,7 @@ class Trials(LedgerBase):
             return float(c.execute(select(self._db_now())).scalar_one())
 
     def _db_now(self) -> Any:
-        if self.dialect == "postgresql":
-            return func.extract("epoch", func.clock_timestamp())
-        return (func.julianday("now") - 2440587.5) * 86400.0
+        return _db_now(self.dialect)
 
     def claim(
         self,
@@ -224,28 +247,18 @@ class Trials(LedgerBase):
         this process proved dead, see :func:`fairtrial.ledger.lease.provably_dead`).
         """
         t = s.trials
-        now = self._db_now()
-        free = (t.c.status != "running") | t.c.heartbeat_at.is_(None)
-        free = free | (t.c.heartbeat_at < now - lease)
+        params = {
+            "b_id": trial_id,
+            "b_seen": seen_attempt,
+            "b_next": seen_attempt + 1,
+            "b_owner": owner,
+            "b_lease": lease,
+            "b_started": time.time(),
+        }
         if dead_owner is not None:
-            free = free | (t.c.owner == dead_owner)
+            params["b_dead"] = dead_owner
         with self.engine.begin() as c:
-            res = c.execute(
-                update(t)
-                .where(t.c.id == trial_id, t.c.attempt == seen_attempt, free)
-                .values(
-                    status="running",
-                    attempt=seen_attempt + 1,
-                    owner=owner,
-                    heartbeat_at=now,
-                    started_at=time.time(),
-                    finished_at=None,
-                    result=None,
-                    error=None,
-                    error_detail=None,
-                    wall_time=None,
-                )
-            )
+            res = c.execute(_claim_statement(self.dialect, dead_owner is not None), params)
             if res.rowcount != 1 and faults.repeated():
                 # the try that failed may have committed this very claim
                 row = c.execute(select(t.c.attempt, t.c.owner).where(t.c.id == trial_id)).first()
@@ -278,30 +291,43 @@ class Trials(LedgerBase):
         task_checksum: str | None = None,
         provenance_id: str | None = None,
         owner: str | None = None,
+        compute: dict[str, Any] | None = None,
+        config_read: Sequence[str] | None = None,
+        events: Sequence[TrialEvent] = (),
     ) -> bool:
         """Record how an attempt ended. False when the trial is no longer at this attempt
         (its lease expired and another run took it over): the ending is still kept, as a
-        superseded attempt in ``trial_attempts``, and the trial keeps its newer attempt."""
-        t, attempts = s.trials, s.trial_attempts
-        finished_at = time.time()
-        with self.engine.begin() as c:
-            res = c.execute(
-                update(t)
-                .where(t.c.id == trial_id, t.c.attempt == attempt)
-                .values(
-                    status=status,
-                    result=result,
-                    error=error,
-                    error_detail=error_detail,
-                    finished_at=finished_at,
-                    wall_time=wall_time,
-                    phases_json=_dumps(phases or {}),
-                    task_checksum=task_checksum,
-                    provenance_id=provenance_id,
-                    owner=None,
-                    heartbeat_at=None,
-                )
-            )
+        superseded attempt in ``trial_attempts``, and the trial keeps its newer attempt.
+
+        ``events`` (held back by the run, of this trial or others), the attempt's
+        ``config_read`` and its ``compute`` record are written first, in the same
+        transaction: a trial's ending is one commit.
+        """
+        attempts = s.trial_attempts
+        current = False
+
+        def write(c: Connection) -> None:
+            nonlocal current
+            write_events(c, events)
+            if config_read is not None:
+                upsert_config_reads(c, trial_id, attempt, config_read)
+            if compute is not None:
+                upsert_compute(c, trial_id, attempt, compute)
+            finished_at = time.time()
+            params = {
+                "b_id": trial_id,
+                "b_attempt": attempt,
+                "b_status": status,
+                "b_result": result,
+                "b_error": error,
+                "b_error_detail": error_detail,
+                "b_finished_at": finished_at,
+                "b_wall_time": wall_time,
+                "b_phases_json": _dumps(phases or {}),
+                "b_task_checksum": task_checksum,
+                "b_provenance_id": provenance_id,
+            }
+            res = c.execute(_finish_statement(), params)
             current = res.rowcount == 1
             row = {
                 "trial_id": trial_id,
@@ -315,7 +341,15 @@ class Trials(LedgerBase):
                 "superseded": 0 if current else 1,
             }
             insert_ignore(c, attempts, [row])  # a repeated finish keeps the first record
+
+        chained_write(self.engine, write, own=False)
         return current
+
+    def add_events(self, events: Sequence[TrialEvent]) -> None:
+        """Store what running trials reported (metric points, test evaluations), in one
+        transaction."""
+        if events:
+            chained_write(self.engine, lambda c: write_events(c, events), own=False)
 
     def attempts(self, trial_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Every recorded ending of the given trials' attempts, oldest first."""
@@ -329,6 +363,59 @@ class Trials(LedgerBase):
                 )
                 out.extend(dict(r._mapping) for r in rows)
         return out
+
+
+def _db_now(dialect: str) -> Any:
+    """The ledger's clock in SQL (seconds since the epoch)."""
+    if dialect == "postgresql":
+        return func.extract("epoch", func.clock_timestamp())
+    return (func.julianday("now") - 2440587.5) * 86400.0
+
+
+# The statements every trial runs are built once, their values bound at execution: one
+# built with its values would be built and compiled-cache-keyed again on every call.
+@functools.cache
+def _claim_statement(dialect: str, dead_owner: bool) -> Any:
+    t = s.trials
+    now = _db_now(dialect)
+    free = (t.c.status != "running") | t.c.heartbeat_at.is_(None)
+    free = free | (t.c.heartbeat_at < now - bindparam("b_lease"))
+    if dead_owner:
+        free = free | (t.c.owner == bindparam("b_dead"))
+    return (
+        update(t)
+        .where(t.c.id == bindparam("b_id"), t.c.attempt == bindparam("b_seen"), free)
+        .values(
+            status="running",
+            attempt=bindparam("b_next"),
+            owner=bindparam("b_owner"),
+            heartbeat_at=now,
+            started_at=bindparam("b_started"),
+            finished_at=None,
+            result=None,
+            error=None,
+            error_detail=None,
+            wall_time=None,
+        )
+    )
+
+
+@functools.cache
+def _finish_statement() -> Any:
+    t = s.trials
+    names = "status result error error_detail finished_at wall_time phases_json task_checksum"
+    names += " provenance_id"
+    return (
+        update(t)
+        .where(t.c.id == bindparam("b_id"), t.c.attempt == bindparam("b_attempt"))
+        .values(
+            {
+                **{name: bindparam(f"b_{name}", type_=t.c[name].type) for name in names.split()},
+                "owner": None,
+                "heartbeat_at": None,
+            }
+        )
+    )
 
 
 def _trial(r: Any, experiment_id: str | None = None) -> TrialRow:

@@ -26,8 +26,10 @@ also counts whatever else runs on the device. It needs the ``nvidia-ml-py`` pack
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,9 +127,8 @@ class NvmlReader:
 
     def start(self) -> bool:
         self.handles, self.start_mj, self.error = [], [], None
-        try:
-            import pynvml
-        except ImportError:
+        pynvml = sys.modules.get("pynvml") or _import_pynvml()
+        if pynvml is None:
             self.error = "no NVML (nvidia-ml-py, fairtrial's 'gpu' extra, is not installed)"
             return False
         try:
@@ -160,6 +161,17 @@ class NvmlReader:
                 continue
             out[label] = (end - begin) / 1e3
         return out
+
+
+@functools.cache
+def _import_pynvml() -> Any:
+    """The pynvml module, or None; a failed import is tried once per process (it searches
+    the whole path, for every trial otherwise)."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    return pynvml
 
 
 def _uuid(pynvml: Any, i: int) -> str:
