@@ -151,6 +151,12 @@ class SeedStack:
             if shared:
                 x = x.expand(len(self), *x.shape)
             return self._layers(self.body, self.prefix, x)
+        forward_stacked = getattr(self.base, "forward_stacked", None)
+        if forward_stacked is not None:  # the model's own batched forward (transformer.py)
+            if shared:
+                x = x.expand(len(self), *x.shape)
+            stacked: torch.Tensor = forward_stacked(dict(self.params), x)
+            return stacked
 
         def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xs: torch.Tensor) -> Any:
             return functional_call(self.base, (p, b), (xs,))
@@ -164,6 +170,8 @@ class SeedStack:
     def _layers(self, seq: nn.Sequential, prefix: str, x: torch.Tensor) -> torch.Tensor:
         from torch.func import functional_call, vmap
 
+        from fairtrial.recipes._stacked import stacked_layer
+
         for name, layer in seq.named_children():
             at = f"{prefix}{name}."
             if isinstance(layer, nn.Linear):
@@ -176,6 +184,10 @@ class SeedStack:
             else:
                 p = {k[len(at) :]: v for k, v in self.params.items() if k.startswith(at)}
                 b = {k[len(at) :]: v for k, v in self.buffers.items() if k.startswith(at)}
+                exact = stacked_layer(layer) if not b else None  # each member as a lone layer
+                if exact is not None:
+                    x = exact(layer, p, x)
+                    continue
                 x = vmap(lambda p, b, xs, layer=layer: functional_call(layer, (p, b), (xs,)))(
                     p, b, x
                 )

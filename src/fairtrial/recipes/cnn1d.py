@@ -16,7 +16,7 @@ do the same way (seeded initial weights, seeded batch order, chunked evaluation)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from fairtrial.recipes import recipe
+from fairtrial.recipes import recipe, vectorized
 from fairtrial.recipes.torchkit import (
     batches,
     check_device,
@@ -38,6 +38,7 @@ from fairtrial.recipes.torchkit import (
 
 if TYPE_CHECKING:
     from fairtrial.context import TrialContext
+    from fairtrial.tasks import TaskData
 
 # -------------------------------------------------------------------------------------------
 # Options. A spec sets them in [baseline] and [arms.NAME]; every field's metadata holds its
@@ -303,12 +304,10 @@ def fit(
 # The recipe: what fairtrial calls once per trial.
 
 
-@recipe(Config)
-def train(cfg: Config, ctx: TrialContext) -> None:
-    d = ctx.data
-    n_classes = d.n_classes
-    if n_classes is None:
-        raise ValueError("the cnn1d recipe classifies: this task is a regression task (no classes)")
+def _inputs(
+    cfg: Config, d: TaskData
+) -> tuple[Callable[[NDArray[Any]], torch.Tensor], tuple[torch.Tensor, ...]]:
+    """``to_tensor`` (raw rows -> model inputs) and the train/val tensors."""
 
     def to_tensor(x: NDArray[Any]) -> torch.Tensor:
         # (examples, length): the model adds the channel; torch.tensor copies the read-only rows
@@ -318,10 +317,81 @@ def train(cfg: Config, ctx: TrialContext) -> None:
     x_tr, x_va = to_tensor(d.x_train), to_tensor(d.x_val)
     y_tr = torch.tensor(d.y_train, dtype=torch.long, device=cfg.device)
     y_va = torch.tensor(d.y_val, dtype=torch.long, device=cfg.device)
+    return to_tensor, (x_tr, y_tr, x_va, y_va)
+
+
+def _factory(cfg: Config, d: TaskData) -> Callable[[], CNN1d]:
+    """What builds one model for the task (the weights come from the caller's stream)."""
+    n_classes = d.n_classes
+    if n_classes is None:
+        raise ValueError("the cnn1d recipe classifies: this task is a regression task (no classes)")
+    length = np.asarray(d.x_train).reshape(len(d.x_train), -1).shape[1]
+    return lambda: CNN1d(length, n_classes, cfg)
+
+
+@recipe(Config)
+def train(cfg: Config, ctx: TrialContext) -> None:
+    make = _factory(cfg, ctx.data)
+    to_tensor, (x_tr, y_tr, x_va, y_va) = _inputs(cfg, ctx.data)
     # Weights from the seed's "init" stream alone: every arm starts seed i from the same
     # weights, so differences between arms are the change, not the luck of the init.
-    model = init_model(ctx, lambda: CNN1d(x_tr.shape[1], n_classes, cfg), cfg.device)
+    model = init_model(ctx, make, cfg.device)
     fit(cfg, ctx, model, (x_tr, y_tr), (x_va, y_va))
     # The test split is scored once, by fairtrial, from the predicted labels.
     with ctx.phase("eval"), ctx.count_flops("test"):
         ctx.evaluate_test(predictor(model, to_tensor))
+
+
+# -------------------------------------------------------------------------------------------
+# Optional: every seed of one arm as one batched model (fairtrial run --backend vectorized).
+
+
+def fit_many(
+    cfg: Config,
+    ctxs: Sequence[TrialContext],
+    models: Sequence[nn.Module],
+    train_split: tuple[torch.Tensor, torch.Tensor],
+    val_split: tuple[torch.Tensor, torch.Tensor],
+) -> list[nn.Module]:
+    """:func:`fit` for ``len(ctxs)`` seeds at once; returns the trained models.
+
+    The same optimizer, schedule and log points, and each seed's own batches, in the
+    vectorized backend's batched loop (:func:`fairtrial.recipes._vmap.fit_vectorized`).
+    The inputs get their channel here (``CNN1d.forward`` adds it to a lone batch), so the
+    batched loop runs ``net`` layer by layer; its convolutions compute each seed as a lone
+    one does (:mod:`fairtrial.recipes._stacked`).
+    """
+    from fairtrial.recipes._vmap import fit_vectorized
+
+    (x, y), (x_val, y_val) = train_split, val_split
+    per_epoch = steps_per_epoch(len(y), cfg.batch_size)
+    total = cfg.epochs * per_epoch
+    return fit_vectorized(
+        ctxs,
+        models,
+        lambda params: make_optimizer(cfg, params),
+        (x.unsqueeze(1), y),
+        (x_val.unsqueeze(1), y_val),
+        steps=total,
+        batch_size=cfg.batch_size,
+        lr_at=lambda step: learning_rate(cfg, step, total),
+        eval_every=per_epoch,
+        step_unit=per_epoch,
+        label_smoothing=cfg.label_smoothing,
+        select=cfg.select,
+        body="net",
+    )
+
+
+@vectorized(train)
+def train_many(cfg: Config, ctxs: Sequence[TrialContext]) -> None:
+    """Every seed of one arm as one batched model (``fairtrial run --backend vectorized``)."""
+    from fairtrial.recipes._vmap import each, phase
+
+    make = _factory(cfg, ctxs[0].data)
+    to_tensor, (x_tr, y_tr, x_va, y_va) = _inputs(cfg, ctxs[0].data)
+    models = [init_model(ctx, make, cfg.device) for ctx in ctxs]
+    trained = fit_many(cfg, ctxs, models, (x_tr, y_tr), (x_va, y_va))
+    with phase(ctxs, "eval"):
+        # each seed's own model predicts, exactly as a lone run's would
+        each(ctxs, lambda i, ctx: ctx.evaluate_test(predictor(trained[i], to_tensor)))
