@@ -116,7 +116,10 @@ class SeedStack:
     orientation as a lone ``nn.Linear``'s, so gradients agree bit for bit; ``vmap`` of a
     linear layer computes the weight gradient as the transposed product, which rounds
     differently, and Adam amplifies such last-bit differences over thousands of steps.
-    Other layers, and whole models without a ``body``, go through ``vmap``.
+    Convolutions, layer norms, embeddings and per-example layers such as pooling run as
+    :func:`fairtrial.recipes._stacked.stacked_layer` says, each member exactly as alone.
+    A model without a ``body`` that has ``forward_stacked(params, x)`` (stacked weights by
+    name, (N, batch, ...) input) is run by it; other layers and models go through ``vmap``.
     """
 
     def __init__(self, models: Sequence[nn.Module], body: str | None = None) -> None:

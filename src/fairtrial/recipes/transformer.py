@@ -18,9 +18,11 @@ train_accuracy reached 1.
 The whole recipe is in this file, top to bottom: ``Config`` (the options a spec may set), the
 model (``Block``, ``Transformer``), the AdamW optimizer and learning-rate schedule, ``fit``
 (the step loop, its evaluation on the validation split every ``eval_every`` steps and its log
-points) and ``train(config, ctx)``, ending with the test predictions. What every torch recipe
-must do the same way (seeded initial weights, seeded batch order, chunked evaluation) comes
-from :mod:`fairtrial.recipes.torchkit`.
+points), ``train(config, ctx)``, ending with the test predictions, and ``train_many``, all
+seeds of an arm as one batched model for ``--backend vectorized`` (``forward_stacked``: each
+seed's weights bit for bit its lone run's on the CPU; dropout > 0 runs seed by seed). What
+every torch recipe must do the same way (seeded initial weights, seeded batch order, chunked
+evaluation) comes from :mod:`fairtrial.recipes.torchkit`.
 """
 
 from __future__ import annotations
