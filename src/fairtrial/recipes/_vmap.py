@@ -174,7 +174,10 @@ class SeedStack:
     orientation as a lone ``nn.Linear``'s, so gradients agree bit for bit; ``vmap`` of a
     linear layer computes the weight gradient as the transposed product, which rounds
     differently, and Adam amplifies such last-bit differences over thousands of steps.
-    Other layers, and whole models without a ``body``, go through ``vmap``.
+    Convolutions, layer norms, embeddings and per-example layers such as pooling run as
+    :func:`fairtrial.recipes._stacked.stacked_layer` says, each member exactly as alone.
+    A model without a ``body`` that has ``forward_stacked(params, x)`` (stacked weights by
+    name, (N, batch, ...) input) is run by it; other layers and models go through ``vmap``.
     """
 
     def __init__(
@@ -255,6 +258,12 @@ class SeedStack:
             if shared:
                 x = x.expand(len(self), *x.shape)
             return self._layers(params, self.body, self.prefix, x)
+        forward_stacked = getattr(self.base, "forward_stacked", None)
+        if forward_stacked is not None:  # the model's own batched forward (transformer.py)
+            if shared:
+                x = x.expand(len(self), *x.shape)
+            stacked: torch.Tensor = forward_stacked(params, x)
+            return stacked
 
         def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xs: torch.Tensor) -> Any:
             return functional_call(self.base, (p, b), (xs,))
@@ -268,6 +277,8 @@ class SeedStack:
         self, params: dict[str, torch.Tensor], seq: nn.Sequential, prefix: str, x: torch.Tensor
     ) -> torch.Tensor:
         from torch.func import functional_call, vmap
+
+        from fairtrial.recipes._stacked import stacked_layer
 
         for name, layer in seq.named_children():
             at = f"{prefix}{name}."
@@ -283,6 +294,10 @@ class SeedStack:
             else:
                 p = {k[len(at) :]: v for k, v in params.items() if k.startswith(at)}
                 b = {k[len(at) :]: v for k, v in self.buffers.items() if k.startswith(at)}
+                exact = stacked_layer(layer) if not b else None  # each member as a lone layer
+                if exact is not None:
+                    x = exact(layer, p, x)
+                    continue
                 x = vmap(lambda p, b, xs, layer=layer: functional_call(layer, (p, b), (xs,)))(
                     p, b, x
                 )

@@ -7,16 +7,18 @@ the convolution's weight sharing is the inductive bias that a translated signal 
 
 The whole recipe is in this file, top to bottom: ``Config`` (the options a spec may set), the
 model ``CNN1d``, the optimizer and learning-rate schedule, ``fit`` (the epoch loop, its
-evaluation on the validation split and its log points) and ``train(config, ctx)``, ending with
-the test predictions. The loop is the MLP recipe's (``mlp.py``); what every torch recipe must
-do the same way (seeded initial weights, seeded batch order, chunked evaluation) comes from
-:mod:`fairtrial.recipes.torchkit`.
+evaluation on the validation split and its log points), ``train(config, ctx)``, ending with
+the test predictions, and ``train_many``, all seeds of an arm as one batched model for
+``--backend vectorized`` (each seed's weights bit for bit its lone run's on the CPU: the
+convolutions run as :mod:`fairtrial.recipes._stacked` writes them). The loop is the MLP
+recipe's (``mlp.py``); what every torch recipe must do the same way (seeded initial weights,
+seeded batch order, chunked evaluation) comes from :mod:`fairtrial.recipes.torchkit`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from fairtrial.recipes import recipe
+from fairtrial.recipes import recipe, vectorized
 from fairtrial.recipes.torchkit import (
     batches,
     check_device,
@@ -38,6 +40,7 @@ from fairtrial.recipes.torchkit import (
 
 if TYPE_CHECKING:
     from fairtrial.context import TrialContext
+    from fairtrial.tasks import TaskData
 
 # -------------------------------------------------------------------------------------------
 # Options. A spec sets them in [baseline] and [arms.NAME]; every field's metadata holds its
@@ -303,12 +306,10 @@ def fit(
 # The recipe: what fairtrial calls once per trial.
 
 
-@recipe(Config)
-def train(cfg: Config, ctx: TrialContext) -> None:
-    d = ctx.data
-    n_classes = d.n_classes
-    if n_classes is None:
-        raise ValueError("the cnn1d recipe classifies: this task is a regression task (no classes)")
+def _inputs(
+    cfg: Config, d: TaskData
+) -> tuple[Callable[[NDArray[Any]], torch.Tensor], tuple[torch.Tensor, ...]]:
+    """``to_tensor`` (raw rows -> model inputs) and the train/val tensors."""
 
     def to_tensor(x: NDArray[Any]) -> torch.Tensor:
         # (examples, length): the model adds the channel; torch.tensor copies the read-only rows
@@ -318,10 +319,106 @@ def train(cfg: Config, ctx: TrialContext) -> None:
     x_tr, x_va = to_tensor(d.x_train), to_tensor(d.x_val)
     y_tr = torch.tensor(d.y_train, dtype=torch.long, device=cfg.device)
     y_va = torch.tensor(d.y_val, dtype=torch.long, device=cfg.device)
+    return to_tensor, (x_tr, y_tr, x_va, y_va)
+
+
+def _factory(cfg: Config, d: TaskData) -> Callable[[], CNN1d]:
+    """What builds one model for the task (the weights come from the caller's stream)."""
+    n_classes = d.n_classes
+    if n_classes is None:
+        raise ValueError("the cnn1d recipe classifies: this task is a regression task (no classes)")
+    length = np.asarray(d.x_train).reshape(len(d.x_train), -1).shape[1]
+    return lambda: CNN1d(length, n_classes, cfg)
+
+
+@recipe(Config)
+def train(cfg: Config, ctx: TrialContext) -> None:
+    make = _factory(cfg, ctx.data)
+    to_tensor, (x_tr, y_tr, x_va, y_va) = _inputs(cfg, ctx.data)
     # Weights from the seed's "init" stream alone: every arm starts seed i from the same
     # weights, so differences between arms are the change, not the luck of the init.
-    model = init_model(ctx, lambda: CNN1d(x_tr.shape[1], n_classes, cfg), cfg.device)
+    model = init_model(ctx, make, cfg.device)
     fit(cfg, ctx, model, (x_tr, y_tr), (x_va, y_va))
     # The test split is scored once, by fairtrial, from the predicted labels.
     with ctx.phase("eval"), ctx.count_flops("test"):
         ctx.evaluate_test(predictor(model, to_tensor))
+
+
+# -------------------------------------------------------------------------------------------
+# Optional: every seed of one arm as one batched model (fairtrial run --backend vectorized).
+
+
+def fit_many(
+    cfgs: Sequence[Config],
+    ctxs: Sequence[TrialContext],
+    models: Sequence[nn.Module],
+    train_split: tuple[torch.Tensor, torch.Tensor],
+    val_split: tuple[torch.Tensor, torch.Tensor],
+) -> list[nn.Module]:
+    """:func:`fit` for ``len(ctxs)`` members at once (``cfgs[i]`` is member ``i``'s config);
+    returns the trained models.
+
+    The same optimizer, schedule and log points, and each seed's own batches, in the
+    vectorized backend's batched loop (:func:`fairtrial.recipes._vmap.fit_members`); members
+    may differ in the options of :data:`VARIES`. The inputs get their channel here
+    (``CNN1d.forward`` adds it to a lone batch), so the batched loop runs ``net`` layer by
+    layer; its convolutions compute each seed as a lone one does
+    (:mod:`fairtrial.recipes._stacked`).
+    """
+    from fairtrial.recipes._vmap import Member, fit_members
+
+    (x, y), (x_val, y_val) = train_split, val_split
+    per_epoch = steps_per_epoch(len(y), cfgs[0].batch_size)
+
+    def member(cfg: Config) -> Member:
+        total = cfg.epochs * per_epoch
+        return Member(
+            steps=total,
+            lr_at=lambda step: learning_rate(cfg, step, total),
+            optimizer=lambda params: make_optimizer(cfg, params),
+            label_smoothing=cfg.label_smoothing,
+            select=cfg.select,
+            key=cfg,
+        )
+
+    return fit_members(
+        ctxs,
+        models,
+        [member(cfg) for cfg in cfgs],
+        (x.unsqueeze(1), y),
+        (x_val.unsqueeze(1), y_val),
+        batch_size=cfgs[0].batch_size,
+        eval_every=per_epoch,
+        step_unit=per_epoch,
+        body="net",
+    )
+
+
+#: options that members of one batched model may differ in: they change neither a tensor's
+#: shape nor the code that runs (they become per-member optimizer groups and schedules)
+VARIES = (
+    "lr",
+    "momentum",
+    "weight_decay",
+    "warmup_steps",
+    "schedule",
+    "epochs",
+    "label_smoothing",
+    "select",
+)
+
+
+@vectorized(train, varies=VARIES)
+def train_many(cfgs: Sequence[Config], ctxs: Sequence[TrialContext]) -> None:
+    """Every trial of the arms that differ only in :data:`VARIES`, as one batched model
+    (``fairtrial run --backend vectorized``)."""
+    from fairtrial.recipes._vmap import evaluate_tests, phase
+
+    cfg = cfgs[0]
+    make = _factory(cfg, ctxs[0].data)
+    to_tensor, (x_tr, y_tr, x_va, y_va) = _inputs(cfg, ctxs[0].data)
+    models = [init_model(ctx, make, cfg.device) for ctx in ctxs]
+    trained = fit_many(cfgs, ctxs, models, (x_tr, y_tr), (x_va, y_va))
+    with phase(ctxs, "eval"):
+        # each seed's own model predicts, exactly as a lone run's would
+        evaluate_tests(ctxs, [predictor(model, to_tensor) for model in trained])

@@ -18,15 +18,17 @@ train_accuracy reached 1.
 The whole recipe is in this file, top to bottom: ``Config`` (the options a spec may set), the
 model (``Block``, ``Transformer``), the AdamW optimizer and learning-rate schedule, ``fit``
 (the step loop, its evaluation on the validation split every ``eval_every`` steps and its log
-points) and ``train(config, ctx)``, ending with the test predictions. What every torch recipe
-must do the same way (seeded initial weights, seeded batch order, chunked evaluation) comes
-from :mod:`fairtrial.recipes.torchkit`.
+points), ``train(config, ctx)``, ending with the test predictions, and ``train_many``, all
+seeds of an arm as one batched model for ``--backend vectorized`` (``forward_stacked``: each
+seed's weights bit for bit its lone run's on the CPU; dropout > 0 runs seed by seed). What
+every torch recipe must do the same way (seeded initial weights, seeded batch order, chunked
+evaluation) comes from :mod:`fairtrial.recipes.torchkit`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,7 +38,8 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from fairtrial.recipes import recipe
+from fairtrial.recipes import NotVectorizable, recipe, vectorized
+from fairtrial.recipes import _stacked as S
 from fairtrial.recipes.torchkit import (
     batches,
     check_device,
@@ -47,6 +50,7 @@ from fairtrial.recipes.torchkit import (
 
 if TYPE_CHECKING:
     from fairtrial.context import TrialContext
+    from fairtrial.tasks import TaskData
 
 # -------------------------------------------------------------------------------------------
 # Options. A spec sets them in [baseline] and [arms.NAME]; every field's metadata holds its
@@ -184,6 +188,27 @@ class Block(nn.Module):
         out: torch.Tensor = x + self.drop(self.mlp(self.ln2(x)))
         return out
 
+    def forward_stacked(
+        self, p: dict[str, torch.Tensor], at: str, x: torch.Tensor, last_only: bool
+    ) -> torch.Tensor:
+        """:meth:`forward` of N members at once (no dropout): ``p`` holds their stacked
+        weights by full name, ``at`` is this block's prefix, ``x`` is (N, batch, T, c)."""
+        n, b, t, c = x.shape
+        h = S.layer_norm(x, p[at + "ln1.weight"], p[at + "ln1.bias"], self.ln1.eps)
+        q, k, v = torch.split(S.linear(h, p[at + "qkv.weight"], p[at + "qkv.bias"]), c, dim=3)
+        if last_only:
+            q, x, t = q[:, :, -1:], x[:, :, -1:], 1
+        q, k, v = (
+            z.view(n, b, -1, self.n_heads, c // self.n_heads).transpose(2, 3) for z in (q, k, v)
+        )
+        att = S.attention(q, k, v, is_causal=not last_only)
+        att = att.transpose(2, 3).reshape(n, b, t, c)
+        x = x + S.linear(att, p[at + "proj.weight"], p[at + "proj.bias"])
+        h = S.layer_norm(x, p[at + "ln2.weight"], p[at + "ln2.bias"], self.ln2.eps)
+        h = torch.relu(S.linear(h, p[at + "mlp.0.weight"], p[at + "mlp.0.bias"]))
+        out: torch.Tensor = x + S.linear(h, p[at + "mlp.2.weight"], p[at + "mlp.2.bias"])
+        return out
+
 
 class Transformer(nn.Module):
     def __init__(self, n_tokens: int, n_classes: int, seq_len: int, cfg: Config) -> None:
@@ -202,6 +227,23 @@ class Transformer(nn.Module):
             x = block(x, last_only=i == len(self.blocks) - 1)
         out: torch.Tensor = self.head(self.ln(x[:, -1]))  # the answer is read at "="
         return out
+
+    def forward_stacked(self, p: dict[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` of N members at once, for the vectorized backend: ``p`` holds
+        their weights stacked along a new first dimension, ``tokens`` is (N, batch, 2).
+
+        Each member computes what it computes alone, bit for bit: the layers run as
+        :mod:`fairtrial.recipes._stacked` writes them (no dropout: ``train_many`` refuses it).
+        """
+        eq = torch.full_like(tokens[:, :, :1], self.eq)
+        emb = S.embedding(torch.cat([tokens, eq], dim=2), p["embed.weight"])
+        # one member at a time: the position gradient then sums the batch as a lone run does
+        x = torch.stack([e + pos for e, pos in zip(emb.unbind(0), p["pos"].unbind(0), strict=True)])
+        for i, block in enumerate(self.blocks):
+            assert isinstance(block, Block)
+            x = block.forward_stacked(p, f"blocks.{i}.", x, last_only=i == len(self.blocks) - 1)
+        h = S.layer_norm(x[:, :, -1], p["ln.weight"], p["ln.bias"], self.ln.eps)
+        return S.linear(h, p["head.weight"], p["head.bias"])
 
 
 # -------------------------------------------------------------------------------------------
@@ -315,17 +357,10 @@ def fit(
 # The recipe: what fairtrial calls once per trial.
 
 
-@recipe(Config)
-def train(cfg: Config, ctx: TrialContext) -> None:
-    d = ctx.data
-    n_classes = d.n_classes
-    if n_classes is None:
-        raise ValueError(
-            "the transformer recipe classifies: this task is a regression task (no classes)"
-        )
-    # token ids 0..n_tokens-1; the task says how many there are (the training rows may
-    # miss the largest)
-    n_tokens = int(d.meta.get("n_tokens", int(np.max(d.x_train)) + 1))
+def _inputs(
+    cfg: Config, d: TaskData
+) -> tuple[Callable[[NDArray[Any]], torch.Tensor], tuple[torch.Tensor, ...]]:
+    """``to_tensor`` (raw rows -> token ids) and the train/val tensors."""
 
     def to_tensor(x: NDArray[Any]) -> torch.Tensor:
         # torch.tensor copies: the task's arrays are read-only
@@ -334,12 +369,95 @@ def train(cfg: Config, ctx: TrialContext) -> None:
     x_tr, x_va = to_tensor(d.x_train), to_tensor(d.x_val)
     y_tr = torch.tensor(d.y_train, dtype=torch.long, device=cfg.device)
     y_va = torch.tensor(d.y_val, dtype=torch.long, device=cfg.device)
+    return to_tensor, (x_tr, y_tr, x_va, y_va)
+
+
+def _factory(cfg: Config, d: TaskData) -> Callable[[], Transformer]:
+    """What builds one model for the task (the weights come from the caller's stream)."""
+    n_classes = d.n_classes
+    if n_classes is None:
+        raise ValueError(
+            "the transformer recipe classifies: this task is a regression task (no classes)"
+        )
+    # token ids 0..n_tokens-1; the task says how many there are (the training rows may
+    # miss the largest)
+    n_tokens = int(d.meta.get("n_tokens", int(np.max(d.x_train)) + 1))
+    seq_len = np.asarray(d.x_train).shape[1]
+    return lambda: Transformer(n_tokens, n_classes, seq_len, cfg)
+
+
+@recipe(Config)
+def train(cfg: Config, ctx: TrialContext) -> None:
+    make = _factory(cfg, ctx.data)
+    to_tensor, (x_tr, y_tr, x_va, y_va) = _inputs(cfg, ctx.data)
     # Weights from the seed's "init" stream alone: every arm starts seed i from the same
     # weights, so differences between arms are the change, not the luck of the init.
-    model = init_model(
-        ctx, lambda: Transformer(n_tokens, n_classes, x_tr.shape[1], cfg), cfg.device
-    )
+    model = init_model(ctx, make, cfg.device)
     fit(cfg, ctx, model, (x_tr, y_tr), (x_va, y_va))
     # The test split is scored once, by fairtrial, from the predicted labels.
     with ctx.phase("eval"), ctx.count_flops("test"):
         ctx.evaluate_test(predictor(model, to_tensor))
+
+
+# -------------------------------------------------------------------------------------------
+# Optional: every seed of one arm as one batched model (fairtrial run --backend vectorized).
+
+
+def fit_many(
+    cfgs: Sequence[Config],
+    ctxs: Sequence[TrialContext],
+    models: Sequence[nn.Module],
+    train_split: tuple[torch.Tensor, torch.Tensor],
+    val_split: tuple[torch.Tensor, torch.Tensor],
+) -> list[nn.Module]:
+    """:func:`fit` for ``len(ctxs)`` members at once (``cfgs[i]`` is member ``i``'s config);
+    returns the trained models.
+
+    The same optimizer, schedule and log points (every ``eval_every`` steps and after the
+    last, the first one's train_loss unsmoothed as there is no smoothing), and each seed's own
+    batches, in the vectorized backend's batched loop
+    (:func:`fairtrial.recipes._vmap.fit_members`), which runs
+    :meth:`Transformer.forward_stacked`; members may differ in the options of :data:`VARIES`.
+    """
+    from fairtrial.recipes._vmap import Member, fit_members
+
+    def member(cfg: Config) -> Member:
+        return Member(
+            steps=cfg.steps,
+            lr_at=lambda step: learning_rate(cfg, step),
+            optimizer=lambda params: make_optimizer(cfg, params),
+            key=cfg,
+        )
+
+    return fit_members(
+        ctxs,
+        models,
+        [member(cfg) for cfg in cfgs],
+        train_split,
+        val_split,
+        batch_size=cfgs[0].batch_size,
+        eval_every=cfgs[0].eval_every,
+    )
+
+
+#: options that members of one batched model may differ in: they change neither a tensor's
+#: shape nor the code that runs (they become per-member optimizer groups and schedules)
+VARIES = ("lr", "weight_decay", "betas", "steps", "warmup_steps", "schedule")
+
+
+@vectorized(train, varies=VARIES)
+def train_many(cfgs: Sequence[Config], ctxs: Sequence[TrialContext]) -> None:
+    """Every trial of the arms that differ only in :data:`VARIES`, as one batched model
+    (``fairtrial run --backend vectorized``)."""
+    if any(cfg.dropout > 0 for cfg in cfgs):
+        raise NotVectorizable("dropout > 0 draws its masks from each seed's own generator")
+    from fairtrial.recipes._vmap import evaluate_tests, phase
+
+    cfg = cfgs[0]
+    make = _factory(cfg, ctxs[0].data)
+    to_tensor, (x_tr, y_tr, x_va, y_va) = _inputs(cfg, ctxs[0].data)
+    models = [init_model(ctx, make, cfg.device) for ctx in ctxs]
+    trained = fit_many(cfgs, ctxs, models, (x_tr, y_tr), (x_va, y_va))
+    with phase(ctxs, "eval"):
+        # each seed's own model predicts, exactly as a lone run's would
+        evaluate_tests(ctxs, [predictor(model, to_tensor) for model in trained])
