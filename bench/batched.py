@@ -135,7 +135,7 @@ def bench_scale(quick: bool, tmp: Path) -> list[Row]:
 
     cores = available_cores()
     rows: list[Row] = []
-    for n in (2, 10, 50) if quick else (2, 5, 10, 20, 50, 100):
+    for n in (2, 10, 100) if quick else (2, 5, 10, 20, 50, 100):
         spec = _demo_spec(tmp, f"scale{n}", seeds=n, arms=False)
         local = _run(spec, LocalBackend(workers=cores, threads=1), tmp / f"l{n}.db")
         vec = _run(spec, VectorizedBackend(threads=cores), tmp / f"v{n}.db")
