@@ -463,6 +463,11 @@ def fit_members(
             )
         opt.add_param_group(dict(other.param_groups[0]))
         group_of[r] = opt.param_groups[-1]
+    for group in opt.param_groups:
+        # One call per operation over all of a run's weights instead of one per tensor: the
+        # same kernels, element for element, as the single-tensor update of a lone run.
+        if group.get("foreach") is None and not group.get("fused"):
+            group["foreach"] = True
     x, y = train
     x_val, y_val = val
     orders = [batches(c.torch_generator("data"), len(y), batch_size) for c in ctxs]
