@@ -11,8 +11,8 @@ Sections (each ratio is against the first row of its section, measured in the sa
 ``trials``   per-trial overhead of short trials (default 200) that do nothing but score a
              constant prediction: fairtrial local (workers) vs inline vs Ray, and Ray Tune
              running the same work as a function trainable (a bare call in the note); then
-             the per-trial overhead of local and inline from the first trial to the last,
-             past the local workers' start-up (which the note gives).
+             the time each added trial costs on local and inline (3n trials against n, so
+             that the run's fixed costs, such as the workers' start-up, cancel out).
 ``seeds``    the digits MLP, 10 and 100 seeds: sequential (one process) vs worker processes
              vs vectorized (one batched model); plus one seed alone, the yardstick of the
              "10 seeds in at most 3x one seed" target.
@@ -184,11 +184,18 @@ def bench_trials(quick: bool, tmp: Path) -> list[Row]:
     inline = _run(spec, InlineBackend(), tmp / "i.db") / n
     note = f"the recipe alone: {bare * 1000:.2f} ms"
     rows.append(Row("trials", "fairtrial inline (this process)", inline, "s", note=note))
+    # The marginal cost of a trial: a run of 3n trials against the run of n above, so that
+    # what a run pays once (workers' start-up, provenance, analysis) cancels out.
+    more = _spec(tmp, "noop3", "noop:train", 3 * n, "x = 0")
     overhead = []
-    for name, db in (("local", tmp / "l.db"), ("inline", tmp / "i.db")):
-        per_trial, startup = _per_trial(spec, db, n)
-        note = f"past the workers' start-up of {startup:.2f} s" if startup else ""
-        overhead.append(Row("trials", f"{name}: per-trial overhead", per_trial, "s", note=note))
+    for name, backend, once in (
+        ("local", LocalBackend(), seconds * n),
+        ("inline", InlineBackend(), inline * n),
+    ):
+        longer = _run(more, backend, tmp / f"{name}3.db")
+        per_trial = (longer - once) / (2 * n)
+        note = f"({3 * n} trials - {n} trials) / {2 * n}: without the run's fixed costs"
+        overhead.append(Row("trials", f"{name}: time per added trial", per_trial, "s", note=note))
     if _ray_up():
         from fairtrial.backends.ray import RayBackend
 
@@ -201,28 +208,6 @@ def bench_trials(quick: bool, tmp: Path) -> list[Row]:
     else:
         rows.append(Row("trials", "fairtrial ray", None, "s", note="ray not installed"))
     return _ratios(rows) + _ratios(overhead)
-
-
-def _per_trial(spec: Any, db: Path, n: int) -> tuple[float, float]:
-    """Seconds per trial from the first trial's claim to the last one's ending, once the
-    slowest worker had started (interpreter, imports, task and recipe: its ``worker_startup``
-    record), and that start-up; the run's set-up before its first trial is left out."""
-    from fairtrial.ledger import Ledger
-
-    led = Ledger(db)
-    try:
-        trials = led.trials(spec.experiment_id)
-        startup = max(
-            (
-                c.get("worker_startup", {}).get("seconds", 0.0)
-                for c in led.compute(spec.experiment_id).values()
-            ),
-            default=0.0,
-        )
-    finally:
-        led.close()
-    span = max(t.finished_at or 0.0 for t in trials) - min(t.started_at or 0.0 for t in trials)
-    return max(0.0, span - startup) / n, startup
 
 
 def _ray_tune(n: int, tmp: Path) -> Row:
