@@ -133,3 +133,19 @@ def test_run_says_which_backend_auto_chose(
     assert "backend auto: vectorized, because recipe 'fairtrial.recipes.mlp:train'" in out.output
     # both arms (they differ in lr only) trained as one batched model
     assert "vectorized: 4 trials as 1 group(s) of 4\n" in out.output
+
+
+def test_digits_loads_without_importing_sklearn_datasets() -> None:
+    """Every run and every worker loads the demo's task: it reads scikit-learn's bundled CSV
+    directly (seconds of scipy and pandas imports saved), and its checksum still holds."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from fairtrial.tasks import get_task; t = get_task('digits'); "
+        "print(t.checksum, 'sklearn.datasets' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    from fairtrial.tasks import get_task
+
+    assert out.stdout.split() == [get_task("digits").checksum, "False"]
