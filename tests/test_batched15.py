@@ -109,6 +109,11 @@ def test_auto_picks_vectorized_where_it_is_safe(write_spec: Callable[..., Path])
             {},
             "time_limit is enforced by stopping a worker process",
         ),
+        (
+            load_spec(write_spec(MLP_SPEC.format(extra="target = 0.5"), name="g.toml")),
+            {},
+            "target asks each trial's own time to reach it",
+        ),
     ]
     for case, options, reason in cases:
         backend, why = choose_backend(case, **options)

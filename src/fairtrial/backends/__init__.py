@@ -33,7 +33,8 @@ def choose_backend(
     trials train as a few batched models in this process, many times faster than one trial
     at a time. Local worker processes otherwise, and also when the run needs what only
     workers give: a command recipe (a program of its own), a ``time_limit`` (enforced by
-    stopping a worker), or ``--workers`` asked for.
+    stopping a worker), a ``target`` (each trial's own time to reach it; a batched model's
+    members share their time), or ``--workers`` asked for.
     """
     local = LocalBackend(workers=workers, threads=threads)
     if spec.command is not None:
@@ -42,6 +43,8 @@ def choose_backend(
         return local, "--workers asks for worker processes"
     if spec.time_limit:
         return local, "the spec's time_limit is enforced by stopping a worker process"
+    if spec.target is not None:
+        return local, "the spec's target asks each trial's own time to reach it"
     base_dir = str(spec.base_dir.resolve()) if spec.base_dir else None
     try:
         form = vectorized_form(resolve_recipe(spec.recipe or "", base_dir))
