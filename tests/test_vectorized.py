@@ -274,10 +274,13 @@ def test_a_user_recipe_opts_in_and_one_without_a_batched_form_falls_back(
     write_spec: Callable[..., Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     for name, recipe, extra in [
-        ("user", "vec_user:train", ""),
+        ("user", "my_recipe:train", ""),
         ("probe", "toy:probe", 'noise = 0.1\nmode = "ok"'),
     ]:
         body = USER_SPEC.format(name=name, recipe=recipe, extra=extra)
+        # the README's example of a user's own recipe with its batched form
+        example = Path(__file__).parent.parent / "examples" / "batched" / "my_recipe.py"
+        (tmp_path / "my_recipe.py").write_text(example.read_text())
         spec = load_spec(write_spec(body, name=f"{name}.toml"))
         results = []
         for i, backend in enumerate([InlineBackend(), VectorizedBackend(threads=1)]):
@@ -288,8 +291,8 @@ def test_a_user_recipe_opts_in_and_one_without_a_batched_form_falls_back(
         if recipe == "toy:probe":
             assert "recipe 'toy:probe' has no batched form" in err
         else:
-            # the batched form ran: the user recipe has no varies, so one model per arm
-            assert "6 trials as 2 group(s) of 3, 3\n" in err
+            # the batched form ran: the arms differ in lr only, which it takes per member
+            assert "6 trials as 1 group(s) of 6\n" in err
             assert "one after another" not in err
         for tid, view in results[1].items():
             assert view[:4] == results[0][tid][:4], tid  # status, attempt, result, predictions
