@@ -1,39 +1,30 @@
 """Many trials trained as one batched model: the vectorized backend's training loop.
 
 N copies of one architecture have their weights stacked along a new first dimension
-(``torch.func.stack_module_state``) and one forward pass evaluates all of them
-(``torch.func.vmap`` over ``torch.func.functional_call``), following the model-ensembling
-recipe of the torch.func documentation ("Model ensembling", PyTorch tutorials), itself after
-JAX's ``vmap`` (Bradbury et al. 2018, github.com/google/jax). Each seed keeps everything that
-makes it the seed it is, so seed ``i`` trains exactly as it would alone:
+(``torch.func.stack_module_state``), after the model-ensembling recipe of the torch.func
+documentation and JAX's ``vmap`` (Bradbury et al. 2018). Each member keeps everything that
+makes it the trial it is, so member ``i`` trains exactly as it would alone:
 
-* its initial weights come from its own "init" stream
-  (:func:`fairtrial.recipes.torchkit.init_model` per seed, then stacked);
-* its batches come from its own "data" stream (one :func:`~fairtrial.recipes.torchkit.batches`
-  iterator per seed; the rows of each seed are gathered separately);
-* its gradient is its own: the summed loss is a sum over disjoint parameter sets, so
-  d(sum)/d(weights of seed i) is the gradient of seed i's loss alone;
-* the optimizers the recipes use (SGD, Adam, AdamW) update every element independently, so one
-  optimizer over the stacked tensors makes the same update per seed as N optimizers would.
+* its initial weights come from its own "init" stream (:func:`~.torchkit.init_model`);
+* its batches come from its own "data" stream (one :func:`~.torchkit.batches` per member);
+* its dropout masks come from its own "dropout" stream, at its own rate;
+* its gradient is its own: the summed loss is a sum over disjoint parameter sets;
+* its update is its own: each run of equal members (:class:`Member`: learning rate,
+  schedule, optimizer hyperparameters, steps, label smoothing, choice of weights) is one
+  parameter group of the recipe's own optimizer, whose update is elementwise; a member whose
+  steps are done leaves the batch.
 
-Seed ``i``'s result therefore does not depend on how many seeds run beside it, nor on which.
-The arithmetic is not bit-for-bit that of a lone run (a batched matrix product may add in a
-different order), so weights agree to rounding (the tests hold them within 1e-5 and test
-predictions exactly equal on the built-in tasks).
+Its layers compute as a lone run's do (linear layers as batched products differentiated in
+a lone layer's orientation, :class:`_StackedLinear`; the others as
+:mod:`fairtrial.recipes._stacked` says), so a member's result does not depend on the members
+beside it; the tests hold weights within 1e-5 of a lone run's and predictions equal. Not
+vectorized (the recipe raises :class:`~fairtrial.recipes.NotVectorizable`): batch
+normalization, whose running statistics are module state per member.
 
-* its dropout masks come from its own "dropout" stream, at its own rate (a generator per
-  member, seeded as :func:`~fairtrial.recipes.torchkit.init_model` seeds a lone run's);
-* members may differ in their learning rate, schedule, optimizer hyperparameters, number of
-  steps, label smoothing and choice of weights (:class:`Member`): each run of equal members
-  is one optimizer parameter group, and a member whose steps are done leaves the batch.
-
-Not vectorized (the recipe raises :class:`~fairtrial.recipes.NotVectorizable` and the backend
-runs those trials one after another): batch normalization, whose running statistics are
-module state that ``vmap`` cannot update per member.
-
-Per-seed bookkeeping: a seed whose ``ctx.log`` or ``ctx.evaluate_test`` raises (a NaN metric,
-say) is marked on its context (``ctx.error``) and leaves the group; the others go on. Phase
-times are shared by the seeds training together, so each seed is charged its share.
+A member whose ``ctx.log`` or ``ctx.evaluate_test`` raises (a NaN metric, say) is marked on
+its context (``ctx.error``) and leaves the group; the others go on. Phase times are shared by
+the members training together, each charged its share; FLOPs are counted once on the batched
+model and shared (:class:`Flops`).
 """
 
 from __future__ import annotations
