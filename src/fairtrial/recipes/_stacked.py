@@ -24,12 +24,41 @@ whose backward only copies.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fairtrial.recipes._vmap import _StackedLinear
+
+class _StackedLinear(torch.autograd.Function):
+    """``x @ w^T + b`` for N stacked linear layers, differentiated as a lone layer is.
+
+    Shapes: x (N, batch, in), w (N, out, in), b (N, out) or None. The backward computes
+    each product in the same orientation as autograd does for one ``nn.Linear`` (weight
+    gradient as grad^T @ x, input gradient as grad @ w, bias gradient as a sum over the
+    batch), so every seed's gradient is bit for bit a lone run's.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+        wt = w.transpose(1, 2)
+        return torch.bmm(x, wt) if b is None else torch.baddbmm(b.unsqueeze(1), x, wt)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        x, w = ctx.saved_tensors
+        gx = torch.bmm(grad, w) if ctx.needs_input_grad[0] else None
+        gw = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        gb = grad.sum(dim=1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
 
 __all__ = [
     "attention",

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fairtrial.recipes._stacked import _StackedLinear, stacked_layer
 from fairtrial.recipes.torchkit import batches
 
 
@@ -115,35 +116,6 @@ class Flops:
             for i in members:
                 block = self.ctxs[i].batched_flops.setdefault(key, [self.per_run[key], 0])
                 block[1] += 1
-
-
-class _StackedLinear(torch.autograd.Function):
-    """``x @ w^T + b`` for N stacked linear layers, differentiated as a lone layer is.
-
-    Shapes: x (N, batch, in), w (N, out, in), b (N, out) or None. The backward computes
-    each product in the same orientation as autograd does for one ``nn.Linear`` (weight
-    gradient as grad^T @ x, input gradient as grad @ w, bias gradient as a sum over the
-    batch), so every seed's gradient is bit for bit a lone run's.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None
-    ) -> torch.Tensor:
-        ctx.save_for_backward(x, w)
-        ctx.has_bias = b is not None
-        wt = w.transpose(1, 2)
-        return torch.bmm(x, wt) if b is None else torch.baddbmm(b.unsqueeze(1), x, wt)
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: Any, grad: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        x, w = ctx.saved_tensors
-        gx = torch.bmm(grad, w) if ctx.needs_input_grad[0] else None
-        gw = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
-        gb = grad.sum(dim=1) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return gx, gw, gb
 
 
 #: layers without weights that act on each number alone: the same on (N, batch, ...) input
@@ -268,8 +240,6 @@ class SeedStack:
         self, params: dict[str, torch.Tensor], seq: nn.Sequential, prefix: str, x: torch.Tensor
     ) -> torch.Tensor:
         from torch.func import functional_call, vmap
-
-        from fairtrial.recipes._stacked import stacked_layer
 
         for name, layer in seq.named_children():
             at = f"{prefix}{name}."
