@@ -128,6 +128,21 @@ def test_auto_picks_vectorized_where_it_is_safe(write_spec: Callable[..., Path])
     assert isinstance(backend, LocalBackend) and "has no batched form" in why
 
 
+def test_vectorized_says_time_to_target_is_not_measured(
+    write_spec: Callable[..., Path], capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from fairtrial.ledger import Ledger
+    from fairtrial.runner import run_experiment
+
+    spec = load_spec(write_spec(MLP_SPEC.format(extra="target = 0.5")))
+    led = Ledger(tmp_path / "t.db")
+    assert run_experiment(spec, led, VectorizedBackend(threads=1), show_progress=False).finished
+    led.close()
+    assert "time to target is not measured for trials trained as one batched model" in (
+        capfd.readouterr().err
+    )
+
+
 def test_run_says_which_backend_auto_chose(
     write_spec: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

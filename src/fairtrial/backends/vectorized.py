@@ -209,6 +209,11 @@ class VectorizedBackend(Backend):
         if groups:
             sizes = ", ".join(str(n) for n in self.sizes)
             self.notice(f"{len(pending)} trials as {len(groups)} group(s) of {sizes}")
+        if any(job.target is not None for job in pending):
+            self.notice(
+                "time to target is not measured for trials trained as one batched model "
+                "(their time is shared); run with --backend local to measure it"
+            )
         for k, group in enumerate(groups):
             try:
                 self._run_group(group, sink)

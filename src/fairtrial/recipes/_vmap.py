@@ -327,37 +327,6 @@ class Member:
     dropout: float = 0.0
 
 
-def fit_vectorized(
-    ctxs: Sequence[Any],
-    models: Sequence[nn.Module],
-    optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
-    *,
-    steps: int,
-    batch_size: int,
-    lr_at: Callable[[int], float],
-    eval_every: int,
-    step_unit: int = 1,
-    label_smoothing: float = 0.0,
-    select: str = "last",
-    body: str | None = None,
-) -> list[nn.Module]:
-    """:func:`fit_members` for members that all train alike (one config, many seeds)."""
-    member = Member(steps, lr_at, optimizer, label_smoothing, select)
-    return fit_members(
-        ctxs,
-        models,
-        [member] * len(ctxs),
-        train,
-        val,
-        batch_size=batch_size,
-        eval_every=eval_every,
-        step_unit=step_unit,
-        body=body,
-    )
-
-
 def runs_of(keys: Sequence[Hashable]) -> list[int]:
     """Sizes of the runs of equal consecutive ``keys``."""
     sizes: list[int] = []
