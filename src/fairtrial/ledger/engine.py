@@ -96,9 +96,7 @@ class LedgerBase:
             pragmas = _sqlite_read_pragmas if self.read_only else _sqlite_pragmas
             event.listen(self.engine, "connect", pragmas)
         try:
-            if path is not None and existed and faults.needs_quick_check(path):
-                faults.quick_check(self.engine, where, path)
-            self._create()
+            self._open(path if existed else None, where)
         except DBAPIError as exc:
             kind = faults.classify(exc)
             if kind is None:
@@ -112,6 +110,25 @@ class LedgerBase:
                 ) from None
             raise faults.fault_error(kind, where, faults.one_line(exc), path) from None
         self._retrier = faults.Retrier(where, path, self.read_only)
+
+    def _open(self, existing: Path | None, where: str) -> None:
+        """Check an existing SQLite file and create what a new ledger lacks. A SQLite file
+        that stays locked past its busy timeout is busy, not unreachable (many runs starting
+        at once on a loaded machine): the opening is tried again within the retry window."""
+        deadline = time.monotonic() + faults.window()
+        delay = faults.FIRST_DELAY
+        while True:
+            try:
+                if existing is not None and faults.needs_quick_check(existing):
+                    faults.quick_check(self.engine, where, existing)
+                self._create()
+                return
+            except DBAPIError as exc:
+                busy = self.dialect == "sqlite" and faults.classify(exc) == faults.TRANSIENT
+                if not busy or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, faults.MAX_DELAY)
 
     def _create(self) -> None:
         """Create the tables a new ledger lacks, and check or record its schema version."""
@@ -173,9 +190,9 @@ def _stored(c: Connection, table: Table, row: dict[str, Any]) -> bool:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL may wait for a lock
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
