@@ -28,7 +28,8 @@ from fairtrial.bundle.checks import _check_contents, _check_manifest, _check_str
 from fairtrial.diff import experiment_capture
 from fairtrial.errors import BundleError
 from fairtrial.ledger import ExperimentRow, TrialRow
-from fairtrial.results import Analysis, ShapeError
+from fairtrial.results import Analysis
+from fairtrial.typed import ShapeError
 
 
 class Bundle:

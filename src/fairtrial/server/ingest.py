@@ -45,8 +45,9 @@ from fairtrial.errors import BundleError
 from fairtrial.ledger import ExperimentRow, TrialRow
 from fairtrial.record import ExperimentRecord, sign
 from fairtrial.report import html as report_html
-from fairtrial.results import Analysis, Comparison, ShapeError
+from fairtrial.results import Analysis, Comparison
 from fairtrial.server.upload_checks import _check_rows
+from fairtrial.typed import ShapeError
 
 
 @dataclass
