@@ -62,6 +62,8 @@ class TrialContext:
         flush_points: int = 1000,
         flush_seconds: float = 1.0,
         meter: Meter | None = None,
+        objective: str | None = None,
+        objective_direction: str = "max",
     ) -> None:
         self.config = config
         self.seed = seed
@@ -85,6 +87,12 @@ class TrialContext:
         self.meter = meter
         self.test_score: float | None = None
         self.n_points = 0
+        #: a tuning trial: its result is the best value of this logged metric, and the test
+        #: split is never scored (``evaluate_test`` does nothing)
+        self.objective = objective
+        self._objective_sign = -1.0 if objective_direction == "min" else 1.0
+        self.best_objective: float | None = None
+        self._logged: set[str] = set()
 
     # -- data and seeds ---------------------------------------------------------------------
     @property
@@ -144,6 +152,8 @@ class TrialContext:
                 if bad is None and not math.isfinite(v):
                     bad = rows[-1]
         self.n_points += len(rows)
+        if self.objective is not None:
+            self._watch_objective(rows)
         meter = self.meter
         if meter is not None and meter.watching:  # time-to-target: first point at the target
             meter.observe(rows)
@@ -151,6 +161,38 @@ class TrialContext:
         if bad is not None:
             step, _, name, v = bad
             raise TrialDiverged(f"metric '{name}' became {v} at step {step}")
+
+    @property
+    def tuning(self) -> bool:
+        """True in a tuning trial: chosen on the validation objective, never scored on test."""
+        return self.objective is not None
+
+    def _watch_objective(self, rows: list[MetricRow]) -> None:
+        name, k = self.objective, self._objective_sign
+        for _, _, metric, v in rows:
+            self._logged.add(metric)
+            if metric == name and math.isfinite(v):
+                best = self.best_objective
+                if best is None or k * v > k * best:
+                    self.best_objective = v
+
+    def final(self) -> tuple[float | None, str | None]:
+        """The trial's result, or why it has none: the test score, or in a tuning trial the
+        best logged value of the objective."""
+        if self.objective is not None:
+            if self.best_objective is not None:
+                return self.best_objective, None
+            logged = ", ".join(sorted(self._logged)) or "nothing"
+            return None, (
+                f"the tuning objective '{self.objective}' was never logged (the recipe logged: "
+                f"{logged}); set [tuning] objective to a validation metric it logs"
+            )
+        if self.test_score is None:
+            return None, (
+                "the recipe never called ctx.evaluate_test(predict): a trial's result is its "
+                "score on the sealed test split"
+            )
+        return self.test_score, None
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -189,8 +231,12 @@ class TrialContext:
         """Score the sealed test split once: ``predict(x_test)`` (or an array of predictions).
 
         fairtrial computes the task's metric; the score is the trial's result. A trial scores
-        the test split exactly once: choose models on the validation split.
+        the test split exactly once: choose models on the validation split. In a tuning trial
+        (:attr:`tuning`) nothing is scored and ``predict`` is not called: the result is the
+        best value of the validation objective; this returns NaN.
         """
+        if self.objective is not None:
+            return math.nan
         if self.test_score is not None:
             raise RecipeError(
                 "ctx.evaluate_test was called twice; the test split is scored once per trial "

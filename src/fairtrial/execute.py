@@ -148,6 +148,8 @@ def trial_context(
         workdir=workdir,
         metric=job.metric,
         meter=meter,
+        objective=job.objective,
+        objective_direction=job.objective_direction,
     )
 
 
@@ -249,13 +251,12 @@ def execute_trial(job: TrialJob, emit: Emit) -> TrialOutcome:
         else:
             run_command(job, ctx, task)
         ctx.flush()
-        if ctx.test_score is None:
-            return outcome(
-                "failed",
-                error="the recipe never called ctx.evaluate_test(predict): "
-                "a trial's result is its score on the sealed test split",
-            )
-        return outcome("finished", result=ctx.test_score)
+        result: float | None
+        error: str | None
+        result, error = ctx.final()
+        if error is not None:
+            return outcome("failed", error=error)
+        return outcome("finished", result=result)
     except TrialDiverged as exc:
         return outcome("diverged", error=f"diverged: {exc}")
     except Exception as exc:

@@ -22,7 +22,7 @@ from fairtrial.backends.base import TrialJob, TrialOutcome
 from fairtrial.ledger import Ledger, TrialEvent
 
 if TYPE_CHECKING:
-    from fairtrial.runner import RunSummary
+    from fairtrial.rounds import RunSummary
 
 
 #: seconds an event a running trial reported may be held back (see :meth:`_LedgerSink.holding`)

@@ -55,3 +55,9 @@ def seed_globals(root: int, index: int) -> int:
     if torch is not None:
         torch.manual_seed(seed)
     return seed
+
+
+def tuning_root(root: int) -> int:
+    """The root seed of an experiment's tuning trials: derived from its own root, so that no
+    tuning trial's streams are those of a seed the arms are compared on."""
+    return derive_seed(root, "tuning", 0)

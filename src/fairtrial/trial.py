@@ -46,6 +46,10 @@ class TrialJob:
     meter: bool = True
     #: what the trial asks of a cluster: {"cpus": 1, "gpus": 0.5} (the Ray backend uses it)
     resources: dict[str, float] = field(default_factory=dict)
+    #: a tuning trial: the logged validation metric whose best value is its result (the test
+    #: split is never scored), and whether higher or lower is better
+    objective: str | None = None
+    objective_direction: str = "max"
 
 
 @dataclass(frozen=True)

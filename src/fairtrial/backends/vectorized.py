@@ -127,15 +127,10 @@ def _outcome_of(ctx: SeedContext, wall: float) -> TrialOutcome:
             wall_time=wall,
             phases=phases,
         )
-    if ctx.test_score is None:
-        return TrialOutcome(
-            "failed",
-            error="the recipe never called ctx.evaluate_test(predict): "
-            "a trial's result is its score on the sealed test split",
-            wall_time=wall,
-            phases=phases,
-        )
-    return TrialOutcome("finished", result=ctx.test_score, wall_time=wall, phases=phases)
+    result, error = ctx.final()
+    if error is not None:
+        return TrialOutcome("failed", error=error, wall_time=wall, phases=phases)
+    return TrialOutcome("finished", result=result, wall_time=wall, phases=phases)
 
 
 #: figures of a batched group that add up over its seeds: each seed is charged its share

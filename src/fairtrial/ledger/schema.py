@@ -102,6 +102,20 @@ experiment_trials = Table(
 # How every attempt of a trial ended, current or not. An attempt that ends after its lease
 # expired and another run took the trial over is kept here (``superseded``) with its result:
 # a result is never silently dropped, and the trial's own row keeps the attempt that holds it.
+#: the slots of an experiment's other stages: ``tuning`` (arm, seed = configuration index ×
+#: tuning seeds + tuning seed; params = what the sampler asked for) and ``untuned`` (arm, seed:
+#: the arms at their spec values, beside the tuned verdict). Their trials are ordinary trials.
+stage_trials = Table(
+    "stage_trials",
+    metadata,
+    Column("experiment_id", String(64), ForeignKey("experiments.id"), primary_key=True),
+    Column("stage", String(16), primary_key=True),
+    Column("arm", String(200), primary_key=True),
+    Column("seed", Integer, primary_key=True),
+    Column("trial_id", String(300), nullable=False, index=True),
+    Column("params_json", Text),
+)
+
 trial_attempts = Table(
     "trial_attempts",
     metadata,

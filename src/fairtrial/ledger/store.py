@@ -18,6 +18,7 @@ from fairtrial.ledger.engine import DEFAULT_STORE, store_url
 from fairtrial.ledger.experiments import ExperimentRow, Experiments
 from fairtrial.ledger.logs import TEST_LOG_FIELDS, Logs
 from fairtrial.ledger.records import Records
+from fairtrial.ledger.stages import Stages
 from fairtrial.ledger.trials import DONE, TrialEvent, TrialRow, Trials
 
 __all__ = [
@@ -33,5 +34,5 @@ __all__ = [
 
 
 @faults.retried
-class Ledger(Experiments, Trials, Logs, Records):
+class Ledger(Experiments, Trials, Stages, Logs, Records):
     """The store behind every command; open with ``Ledger(store)`` (URL, path or None)."""

@@ -92,6 +92,33 @@ class TrialRow:
         return self.origin is not None and self.origin != self.experiment_id
 
 
+def insert_pending(c: Connection, plans: Sequence[Any]) -> int:
+    """Insert a pending trial for every plan whose identity the ledger does not hold yet;
+    returns how many were new."""
+    t = s.trials
+    ids = sorted({p.trial_id for p in plans})
+    have: set[str] = set()
+    for k in range(0, len(ids), 500):
+        have.update(c.execute(select(t.c.id).where(t.c.id.in_(ids[k : k + 500]))).scalars())
+    rows: dict[str, dict[str, Any]] = {}
+    for p in plans:
+        if p.trial_id not in have and p.trial_id not in rows:
+            rows[p.trial_id] = {
+                "id": p.trial_id,
+                "experiment_id": p.experiment_id,
+                "arm": p.arm,
+                "seed": p.seed,
+                "code_hash": p.code_hash,
+                "status": "pending",
+                "attempt": 0,
+                "config_json": _dumps(p.config),
+                "seeds_json": _dumps(p.seeds),
+            }
+    if rows:
+        c.execute(insert(t), list(rows.values()))
+    return len(rows)
+
+
 class Trials(LedgerBase):
     """Planning, reading, claiming and finishing trials."""
 
@@ -115,28 +142,9 @@ class Trials(LedgerBase):
         return self._add_trials(plans)
 
     def _add_trials(self, plans: list[Any]) -> int:
-        t, slots = s.trials, s.experiment_trials
-        ids = sorted({p.trial_id for p in plans})
+        slots = s.experiment_trials
         with self.engine.begin() as c:
-            have: set[str] = set()
-            for k in range(0, len(ids), 500):
-                have.update(c.execute(select(t.c.id).where(t.c.id.in_(ids[k : k + 500]))).scalars())
-            rows: dict[str, dict[str, Any]] = {}
-            for p in plans:
-                if p.trial_id not in have and p.trial_id not in rows:
-                    rows[p.trial_id] = {
-                        "id": p.trial_id,
-                        "experiment_id": p.experiment_id,
-                        "arm": p.arm,
-                        "seed": p.seed,
-                        "code_hash": p.code_hash,
-                        "status": "pending",
-                        "attempt": 0,
-                        "config_json": _dumps(p.config),
-                        "seeds_json": _dumps(p.seeds),
-                    }
-            if rows:
-                c.execute(insert(t), list(rows.values()))
+            new = insert_pending(c, plans)
             eid = plans[0].experiment_id
             current = {
                 (r.arm, r.seed): r.trial_id
@@ -161,7 +169,7 @@ class Trials(LedgerBase):
                     )
             if fresh:
                 c.execute(insert(slots), fresh)
-        return len(rows)
+        return new
 
     def trim_slots(self, experiment_id: str, seeds: int) -> int:
         """Drop the experiment's slots of seed ``seeds`` and above (a ``seeds = "auto"`` plan

@@ -230,6 +230,8 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
             "FAIRTRIAL_ARM": job.arm,
             "FAIRTRIAL_TRIAL_ID": job.trial_id,
             "FAIRTRIAL_TASK": task.name,
+            # 1 in a tuning trial: judged on the logged objective, the test split not scored
+            "FAIRTRIAL_TUNING": "1" if job.objective else "0",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -268,6 +270,8 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
     if code != 0:
         tail = "".join(stderr_tail).strip().splitlines()[-1:] or ["(no stderr)"]
         raise RecipeError(f"command exited with status {code}: {tail[0][:500]}")
+    if ctx.tuning:  # a tuning trial is judged on its logged objective; test is never scored
+        return
     if not predictions.exists():
         raise RecipeError(
             "command wrote no predictions: write one per line to $FAIRTRIAL_PREDICTIONS"

@@ -20,13 +20,17 @@ from fairtrial.record import Ablation, ArmKind, Hypothesis
 from fairtrial.tasks import METRICS
 
 __all__ = [
+    "SAMPLERS",
     "Ablation",
     "Arm",
     "ArmKind",
+    "Dim",
     "Hypothesis",
     "Spec",
+    "TuningSpec",
     "flatten",
     "hash_normalized",
+    "metric_direction",
     "set_dotted",
 ]
 
@@ -41,6 +45,94 @@ class Arm:
     components: dict[str, Any]
     parent: str | None = None  # ablations: the arm a component was removed from
     removed: str | None = None  # ablations: the component removed
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One dimension of a tuning space: a range (``low``..``high``, on a log scale with
+    ``log``, whole numbers with ``integer``, in steps of ``step``) or a list of ``choices``."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    integer: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    def normalized(self) -> dict[str, Any]:
+        if self.choices is not None:
+            return {"choices": list(self.choices)}
+        out: dict[str, Any] = {"low": self.low, "high": self.high}
+        if self.log:
+            out["log"] = True
+        if self.step is not None:
+            out["step"] = self.step
+        if self.integer:
+            out["int"] = True
+        return out
+
+    def describe(self) -> str:
+        """The dimension in words: ``1e-4..1 (log)``, ``one of 64, 128``."""
+        if self.choices is not None:
+            return "one of " + ", ".join(json.dumps(c) for c in self.choices)
+        how = [w for w, on in (("log", self.log), ("whole numbers", self.integer)) if on]
+        if self.step is not None:
+            how.append(f"step {self.step:g}")
+        return f"{self.low:g}..{self.high:g}" + (f" ({', '.join(how)})" if how else "")
+
+
+#: the samplers ``[tuning] sampler`` names (Optuna's RandomSampler, QMCSampler, TPESampler)
+SAMPLERS = ("random", "qmc", "tpe")
+
+
+@dataclass(frozen=True)
+class TuningSpec:
+    """``[tuning]``: the same budget of configurations for every arm, chosen on a validation
+    objective; each arm's best configuration then runs on the experiment's seeds."""
+
+    budget: int
+    sampler: str
+    objective: str
+    direction: Literal["max", "min"]
+    seeds: int
+    root_seed: int
+    space: dict[str, Dim]
+    #: ``[arms.NAME.tuning.space]``: hyperparameters only that arm has
+    arm_spaces: dict[str, dict[str, Dim]] = field(default_factory=dict)
+
+    def space_of(self, arm: Arm) -> dict[str, Dim]:
+        """The space ``arm`` is tuned over: the common one and the arm's own (an ablation keeps
+        its parent's own dimensions whose component it still has)."""
+        own = self.arm_spaces.get(arm.name)
+        if own is None and arm.parent is not None:
+            own = {k: d for k, d in self.arm_spaces.get(arm.parent, {}).items() if k != arm.removed}
+        return {**self.space, **(own or {})}
+
+    def normalized(self) -> dict[str, Any]:
+        return {
+            "budget": self.budget,
+            "sampler": self.sampler,
+            "objective": self.objective,
+            "seeds": self.seeds,
+            "root_seed": self.root_seed,
+            "space": {k: d.normalized() for k, d in sorted(self.space.items())},
+            "arms": {
+                a: {k: d.normalized() for k, d in sorted(s.items())}
+                for a, s in sorted(self.arm_spaces.items())
+            },
+        }
+
+
+def metric_direction(name: str, default: Literal["max", "min"]) -> Literal["max", "min"]:
+    """Whether higher or lower is better for the logged metric ``name``: that of the metric
+    named after its ``val_``/``train_`` prefix (``val_mse``: min), "min" for a name ending in
+    ``loss`` or ``error``, else ``default``."""
+    bare = re.sub(r"^(val|train|valid|validation)_", "", name)
+    if bare in METRICS:
+        return METRICS[bare].direction
+    if bare.endswith(("loss", "error")):
+        return "min"
+    return default
 
 
 @dataclass(frozen=True)
@@ -71,6 +163,8 @@ class Spec:
     compute: dict[str, Any] = field(default_factory=dict)
     #: the recipe has no randomness: each arm is one run (seeds past 0 only check that)
     deterministic: bool = False
+    #: ``[tuning]``: equal tuning of every arm before the compared seeds run
+    tuning: TuningSpec | None = None
 
     def target_metric(self) -> tuple[str, Literal["max", "min"]]:
         """The logged metric time-to-target watches, and whether higher or lower is better.
@@ -80,12 +174,7 @@ class Spec:
         in ``loss`` or ``error``, else the experiment metric's.
         """
         name = self.compute.get("target_metric") or f"val_{self.metric}"
-        bare = re.sub(r"^(val|train|valid|validation)_", "", name)
-        if bare in METRICS:
-            return name, METRICS[bare].direction
-        if bare.endswith(("loss", "error")):
-            return name, "min"
-        return name, self.direction
+        return name, metric_direction(name, self.direction)
 
     #: how a trial runs, not what it computes: neither is part of the experiment's identity
     max_retries: int = 2
@@ -121,6 +210,8 @@ class Spec:
             "baseline": self.baseline,
             "arms": {a.name: a.components for a in self.arms.values() if a.kind == "arm"},
             "ablations": sorted({a.arm for a in self.ablations}),
+            # only when set: experiments without tuning keep their ids
+            **({"tuning": self.tuning.normalized()} if self.tuning else {}),
         }
 
     def arm_table(self) -> dict[str, list[dict[str, Any]]]:

@@ -9,6 +9,7 @@ and the command's placeholders. The first mistake found is raised as one
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import json
 import re
@@ -40,6 +41,7 @@ from fairtrial.spec.refs import (
     _task_ref_problem,
 )
 from fairtrial.spec.tables import _SECTIONS, _VALID, _Ablations, _Compute, _Experiment, _Hypothesis
+from fairtrial.spec.tuning import parse_tuning
 from fairtrial.tasks import METRICS, Task, get_task, import_object, metrics_for
 
 
@@ -180,6 +182,16 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
         isinstance(v, Mapping) for v in arms_raw.values()
     ):
         raise ld.fail(None, None, "arms are tables: [arms.NAME] with the keys they change")
+    # [arms.NAME.tuning.space]: an arm's own tuning dimensions, not a component
+    arm_tuning = {n: v["tuning"] for n, v in arms_raw.items() if "tuning" in v}
+    if (
+        arm_tuning
+        and "tuning" not in flat_base
+        and not any(k.startswith("tuning.") for k in flat_base)
+    ):
+        arms_raw = {n: {k: x for k, x in v.items() if k != "tuning"} for n, v in arms_raw.items()}
+    else:
+        arm_tuning = {}
     if len(arms_raw) + 1 > MAX_ARMS:
         raise ld.fail(
             None, None, f"{len(arms_raw) + 1} arms with the baseline; a spec has at most {MAX_ARMS}"
@@ -274,6 +286,18 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
             by_components[sig] = name
             ablations.append(Ablation(target, removed, name))
 
+    defaults: dict[str, Any] = {}
+    if config_class is not None and dataclasses.is_dataclass(config_class):
+        defaults = {
+            f.name: f.default
+            for f in dataclasses.fields(config_class)
+            if f.default is not dataclasses.MISSING
+        }
+    tuning = parse_tuning(
+        ld, raw.get("tuning"), arm_tuning, arms, baseline, defaults, check_config,
+        METRICS[metric].direction,
+    )  # fmt: skip
+
     # seeds = "auto": a pilot, then as many seeds as the power analysis asks, up to max_seeds
     auto = exp.seeds == "auto"
     if auto:
@@ -295,6 +319,15 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
             f"{key} = {most}",
             f"{len(arms)} arms × {most} seeds = {len(arms) * most} trials; "
             f"an experiment runs at most {MAX_TRIALS}",
+        )
+    if tuning is not None and len(arms) * (most + tuning.budget * tuning.seeds) > MAX_TRIALS:
+        per_arm = most + tuning.budget * tuning.seeds
+        raise ld.fail(
+            "tuning",
+            f"budget = {tuning.budget}",
+            f"{len(arms)} arms × ({tuning.budget} configurations × {tuning.seeds} seeds + "
+            f"{most} seeds) = {len(arms) * per_arm} trials; an experiment runs at most "
+            f"{MAX_TRIALS}",
         )
 
     # command placeholders
@@ -340,4 +373,5 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
         max_retries=exp.max_retries,
         resources={k: float(v) for k, v in exp.resources.items()},
         deterministic=exp.deterministic,
+        tuning=tuning,
     )

@@ -220,5 +220,9 @@ _VALID: dict[str, str] = {
     "estimate_energy": "true or false",
     "cpu_watts": "a number of watts > 0",
     "gpu_watts": "a number of watts > 0",
+    "budget": "a whole number of configurations per arm, at least 2",
+    "sampler": '"random", "qmc" or "tpe"',
+    "objective": 'the name of a validation metric the recipe logs, e.g. "val_accuracy"',
+    "space": "a table of keys to tune: lr = { low = 1e-4, high = 1.0, log = true }",
 }
-_SECTIONS = ("experiment", "hypothesis", "baseline", "arms", "ablations", "compute")
+_SECTIONS = ("experiment", "hypothesis", "baseline", "arms", "ablations", "compute", "tuning")
