@@ -36,21 +36,28 @@ def trial_identity(
     code_hash: str,
     config: Mapping[str, Any],
     seeds: Mapping[str, int],
+    objective: str | None = None,
 ) -> str:
     """What makes two trials the same trial: the data (task and its checksum), the metric
     that scores it, the code (:func:`fairtrial.provenance.code_hash`: the recipe and every
     file it imports), the arm's config and the seed streams. A finished trial with the same
     identity is reused by any experiment, never re-run; a change in any of these is a new
-    trial. How a trial is run (backend, time limit, retries) is not part of it."""
+    trial. How a trial is run (backend, time limit, retries) is not part of it.
+
+    ``objective``: a tuning trial's, whose result is that logged metric's best value (the
+    test split unscored), never a compared trial's result."""
+    content: dict[str, Any] = {
+        "task": task,
+        "task_checksum": task_checksum,
+        "metric": metric,
+        "code": code_hash,
+        "config": config,
+        "seeds": dict(seeds),
+    }
+    if objective is not None:
+        content["tuning_objective"] = objective
     blob = json.dumps(
-        {
-            "task": task,
-            "task_checksum": task_checksum,
-            "metric": metric,
-            "code": code_hash,
-            "config": config,
-            "seeds": dict(seeds),
-        },
+        content,
         sort_keys=True,
         separators=(",", ":"),
         default=str,

@@ -73,6 +73,9 @@ class _LedgerSink:
         self.max_retries = 0
         #: fail fast: the first ending of each arm in this run (None: finished), and the arms
         self.first_end: dict[str, str | None] = {}
+        self.fail_seeds: dict[str, set[int]] = {}
+        #: the trials are tuning trials (fail fast only on an error two configurations share)
+        self.tuning = False
         self.arms: set[str] = set()
         self.fail_counts: dict[str, int] = {}
         self.keep_going = False
@@ -306,7 +309,12 @@ class _LedgerSink:
         if key is None:
             return
         self.fail_counts[key] = self.fail_counts.get(key, 0) + 1
+        self.fail_seeds.setdefault(key, set()).add(job.seed)
         if self.keep_going or set(self.first_end) != self.arms:
+            return
+        if self.tuning and len(self.fail_seeds[key]) < 2:
+            # tuning: every arm's first configuration may be the same one, and one
+            # configuration may fail where others run: wait for a second one to fail alike
             return
         # every arm's first trial failed alike, and at least twice in all (one arm: its
         # first two seeds): the error is in what all trials share, not in one seed or arm

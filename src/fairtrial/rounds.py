@@ -71,6 +71,11 @@ class RunSummary:
     statuses: dict[str, int] = field(default_factory=dict)
     #: failed or diverged trials kept from earlier runs (``--retry-failed`` re-runs them)
     kept_failures: int = 0
+    #: ``[tuning]``: how the tuning trials ran, and the arms' trials at their spec values
+    tuning: RunSummary | None = None
+    untuned: RunSummary | None = None
+    #: ``[tuning]``: arm -> one line on the configuration tuning chose
+    tuned: dict[str, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -100,11 +105,12 @@ def run_rows(
     console: Console,
     options: Options,
     *,
-    tuning: bool = False,
+    stage: str = "",
 ) -> None:
     """Run the trials of ``planned`` that are not done yet (nor held by another live run),
-    counting into ``summary``; ``tuning``: they are tuning trials (their own seed root, judged
-    on the validation objective)."""
+    counting into ``summary``. ``stage``: "" for the compared trials, ``"tuning"`` for tuning
+    trials (their own seed root, judged on the validation objective), ``"untuned"`` for the
+    arms at their spec values; each stage's trials get work folders of their own."""
     retry_failed, show_progress, max_retries, keep_going = options
     redo = ("pending", "running", "interrupted") + (LOST if retry_failed else ())
     todo: list[TrialRow] = []
@@ -130,7 +136,7 @@ def run_rows(
     if not todo:
         return
     _run_todo(spec, ledger, backend, snapshot, todo, summary, console, show_progress,
-              max_retries, keep_going, tuning)  # fmt: skip
+              max_retries, keep_going, stage)  # fmt: skip
     now = provenance.code_hash(spec_code_snapshot(spec))
     if now != code_hash:
         # a trial that started after the edit may have run the new code under the old
@@ -152,9 +158,10 @@ def _run_todo(
     show_progress: bool | None,
     max_retries: int | None,
     keep_going: bool,
-    tuning: bool = False,
+    stage: str = "",
 ) -> None:
     eid = spec.experiment_id
+    tuning = stage == "tuning"
     prov = provenance.collect(spec.base_dir)
     prov["code"] = ledger.put_code_snapshot(snapshot)
     prov["run"] = {"backend": backend.name, "workers": backend.workers, "threads": backend.threads}
@@ -167,7 +174,6 @@ def _run_todo(
     by_id = {row.id: row for row in todo}
     tune = spec.tuning if tuning else None
     root = tuning_root(spec.root_seed) if tune is not None else spec.root_seed
-    stage = "tuning" if tune is not None else ""
 
     def jobs(batch: list[tuple[TrialRow, int]]) -> Iterator[TrialJob]:
         for row, seen in batch:
@@ -229,6 +235,7 @@ def _run_todo(
     )
     sink.max_retries = spec.max_retries if max_retries is None else max_retries
     sink.keep_going = keep_going
+    sink.tuning = tuning
     sink.deterministic = spec.deterministic
     sink.arms = {row.arm for row in todo}
     sink.owner = owner

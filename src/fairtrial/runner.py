@@ -9,6 +9,7 @@ attempt stay in the ledger under their own attempt number and are never mixed wi
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -23,6 +24,9 @@ from fairtrial.rounds import RunSummary as RunSummary
 from fairtrial.rounds import run_rows
 from fairtrial.spec import PILOT_SEEDS, Spec
 
+#: (retry_failed, console, show_progress, max_retries, keep_going)
+_Opts = tuple[bool, Console, "bool | None", "int | None", bool]
+
 
 @stop_on_signals()  # SIGTERM, SIGHUP: stop like Ctrl-C, recording what was running
 def run_experiment(
@@ -35,6 +39,7 @@ def run_experiment(
     show_progress: bool | None = None,
     max_retries: int | None = None,
     keep_going: bool = False,
+    also_untuned: bool = False,
 ) -> RunSummary:
     """Run every trial of ``spec`` that the ledger does not have yet; resumable at any point.
 
@@ -62,7 +67,15 @@ def run_experiment(
     ``signum`` says which).
     """
     console = console or Console(stderr=True)
-    opts = (retry_failed, console, show_progress, max_retries, keep_going)
+    opts: _Opts = (retry_failed, console, show_progress, max_retries, keep_going)
+    if spec.tuning is not None:
+        return _run_tuned(spec, ledger, backend, opts, also_untuned)
+    return _run_compared(spec, ledger, backend, opts)
+
+
+def _run_compared(spec: Spec, ledger: Ledger, backend: Backend, opts: _Opts) -> RunSummary:
+    """The compared trials: every arm (at the configs ``spec`` holds) on every seed."""
+    console = opts[1]
     if not spec.auto_seeds and not spec.deterministic:
         warning = seed_floor_warning(spec.seeds, spec.arm_table(), spec.hypothesis.alpha)
         if warning:
@@ -105,6 +118,74 @@ def run_experiment(
     rest.seed_plan = seed_plan
     _warn_unread_config(spec, ledger, console)
     return rest
+
+
+def _run_tuned(
+    spec: Spec, ledger: Ledger, backend: Backend, opts: _Opts, also_untuned: bool
+) -> RunSummary:
+    """``[tuning]``: tune every arm with the same budget, then run each arm's best
+    configuration on the experiment's seeds (those are compared); beside them, the arms at
+    their spec values when those trials exist or ``also_untuned`` asks for them."""
+    from fairtrial.tuning.driver import describe_best, tune
+
+    assert spec.tuning is not None
+    retry_failed, console, show_progress, max_retries, keep_going = opts
+    options = (retry_failed, show_progress, max_retries, keep_going)
+    register(spec, ledger)
+    tuning = spec.tuning
+    console.print(
+        f"tuning: {len(spec.arms)} arms × {tuning.budget} configurations × {tuning.seeds} "
+        f"tuning seed(s), sampler {tuning.sampler}, chosen on {tuning.objective} (the test "
+        "split is never scored while tuning)",
+        highlight=False,
+    )
+    tuned = tune(spec, ledger, backend, console, options)
+    if tuned.stopped is not None or tuned.summary is None:
+        summary = tuned.summary or RunSummary(spec.experiment_id, total=0, already_done=0)
+        summary.stopped = tuned.stopped
+        summary.tuning = tuned.summary
+        return summary
+    for arm, best in tuned.best.items():
+        line = describe_best(arm, best, tuning.objective)
+        console.print(f"tuned {escape(line)}", highlight=False)
+    untuned = _untuned(spec, ledger, backend, console, options, also_untuned)
+    arms = {n: replace(a, config=tuned.configs[n]) for n, a in spec.arms.items()}
+    evaluated = replace(spec, arms=arms)
+    summary = _run_compared(evaluated, ledger, backend, opts)
+    summary.tuning = tuned.summary
+    summary.untuned = untuned
+    summary.tuned = {a: describe_best(a, b, tuning.objective) for a, b in tuned.best.items()}
+    return summary
+
+
+def _untuned(
+    spec: Spec,
+    ledger: Ledger,
+    backend: Backend,
+    console: Console,
+    options: Any,
+    run: bool,
+) -> RunSummary | None:
+    """The arms at their spec values on the experiment's seeds: run when ``run``, else
+    attached when every one of them already ran (by identity, in any experiment)."""
+    from fairtrial.ledger.stages import UNTUNED
+
+    snapshot = spec_code_snapshot(spec)
+    code_hash = provenance.code_hash(snapshot)
+    plans = plan_trials(spec, code_hash)
+    eid = spec.experiment_id
+    if not run:
+        have = {t.id: t for t in ledger.trials_of_identity([p.trial_id for p in plans])}
+        if not all(p.trial_id in have and have[p.trial_id].status == "finished" for p in plans):
+            return None
+    ledger.add_stage_trials(eid, UNTUNED, plans)
+    summary = RunSummary(eid, total=len(plans), already_done=0)
+    if run:
+        rows = {r.id: r for r, _ in ledger.stage_trials(eid, UNTUNED)}
+        planned = [rows[i] for i in dict.fromkeys(p.trial_id for p in plans)]
+        run_rows(spec, ledger, backend, snapshot, code_hash, planned, summary, console, options,
+                 stage=UNTUNED)  # fmt: skip
+    return summary
 
 
 def _warn_unread_config(spec: Spec, ledger: Ledger, console: Console) -> None:

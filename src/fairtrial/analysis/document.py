@@ -131,6 +131,9 @@ def build(
             power=hyp.power,
             max_seeds=record.max_seeds,
         )
+    tuning = None
+    if parts.get("tuning") is not None:
+        tuning = _tuning(record, trials, parts["tuning"], table, hyp, options)
     return Analysis(
         experiment=ExperimentSummary.from_dict(summary),
         arms=arms,
@@ -143,7 +146,38 @@ def build(
         predictions=parts.get("predictions_table"),
         config_reads=parts.get("config_reads"),
         extra=dict(parts.get("extra") or {}),
+        tuning=tuning,
     )
+
+
+def _tuning(
+    record: ExperimentRecord,
+    trials: Sequence[TrialRow],
+    parts: Mapping[str, Any],
+    table: Mapping[str, Any],
+    hyp: Any,
+    options: Options,
+) -> Any:
+    """The tuning part: ``parts`` holds the tuning trials (``rows``: (TrialRow, params)), the
+    arms' trials at their spec values (``untuned``: TrialRows) and the tuning compute per arm."""
+    from fairtrial.tuning.summary import build_tuning
+
+    configs: dict[str, Any] = {}
+    for t in trials:
+        configs.setdefault(t.arm, t.config)
+    arms = {a.name: {"components": a.components, "config": configs.get(a.name)}
+            for a in record.arms}  # fmt: skip
+    untuned_rows = list(parts.get("untuned") or [])
+    untuned = None
+    if untuned_rows and all(r.status == "finished" for r in untuned_rows):
+        scores: dict[str, dict[int, float]] = {}
+        for r in untuned_rows:
+            scores.setdefault(r.arm, {})[r.seed] = float(r.result or 0.0)
+        untuned, _, _ = analyze_scores(scores, table, record.direction, hyp, options)
+    return build_tuning(
+        record.spec, record.direction, record.seeds, arms, parts.get("rows") or [], trials,
+        untuned, parts.get("compute"),
+    )  # fmt: skip
 
 
 def analyze(
@@ -187,9 +221,39 @@ def analyze(
         predictions_table=disagreements(ledger, exp),
         config_reads=_config_reads(ledger, exp),
         extra=extras,
+        tuning=_tuning_parts(ledger, exp, options) if exp.spec.get("tuning") else None,
     )
     registered = prereg.status(ledger, exp, doc.method)
     return doc.replace(experiment=doc.experiment.replace(preregistered=registered))
+
+
+def _settings(ledger: Ledger, exp: ExperimentRow, options: Options) -> meter.ComputeSettings:
+    """How compute is priced: the experiment's settings, overridden by ``options``."""
+    return meter.ComputeSettings.from_table(
+        ledger.compute_settings(exp.id),
+        grid_intensity=options.grid_intensity,
+        grid_intensity_source=options.grid_intensity_source,
+        pue=options.pue,
+        price_per_hour=options.price_per_hour,
+    )
+
+
+def _tuning_parts(ledger: Ledger, exp: ExperimentRow, options: Options) -> dict[str, Any]:
+    """What the tuning part is built from, read from the ledger."""
+    from fairtrial.ledger.stages import TUNING, UNTUNED
+
+    rows = ledger.stage_trials(exp.id, TUNING)
+    settings = _settings(ledger, exp, options)
+    records = ledger.stage_compute(exp.id, TUNING)
+    by_arm: dict[str, list[dict[str, Any]]] = {}
+    for r, _ in rows:
+        if r.id in records and r.status != "pending":
+            by_arm.setdefault(r.arm, []).append(records[r.id])
+    return {
+        "rows": rows,
+        "untuned": [r for r, _ in ledger.stage_trials(exp.id, UNTUNED)],
+        "compute": {arm: meter.summarize_arm(recs, settings) for arm, recs in by_arm.items()},
+    }
 
 
 def _compute(
@@ -200,13 +264,7 @@ def _compute(
     options: Options,
 ) -> dict[str, Any]:
     """Per-arm compute summaries (every ended trial's record), settings and hardware."""
-    settings = meter.ComputeSettings.from_table(
-        ledger.compute_settings(exp.id),
-        grid_intensity=options.grid_intensity,
-        grid_intensity_source=options.grid_intensity_source,
-        pue=options.pue,
-        price_per_hour=options.price_per_hour,
-    )
+    settings = _settings(ledger, exp, options)
     records = ledger.compute(exp.id)
     arms = {
         name: meter.summarize_arm(

@@ -61,6 +61,12 @@ from fairtrial.errors import ExperimentNotFound, FairtrialError
     "(by default the run stops there: the same error would repeat).",
 )
 @click.option(
+    "--also-untuned",
+    is_flag=True,
+    help="With [tuning]: also run every arm at its spec values on the same seeds, so the "
+    "report shows the verdict before tuning beside the one after equal tuning.",
+)
+@click.option(
     "--report/--no-report", "show_report", default=True, help="Print the report at the end."
 )
 def run(
@@ -75,6 +81,7 @@ def run(
     resume: bool,
     retry_failed: bool,
     keep_going: bool,
+    also_untuned: bool,
     show_report: bool,
 ) -> None:
     """Run every trial of SPEC not yet in the store (an interrupted run resumes).
@@ -108,6 +115,7 @@ def run(
         show_report,
         max_retries,
         keep_going,
+        also_untuned,
     )
 
 
@@ -136,6 +144,7 @@ def run_and_report(
     show_report: bool,
     max_retries: int | None = None,
     keep_going: bool = False,
+    also_untuned: bool = False,
 ) -> None:
     """Run ``spec``, print what the run did and the report; exit 1 unless every trial
     finished, 128 + the signal when interrupted."""
@@ -162,6 +171,7 @@ def run_and_report(
             console=err,
             max_retries=max_retries,
             keep_going=keep_going,
+            also_untuned=also_untuned,
         )
     except KeyboardInterrupt as exc:
         err.print(
@@ -179,8 +189,24 @@ def run_and_report(
 
 def run_summary_lines(summary: Any) -> list[str]:
     """What a run did and, when not every trial finished, what to do about it."""
+    lines = []
+    tuning = getattr(summary, "tuning", None)
+    if tuning is not None:
+        failed = tuning.failed + tuning.diverged
+        lines.append(
+            f"tuning: ran {tuning.ran} tuning trials in {tuning.seconds:.1f} s "
+            f"({tuning.finished} finished, {failed} failed or diverged: a configuration that "
+            "fails is a result of tuning, not an error of the run)"
+            + (f"; {tuning.already_done} were already in the store" if tuning.already_done else "")
+        )
+    untuned = getattr(summary, "untuned", None)
+    if untuned is not None:
+        lines.append(
+            f"untuned: {untuned.total} trials of the arms at their spec values"
+            + (f", {untuned.ran} run now" if untuned.ran else ", already in the store")
+        )
     done = summary.already_done
-    lines = [
+    lines += [
         f"ran {summary.ran} trials in {summary.seconds:.1f} s ({summary.finished} finished, "
         f"{summary.failed} failed, {summary.diverged} diverged)"
         + (f"; {summary.retried} lost attempts retried" if summary.retried else "")

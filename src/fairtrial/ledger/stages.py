@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fairtrial.ledger import schema as s
@@ -105,3 +105,19 @@ class Stages(LedgerBase):
                 delete(st).where(st.c.experiment_id == experiment_id, st.c.stage == stage)
             )
         return int(res.rowcount or 0)
+
+    def stage_compute(self, experiment_id: str, stage: str) -> dict[str, dict[str, Any]]:
+        """{trial_id: compute record} of the latest attempt of each trial of ``stage``."""
+        tc, t, st = s.trial_compute, s.trials, s.stage_trials
+        q = (
+            select(tc.c.trial_id, tc.c.compute_json)
+            .select_from(
+                tc.join(t, and_(t.c.id == tc.c.trial_id, t.c.attempt == tc.c.attempt)).join(
+                    st, st.c.trial_id == t.c.id
+                )
+            )
+            .where(st.c.experiment_id == experiment_id, st.c.stage == stage)
+        )
+        with self.engine.connect() as c:
+            rows = c.execute(q).all()
+        return {trial_id: json.loads(blob) for trial_id, blob in rows}
