@@ -2,7 +2,8 @@
 
 Every renderer takes the analysis document (:func:`fairtrial.analysis.analyze`) and, where it
 draws figures or shows predictions, the details (:func:`details`): verdicts come first, then
-ablations, arms, failures and predictions, then the methods that produced the numbers.
+ablations, the tuning (:mod:`.tuning`, when every arm was tuned), arms, failures and predictions,
+then the methods that produced the numbers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from fairtrial.report import fmt
+from fairtrial.report import fmt, tuning
 from fairtrial.report.html import render_html
 from fairtrial.report.tex import render_tex
 
@@ -69,6 +70,7 @@ def render_text(doc: Analysis) -> Group:
         inter = next((i for i in doc.interactions if i.arm == arm), None)
         if inter and inter.interaction is not None:
             parts.append(Text(_interaction_line(inter, conf)))
+    parts += tuning.text_parts(doc)
     t = Table(title=f"Arms: test {e.metric} per seed")
     for col in ("arm", "components", "n", "failed", "mean", "sd", f"{conf} CI", "per seed"):
         t.add_column(col, justify="left" if col in ("arm", "components", "per seed") else "right")
@@ -228,6 +230,7 @@ def render_md(doc: Analysis) -> str:
         for inter in doc.interactions:
             if inter.interaction is not None:
                 out += [_interaction_line(inter, conf), ""]
+    out += tuning.markdown(doc)
     out += [
         "### Arms",
         "",

@@ -116,7 +116,10 @@ def methods(doc: Analysis) -> list[str]:
         "arm_interval",
         "failures",
     ]
-    return [f"{k.replace('_', ' ')}: {s[k]}" for k in keys if k in s]
+    out = [f"{k.replace('_', ' ')}: {s[k]}" for k in keys if k in s]
+    if doc.tuning is not None and doc.tuning.text:
+        out.append(f"tuning: {doc.tuning.text}")
+    return out
 
 
 def interval_kind(doc: Analysis) -> str:

@@ -1,9 +1,9 @@
 """One self-contained HTML file: tables, inline SVG figures, no script, nothing fetched.
 
 Figures: the per-seed paired plot (one line per seed across arms), learning curves with interval
-bands across seeds, the forest plot of every comparison and ablation, and the metric against
-compute with its Pareto front. Every string that comes from a spec, a recipe or a ledger is
-escaped.
+bands across seeds, the forest plot of every comparison and ablation, the metric against
+compute with its Pareto front, and the tuning curves when every arm was tuned. Every string
+that comes from a spec, a recipe or a ledger is escaped.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from fairtrial import record
-from fairtrial.report import fmt, svg
+from fairtrial.report import fmt, svg, tuning
 
 if TYPE_CHECKING:
     from fairtrial.results import Analysis, ArmCompute, Comparison, Interaction
@@ -79,6 +79,7 @@ def render_html(
         for inter in doc.interactions:
             if inter.interaction is not None:
                 body.append(f"<p>{_e(_interaction(inter, conf))}</p>")
+    body += tuning.html(doc)
     figs = [
         _paired_plot(doc),
         _forest_plot(doc),
@@ -164,6 +165,7 @@ def figures(doc: Analysis, curves: dict[str, Any] | None = None) -> dict[str, st
         "forest": _forest_plot(doc),
         "curves": _curves_plot(curves, doc),
         "compute": _compute_plot(doc),
+        "tuning": tuning.curve_figure(doc),
     }
     return {k: v for k, v in made.items() if v}
 

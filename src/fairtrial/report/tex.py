@@ -1,7 +1,9 @@
 """A LaTeX table for papers: booktabs, mean with its interval, effects with verdict marks.
 
 The output is a ``table`` environment that needs ``\\usepackage{booktabs}`` and
-``\\usepackage{amssymb}`` (for the marks); every name from the spec is escaped.
+``\\usepackage{amssymb}`` (for the marks); every name from the spec is escaped. When every arm
+was tuned, tables of the verdicts before and after equal tuning, of each arm's tuning, of the
+tuning curves and of hyperparameter importance follow.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from fairtrial.report import tuning
+
 if TYPE_CHECKING:
-    from fairtrial.results import Analysis
+    from fairtrial.results import Analysis, Comparison
 
 _SPECIAL = {
     "\\": r"\textbackslash{}",
@@ -129,7 +133,99 @@ def render_tex(doc: Analysis, digits: int = 3) -> str:
             f"\\label{{tab:{_label(e.name)}-ablations}}",
             r"\end{table}",
         ]
+    lines += _tuning_tables(doc, digits)
     return "\n".join(lines) + "\n"
+
+
+def _t(s: str) -> str:
+    """Escaped text of the shared formatters, their few non-ASCII signs made LaTeX."""
+    return (
+        tex_escape(s)
+        .replace("—", "--")
+        .replace("×", r"$\times$")
+        .replace("±", r"$\pm$")
+        .replace("▲", MARKS["better"])
+        .replace("▼", MARKS["worse"])
+        .replace("≈", MARKS["equivalent"])
+    )
+
+
+def _delta(c: Comparison | None, d: int) -> str:
+    if c is None:
+        return "--"
+    return f"{_s(c.effect, d)}{_iv(c.interval, d, True)} {MARKS[c.verdict or 'inconclusive']}"
+
+
+def _table(spec: str, head: str, rows: list[str], caption: str, label: str) -> list[str]:
+    return [
+        "",
+        r"\begin{table}[t]",
+        r"\centering",
+        f"\\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        head + r" \\",
+        r"\midrule",
+        *[r + r" \\" for r in rows],
+        r"\bottomrule",
+        r"\end{tabular}",
+        f"\\caption{{{caption}}}",
+        f"\\label{{tab:{label}}}",
+        r"\end{table}",
+    ]
+
+
+def _tuning_tables(doc: Analysis, d: int) -> list[str]:
+    t = doc.tuning
+    if t is None:
+        return []
+    name = _label(doc.experiment.name)
+    out: list[str] = []
+    pairs = tuning.verdict_pairs(doc)
+    if pairs:
+        rows = [
+            f"{tex_escape(p.arm)} & {tex_escape(p.against)} & {_delta(p.untuned, d)} & "
+            f"{_delta(p.tuned, d)}"
+            for p in pairs
+        ]
+        caption = (
+            "Untuned vs tuned: each arm's paired difference at its spec values and after equal "
+            "tuning. " + " ".join(_t(line) + "." for line in tuning.pair_lines(doc))
+        )
+        head = r"Arm & vs & $\Delta$ untuned & $\Delta$ tuned"
+        out += _table("llll", head, rows, caption, f"{name}-untuned")
+    imp_rows, imp_lines = [], []
+    for a in t.arms.values():
+        said, imp = tuning.importance(a)
+        imp_lines.append(said)
+        imp_rows += [f"{tex_escape(a.arm)} & {tex_escape(k)} & {v}" for k, v in imp]
+    rows = [" & ".join(_t(v) for v in row) for row in tuning.arm_rows(doc)]
+    notes = [
+        tuning.lead(t),
+        *([] if pairs else [f"Untuned: {tuning.no_untuned(t)}"]),
+        *tuning.starting_notes(t),
+        *([spent] if (spent := tuning.compute_line(t)) else []),
+        *([f"Procedure: {t.text}"] if t.text else []),
+        *([] if imp_rows else imp_lines),
+    ]
+    head = " & ".join(h[:1].upper() + h[1:] for h in tuning.ARM_HEADS)
+    caption = " ".join(_t(n.rstrip(".")) + "." for n in notes)
+    out += _table("lllrrrr", head, rows, caption, f"{name}-tuning")
+    heads, curve, how = tuning.curve_rows(t)
+    if curve:
+        caption = " ".join(_t(n) + "." for n in (tuning.curve_title(t), *how))
+        head = " & ".join(f"${h}$" if h == "k" else tex_escape(h) for h in heads)
+        out += _table(
+            "r" * len(heads),
+            head,
+            [" & ".join(_t(v) for v in r) for r in curve],
+            caption,
+            f"{name}-tuning-curve",
+        )
+    if imp_rows:
+        caption = " ".join(_t(n) + "." for n in ("Hyperparameter importance", *imp_lines))
+        head = "Arm & Hyperparameter & Importance"
+        out += _table("llr", head, imp_rows, caption, f"{name}-importance")
+    return out
 
 
 def _label(name: str) -> str:

@@ -19,12 +19,13 @@ from fairtrial.stats.multiple import benjamini_hochberg, holm
 from fairtrial.stats.permutation import PermutationTest, paired_permutation_test
 from fairtrial.stats.power import minimum_detectable_effect, paired_t_power, required_seeds
 from fairtrial.stats.ttest import TOST, TTest, cohens_dz, paired_t_test, tost_paired, welch_t_test
-from fairtrial.stats.tuning import expected_max
+from fairtrial.stats.tuning import ExpectedMaxCurve, expected_max, tuning_curve
 
 __all__ = [  # noqa: RUF022 (plain sorted(), as the project pins its __all__)
     "ASO",
     "AggregateCI",
     "BootstrapCI",
+    "ExpectedMaxCurve",
     "PermutationTest",
     "ProbabilityOfImprovement",
     "TOST",
@@ -45,5 +46,6 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as the project pins its __all__)
     "probability_of_improvement",
     "required_seeds",
     "tost_paired",
+    "tuning_curve",
     "welch_t_test",
 ]
