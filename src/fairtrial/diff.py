@@ -265,6 +265,11 @@ def arm_isolation(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any]:
     trials = ledger.trials(exp.id)
     by = {(t.arm, t.seed): t for t in trials if t.attempt > 0}
     declared = {a["name"]: dict(a["components"]) for a in exp.arms["arms"]}
+    # [tuning]: each arm ran its own best values of the tuned keys (the tuning part reports them)
+    tuning = exp.spec.get("tuning") or {}
+    tuned = set(tuning.get("space") or {})
+    for own in (tuning.get("arms") or {}).values():
+        tuned |= set(own)
     prov_cache: dict[str, dict[str, dict[str, Any]]] = {}
 
     def groups_of(t: TrialRow) -> dict[str, dict[str, Any]]:
@@ -297,6 +302,8 @@ def arm_isolation(ledger: Ledger, exp: ExperimentRow) -> dict[str, Any]:
             pairs += 1
             fa, fb = flatten(t.config), flatten(base.config)
             for k in sorted(set(fa) | set(fb)):
+                if k in tuned:
+                    continue
                 if k in comps:
                     if fa.get(k) != comps[k]:
                         note("config", k, fa.get(k), f"declared {comps[k]!r}", seed)
