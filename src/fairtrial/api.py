@@ -84,6 +84,7 @@ def run(
     max_retries: int | None = None,
     console: Console | None = None,
     show_progress: bool | None = False,
+    also_untuned: bool = False,
 ) -> RunSummary:
     """Run every trial of ``spec`` (a path or a :class:`~fairtrial.spec.Spec`) not yet in the
     store, as ``fairtrial run`` does; an interrupted run resumes. Returns the run's summary;
@@ -92,7 +93,8 @@ def run(
     ``backend`` defaults to what ``fairtrial run --backend auto`` picks
     (:func:`fairtrial.backends.choose_backend`): vectorized for a recipe with a batched form,
     else local worker processes (``workers``: how many, default one per core; asking for
-    workers picks local).
+    workers picks local). ``also_untuned`` (with ``[tuning]``): also run the arms at their
+    spec values, as ``--also-untuned`` does.
     """
     from fairtrial.backends import choose_backend
     from fairtrial.ledger import Ledger
@@ -111,6 +113,7 @@ def run(
             max_retries=max_retries,
             console=console,
             show_progress=show_progress,
+            also_untuned=also_untuned,
         )
     finally:
         if ledger is not store:
