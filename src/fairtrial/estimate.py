@@ -156,4 +156,8 @@ def plan_estimate(
         return PlanEstimate(time=time, done=None, power=[])
     rows = ledger.trials(exp.id)
     done = sum(r.status in _DONE for r in rows)
+    if spec.tuning is not None:
+        from fairtrial.ledger.stages import TUNING
+
+        done += sum(r.status in _DONE for r, _ in ledger.stage_trials(exp.id, TUNING))
     return PlanEstimate(time=time, done=done, power=power_rows(spec, rows))

@@ -79,4 +79,21 @@ def spec_toml(normalized: Mapping[str, Any]) -> str:
         lines.append("[ablations]")
         lines.append(f"leave_one_out = {_toml_value(list(normalized['ablations']))}")
         lines.append("")
+    tuning = normalized.get("tuning")
+    if tuning:
+        lines.append("[tuning]")
+        for key in ("budget", "sampler", "objective", "seeds", "root_seed"):
+            lines.append(f"{key} = {_toml_value(tuning[key])}")
+        lines.append("")
+        _dims(lines, "tuning.space", tuning["space"])
+        for name, space in (tuning.get("arms") or {}).items():
+            _dims(lines, f"arms.{_toml_key(name)}.tuning.space", space)
     return "\n".join(lines)
+
+
+def _dims(lines: list[str], header: str, space: Mapping[str, Any]) -> None:
+    """A tuning space: one inline table per dimension, under its (dotted) key."""
+    lines.append(f"[{header}]")
+    for key, dim in space.items():
+        lines.append(f"{_toml_str(key)} = {_toml_value(dim)}")
+    lines.append("")

@@ -50,7 +50,34 @@ def plan(spec_path: Path, store: str | None) -> None:
         + ", ".join(f"{k}={v}" for k, v in trials[0].seeds.items())
         + " (identical for every arm)"
     )
-    est = plan_estimate(open_ledger(store), spec, len(trials))
+    tuning_trials = 0
+    if spec.tuning is not None:
+        tun = spec.tuning
+        tuning_trials = len(spec.arms) * tun.budget * tun.seeds
+        dims = "; ".join(f"{k}: {d.describe()}" for k, d in sorted(tun.space.items()))
+        own = "".join(
+            f"; {arm} also tunes "
+            + ", ".join(f"{k}: {d.describe()}" for k, d in sorted(space.items()))
+            for arm, space in sorted(tun.arm_spaces.items())
+        )
+        out.print(
+            f"tuning: {len(spec.arms)} arms × {tun.budget} configurations × {tun.seeds} tuning "
+            f"seed(s) = {tuning_trials} tuning trials first (sampler {tun.sampler}, seed "
+            f"{tun.root_seed}, chosen on {tun.objective}; the test split is never scored "
+            f"while tuning) over {dims}{own}; then each arm's best configuration runs on the "
+            f"seeds above",
+            highlight=False,
+        )
+        for a in spec.arms.values():
+            start = {k: v for k, v in a.components.items() if k in tun.space_of(a)}
+            if start:
+                shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in start.items())
+                out.print(
+                    f"note: {escape(a.name)}: {escape(shown)} is tuned too: the spec value "
+                    "is only a starting point",
+                    highlight=False,
+                )
+    est = plan_estimate(open_ledger(store), spec, len(trials) + tuning_trials)
     out.print(time_line(est.time))
     if spec.auto_seeds:
         out.print(
