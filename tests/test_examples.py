@@ -94,3 +94,19 @@ def test_examples_run(example: str, tmp_path: Path) -> None:
     )
     assert all(arm["n"] == doc["experiment"]["seeds"] for arm in doc["arms"].values())
     assert all(c["effect"] > 0 for c in doc["comparisons"])
+
+
+def test_tuning_example_runs(tmp_path: Path) -> None:
+    """The README's fair-tuning example: better at the spec values, not after equal tuning."""
+    pytest.importorskip("optuna")
+    folder = tmp_path / "tuning"
+    shutil.copytree(ROOT / "examples" / "tuning", folder)
+    out = ft("run", str(folder / "spec.toml"), "--also-untuned", "--no-report", cwd=tmp_path)
+    assert "tuning: ran 24 tuning trials" in out.stderr and "0 failed, 0 diverged" in out.stderr
+    doc = json.loads(
+        ft("report", str(folder / "spec.toml"), "--format", "json", cwd=tmp_path).stdout
+    )
+    (untuned,) = doc["tuning"]["untuned"]
+    assert untuned["verdict"] == "better"
+    assert doc["comparisons"][0]["verdict"] in ("equivalent", "inconclusive")
+    assert doc["tuning"]["arms"]["layernorm"]["starting_points"] == {"lr": 0.1}
