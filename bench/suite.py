@@ -21,6 +21,8 @@ Sections (each ratio is against the first row of its section, measured in the sa
 ``batched``  whole experiments as batched models: the demo's 40 trials vectorized against
              local workers and one trial; 10 seeds of cnn1d and transformer (``batched.py``).
 ``scale``    the demo's MLP at 2 to 100 seeds: worker processes against vectorized.
+``tuning``   fair tuning: the driver's time per tuning trial against the trial's own (random
+             and tpe samplers), and the tuning example end to end (``tuning.py``).
 ``demo``     ``fairtrial demo`` end to end in a fresh folder (a subprocess).
 
 Every fairtrial row is a real run (``run_experiment``) into a fresh SQLite ledger in a
@@ -328,7 +330,7 @@ def print_table(info: dict[str, Any], rows: list[Row], argv: list[str], wall: fl
     print(f"ratios are against the first row of each section; total wall time {wall:.0f} s")
 
 
-SECTIONS = ("log", "trials", "seeds", "workers", "batched", "scale", "demo")
+SECTIONS = ("log", "trials", "seeds", "workers", "batched", "scale", "tuning", "demo")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
-    import batched  # after suite's own definitions: it imports them
+    import batched  # after suite's own definitions: they import them
+    import tuning
 
     sections = args.only or list(SECTIONS)
     info = log_overhead.machine_info()
@@ -352,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": lambda t: bench_workers(args.quick, t),
         "batched": lambda t: batched.bench_batched(args.quick, t),
         "scale": lambda t: batched.bench_scale(args.quick, t),
+        "tuning": lambda t: tuning.bench_tuning(args.quick, t),
         "demo": bench_demo,
     }
     cwd = Path.cwd()

@@ -5,7 +5,6 @@ disjoint seeds, and the spec's errors."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 from fairtrial.backends import InlineBackend
 from fairtrial.errors import SpecError
 from fairtrial.ledger import Ledger
-from fairtrial.ledger.stages import TUNING, UNTUNED
+from fairtrial.ledger.stages import TUNING
 from fairtrial.runner import run_experiment
 from fairtrial.spec import load_spec
 
@@ -173,7 +172,7 @@ def test_spec_errors(write_spec: Callable[..., Path], change: str, message: str)
     text = bowl()
     replacement = {
         "budget = 1: must": "budget = 1\n",
-        "sampler = \"grid\"": 'sampler = "grid"\n',
+        'sampler = "grid"': 'sampler = "grid"\n',
         "log range": "lr = { low = 0, high = 1.0, log = true }",
         "empty range": "lr = { low = 1, high = 1 }",
         "bogus": "bogus = { low = 1, high = 2 }",

@@ -106,11 +106,14 @@ def run_rows(
     options: Options,
     *,
     stage: str = "",
+    check_code: bool = True,
 ) -> None:
     """Run the trials of ``planned`` that are not done yet (nor held by another live run),
     counting into ``summary``. ``stage``: "" for the compared trials, ``"tuning"`` for tuning
     trials (their own seed root, judged on the validation objective), ``"untuned"`` for the
-    arms at their spec values; each stage's trials get work folders of their own."""
+    arms at their spec values; each stage's trials get work folders of their own.
+    ``check_code``: afterwards, stop the run if the recipe's code changed meanwhile (a caller
+    that runs many small rounds checks once, at the end: :func:`code_changed`)."""
     retry_failed, show_progress, max_retries, keep_going = options
     redo = ("pending", "running", "interrupted") + (LOST if retry_failed else ())
     todo: list[TrialRow] = []
@@ -137,14 +140,21 @@ def run_rows(
         return
     _run_todo(spec, ledger, backend, snapshot, todo, summary, console, show_progress,
               max_retries, keep_going, stage)  # fmt: skip
+    if check_code:
+        summary.stopped = summary.stopped or code_changed(spec, code_hash)
+
+
+def code_changed(spec: Spec, code_hash: str) -> str | None:
+    """Why the run must stop when the recipe's code is no longer ``code_hash``, else None: a
+    trial that started after the edit may have run the new code under the old identity; the
+    next run computes the new identity and re-runs every trial."""
     now = provenance.code_hash(spec_code_snapshot(spec))
-    if now != code_hash:
-        # a trial that started after the edit may have run the new code under the old
-        # identity; the next run computes the new identity and re-runs every trial
-        summary.stopped = summary.stopped or (
-            f"the recipe's code changed while the run went on (code {code_hash[:12]} at "
-            f"the start, {now[:12]} now): run again to re-run every trial on one version"
-        )
+    if now == code_hash:
+        return None
+    return (
+        f"the recipe's code changed while the run went on (code {code_hash[:12]} at the "
+        f"start, {now[:12]} now): run again to re-run every trial on one version"
+    )
 
 
 def _run_todo(

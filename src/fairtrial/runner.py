@@ -139,7 +139,8 @@ def _run_tuned(
         "split is never scored while tuning)",
         highlight=False,
     )
-    tuned = tune(spec, ledger, backend, console, options)
+    snapshot = spec_code_snapshot(spec)
+    tuned = tune(spec, ledger, backend, console, options, snapshot)
     if tuned.stopped is not None or tuned.summary is None:
         summary = tuned.summary or RunSummary(spec.experiment_id, total=0, already_done=0)
         summary.stopped = tuned.stopped
@@ -148,7 +149,7 @@ def _run_tuned(
     for arm, best in tuned.best.items():
         line = describe_best(arm, best, tuning.objective)
         console.print(f"tuned {escape(line)}", highlight=False)
-    untuned = _untuned(spec, ledger, backend, console, options, also_untuned)
+    untuned = _untuned(spec, ledger, backend, console, options, also_untuned, snapshot)
     arms = {n: replace(a, config=tuned.configs[n]) for n, a in spec.arms.items()}
     evaluated = replace(spec, arms=arms)
     summary = _run_compared(evaluated, ledger, backend, opts)
@@ -165,12 +166,12 @@ def _untuned(
     console: Console,
     options: Any,
     run: bool,
+    snapshot: dict[str, Any],
 ) -> RunSummary | None:
     """The arms at their spec values on the experiment's seeds: run when ``run``, else
     attached when every one of them already ran (by identity, in any experiment)."""
     from fairtrial.ledger.stages import UNTUNED
 
-    snapshot = spec_code_snapshot(spec)
     code_hash = provenance.code_hash(snapshot)
     plans = plan_trials(spec, code_hash)
     eid = spec.experiment_id

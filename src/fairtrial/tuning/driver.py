@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rich.console import Console
@@ -31,7 +31,7 @@ from fairtrial.backends.base import Backend
 from fairtrial.ledger import Ledger, TrialRow
 from fairtrial.ledger.stages import TUNING
 from fairtrial.plan import TrialPlan, spec_code_snapshot, trial_identity
-from fairtrial.rounds import Options, RunSummary, run_rows
+from fairtrial.rounds import Options, RunSummary, code_changed, run_rows
 from fairtrial.seeding import trial_seeds, tuning_root
 from fairtrial.spec import Arm, Spec, set_dotted
 from fairtrial.tuning import select, space
@@ -89,14 +89,20 @@ class TuningMismatch(Exception):
 
 
 def tune(
-    spec: Spec, ledger: Ledger, backend: Backend, console: Console, options: Options
+    spec: Spec,
+    ledger: Ledger,
+    backend: Backend,
+    console: Console,
+    options: Options,
+    snapshot: dict[str, Any] | None = None,
 ) -> TuneResult:
-    """Tune every arm of ``spec`` (its ``[tuning]``) with the same budget; resumable."""
+    """Tune every arm of ``spec`` (its ``[tuning]``) with the same budget; resumable.
+    ``snapshot``: the code the trials run (default: as it is on disk now)."""
     tuning = spec.tuning
     assert tuning is not None
     optuna = space.import_optuna()
     eid = spec.experiment_id
-    snapshot = spec_code_snapshot(spec)
+    snapshot = spec_code_snapshot(spec) if snapshot is None else snapshot
     code_hash = provenance.code_hash(snapshot)
     arms = list(spec.arms.values())
     spaces = {a.name: tuning.space_of(a) for a in arms}
@@ -113,8 +119,9 @@ def tune(
     summary = RunSummary(eid, total=len(arms) * tuning.budget * n, already_done=0)
     result = TuneResult(summary=summary)
     asked = 0
+    # what an earlier run asked for (a resumed run checks the sampler asks for it again)
+    stored = {(r.arm, r.seed): p for r, p in ledger.stage_trials(eid, TUNING)}
     for size in space.rounds(tuning):
-        stored = {(r.arm, r.seed): p for r, p in ledger.stage_trials(eid, TUNING)}
         batch: list[tuple[Arm, int, Any]] = []
         plans: list[TrialPlan] = []
         params_of: dict[tuple[str, int], dict[str, Any]] = {}
@@ -136,14 +143,19 @@ def tune(
                     plans.append(p)
                     params_of[(arm.name, p.seed)] = params
         ledger.add_stage_trials(eid, TUNING, plans, params_of)
-        rows = {r.id: r for r, _ in ledger.stage_trials(eid, TUNING)}
-        planned = [rows[i] for i in dict.fromkeys(p.trial_id for p in plans)]
+        ids = list(dict.fromkeys(p.trial_id for p in plans))
+        rows = {r.id: r for r in ledger.trials_of_identity(ids)}
+        planned = [rows[i] for i in ids]
         run_rows(spec, ledger, backend, snapshot, code_hash, planned, summary, console,
-                 options, stage=TUNING)  # fmt: skip
+                 options, stage=TUNING, check_code=False)  # fmt: skip
         if summary.stopped:
             result.stopped = summary.stopped
             return result
-        now = {(r.arm, r.seed): (r, p) for r, p in ledger.stage_trials(eid, TUNING)}
+        # this round's trials as they ended, in their slots (a trial reused from another
+        # experiment holds that experiment's arm name)
+        ended = {r.id: r for r in ledger.trials_of_identity(ids)}
+        now = {(p.arm, p.seed): (replace(ended[p.trial_id], arm=p.arm, seed=p.seed),
+                                 params_of[(p.arm, p.seed)]) for p in plans}  # fmt: skip
         for arm, index, trial in batch:
             group = [now[(arm.name, index * n + s)] for s in range(n)]
             (config,) = select.configurations(group, n)
@@ -155,6 +167,9 @@ def tune(
             else:
                 studies[arm.name].tell(trial, state=optuna.trial.TrialState.FAIL)
         asked += size
+    if (changed := code_changed(spec, code_hash)) is not None:
+        result.stopped = changed
+        return result
     by_arm: dict[str, list[tuple[TrialRow, dict[str, Any]]]] = {}
     for row, params in ledger.stage_trials(eid, TUNING):
         if row.seed < tuning.budget * n:
