@@ -17,7 +17,7 @@ import pytest
 from fairtrial.backends import InlineBackend
 from fairtrial.errors import SpecError
 from fairtrial.ledger import Ledger
-from fairtrial.ledger.stages import TUNING
+from fairtrial.ledger.stages import TUNING, UNTUNED
 from fairtrial.runner import run_experiment
 from fairtrial.spec import load_spec
 
@@ -60,10 +60,10 @@ def _stage(led: Ledger, eid: str, stage: str = TUNING) -> list[tuple[str, int, s
 
 
 def test_same_configurations_for_every_arm_and_disjoint_seeds(
-    write_spec: Callable[..., Path], tmp_path: Path
+    write_spec: Callable[..., Path], store_url: str
 ) -> None:
     spec = load_spec(write_spec(bowl(tseeds=2)))
-    led = Ledger(tmp_path / "ledger.db")
+    led = Ledger(store_url)
     summary = run_experiment(spec, led, InlineBackend(), show_progress=False)
     assert summary.complete and summary.tuning is not None
     assert summary.tuning.ran == 2 * 6 * 2
@@ -98,6 +98,98 @@ def test_same_configurations_for_every_arm_and_disjoint_seeds(
         assert all(t.config["lr"] == part.best.params["lr"] for t in compared if t.arm == arm)
         assert part.curve is not None and len(part.curve.k) == 6
     assert doc.tuning.untuned == [] and doc.tuning.untuned_note
+    led.close()
+
+
+def test_an_arms_own_space_qmc_and_importance(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """An arm tunes a hyperparameter of its own on the same budget; importance names the one
+    that matters (the score depends on lr a hundred times more than on width)."""
+    text = (
+        bowl(sampler="qmc", budget=16)
+        + "\n[arms.wide.tuning.space]\nwidth = { low = 1.0, high = 4.0 }\n"
+    )
+    spec = load_spec(write_spec(text))
+    led = Ledger(tmp_path / "ledger.db")
+    summary = run_experiment(spec, led, InlineBackend(), show_progress=False)
+    assert summary.complete
+    eid = spec.experiment_id
+    params = {(r.arm, r.seed): p for r, p in led.stage_trials(eid, TUNING)}
+    assert all(set(p) == {"lr"} for (arm, _), p in params.items() if arm == "baseline")
+    assert all(set(p) == {"lr", "width"} for (arm, _), p in params.items() if arm == "wide")
+    from fairtrial.analysis.document import analyze
+
+    doc = analyze(led, led.experiment(eid))
+    assert doc.tuning is not None
+    wide = doc.tuning.arms["wide"]
+    assert wide.space["width"] == {"low": 1.0, "high": 4.0}
+    assert wide.starting_points == {"width": 2.0}
+    assert wide.importance is not None and set(wide.importance.values) == {"lr", "width"}
+    assert wide.importance.values["lr"] > 2 * wide.importance.values["width"]
+    assert wide.importance.note is None  # 16 configurations: enough to tell
+    compared = {t.arm: t.config for t in led.trials(eid)}
+    assert wide.best is not None and compared["wide"]["width"] == wide.best.params["width"]
+    led.close()
+
+
+def test_untuned_trials_that_exist_are_shown(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The arms at their spec values ran before (the same spec without [tuning]): the tuned
+    run finds them by identity and the report puts their verdict beside the tuned one."""
+    text = bowl(budget=4)
+    plain = load_spec(write_spec(text.split("[tuning]")[0], name="plain.toml"))
+    led = Ledger(tmp_path / "ledger.db")
+    assert run_experiment(plain, led, InlineBackend(), show_progress=False).complete
+    tuned = load_spec(write_spec(text))
+    summary = run_experiment(tuned, led, InlineBackend(), show_progress=False)
+    assert summary.untuned is not None and summary.untuned.ran == 0
+    from fairtrial.analysis.document import analyze
+
+    doc = analyze(led, led.experiment(tuned.experiment_id))
+    assert doc.tuning is not None and doc.tuning.untuned_note is None
+    (untuned,) = doc.tuning.untuned
+    old = analyze(led, led.experiment(plain.experiment_id)).comparison("wide")
+    assert (untuned.effect, untuned.verdict) == (old.effect, old.verdict)
+    assert {r.id for r in led.trials(plain.experiment_id)} == {
+        r.id for r, _ in led.stage_trials(tuned.experiment_id, UNTUNED)
+    }
+    led.close()
+
+
+def test_a_command_recipe_is_tuned_on_its_logged_metric(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    text = """
+    [experiment]
+    name = "cmd-tuned"
+    task = "digits"
+    command = "{python} cmd_train.py --shrink {shrink} --seed {seed}"
+    seeds = 2
+
+    [baseline]
+    shrink = 1.0
+
+    [tuning]
+    budget = 2
+    objective = "val_accuracy"
+
+    [tuning.space]
+    shrink = { choices = [0.5, 1.0] }
+    """
+    spec = load_spec(write_spec(text))
+    led = Ledger(tmp_path / "ledger.db")
+    summary = run_experiment(spec, led, InlineBackend(), show_progress=False)
+    assert summary.complete
+    rows = led.stage_trials(spec.experiment_id, TUNING)
+    assert len(rows) == 2 and all(r.status == "finished" for r, _ in rows)
+    # the result is the logged objective; the predictions it wrote were not scored
+    for r, _ in rows:
+        (value,) = [m[4] for m in led.metrics(r.id) if m[3] == "val_accuracy"]
+        assert r.result == value
+    scored = {e["trial_id"] for e in led.test_evaluations(spec.experiment_id)}
+    assert scored == {t.id for t in led.trials(spec.experiment_id)}
     led.close()
 
 

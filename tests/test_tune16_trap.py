@@ -4,9 +4,11 @@ values it is `better`; after equal tuning over the learning rate it must not be.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from fairtrial import api
 from fairtrial.ledger import Ledger
@@ -43,12 +45,16 @@ lr = { low = 1e-3, high = 0.5, log = true }
 """
 
 
-def test_a_gain_from_tuning_is_caught(tmp_path: Path) -> None:
+def test_a_gain_from_tuning_is_caught(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     spec = tmp_path / "trap.toml"
     spec.write_text(TRAP)
     led = Ledger(tmp_path / "ledger.db")
-    summary = api.run(spec, led, also_untuned=True)
+    out = io.StringIO()
+    summary = api.run(spec, led, also_untuned=True, console=Console(file=out, width=200))
     assert summary.complete and summary.untuned is not None
+    # the tuning round (2 arms x 6 learning rates, momentum differing too: both are options
+    # the MLP's batched form takes per member) trained as one batched model
+    assert "vectorized: 12 trials as 1 group(s) of 12" in capfd.readouterr().err
     doc = api.analyze("trap", led)
     assert doc.tuning is not None
     (untuned,) = doc.tuning.untuned

@@ -20,6 +20,11 @@ from fairtrial.spec.model import Dim, metric_direction
 from fairtrial.tuning import select
 from fairtrial.tuning.records import ArmTuning, Importance, TuningCurve, TuningTrial
 
+#: finished configurations below which the importance carries a warning: fANOVA's forest on
+#: 8 configurations of a two-dimensional space was seen to rank a hyperparameter with a
+#: hundredth of the effect first
+RELIABLE_IMPORTANCE = 10
+
 SAMPLER_NAMES = {
     "random": "Optuna's RandomSampler",
     "qmc": "Optuna's QMCSampler (scrambled Sobol)",
@@ -140,7 +145,13 @@ def importance(
     except Exception as exc:
         return Importance(evaluator=name, note=f"could not be computed: {exc}")
     clean = {k: float(v) for k, v in values.items() if math.isfinite(float(v))}
-    return Importance(evaluator=name, values=clean)
+    note = None
+    if len(done) < RELIABLE_IMPORTANCE:
+        note = (
+            f"from {len(done)} configurations: too few for a reliable importance (the "
+            f"evaluator fits a model to them; at least {RELIABLE_IMPORTANCE} are advised)"
+        )
+    return Importance(evaluator=name, values=clean, note=note)
 
 
 def build_tuning(
