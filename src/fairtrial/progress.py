@@ -85,6 +85,9 @@ class ExperimentDetail:
     superseded: int
     #: one per distinct error among the failed and diverged trials with a traceback
     failures: list[Failure]
+    #: ``[tuning]``: the tuning trials by status (failed and diverged ones are results of
+    #: tuning, not failures of the run); None without tuning
+    tuning: dict[str, int] | None = None
 
     @property
     def failing(self) -> bool:
@@ -168,6 +171,13 @@ def experiment_detail(ledger: Ledger, exp: ExperimentRow) -> ExperimentDetail:
                 continue
             shown.add(key)
             failures.append(Failure(r.arm, r.seed, r.error or "", traceback_tail(r.error_detail)))
+    tuning: dict[str, int] | None = None
+    if exp.spec.get("tuning"):
+        from fairtrial.ledger.stages import TUNING
+
+        tuning = {}
+        for r, _ in ledger.stage_trials(exp.id, TUNING):
+            tuning[r.status] = tuning.get(r.status, 0) + 1
     return ExperimentDetail(
         id=exp.id,
         name=exp.name,
@@ -175,4 +185,5 @@ def experiment_detail(ledger: Ledger, exp: ExperimentRow) -> ExperimentDetail:
         trials=trials,
         superseded=len(late),
         failures=failures,
+        tuning=tuning,
     )

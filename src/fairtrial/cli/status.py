@@ -51,6 +51,13 @@ def status(experiment: str | None, store: str | None) -> None:
             out.print(RETRY_HINT)
         return
     detail = experiment_detail(ledger, find_experiment(ledger, experiment))
+    if detail.tuning is not None:
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(detail.tuning.items())) or "none yet"
+        out.print(
+            f"tuning trials: {counts} (a configuration that fails is a result of tuning; "
+            "`fairtrial report` shows each arm's tuning)",
+            highlight=False,
+        )
     t = Table(title=f"{detail.name} ({detail.id}) · code {detail.code}")
     for col in ("arm", "seed", "status", "attempt", "result", "wall s", "trial", "reason"):
         t.add_column(col)
