@@ -118,6 +118,8 @@ def experiments_progress(ledger: Ledger) -> list[ExperimentProgress]:
     out: list[ExperimentProgress] = []
     for e in ledger.experiments():
         rows = ledger.trials(e.id)
+        for child in (e.spec.get("children") or {}).values():  # over several tasks: theirs
+            rows += ledger.trials(child)
 
         def count(*st: str, rows: list[TrialRow] = rows) -> int:
             return sum(r.status in st for r in rows)

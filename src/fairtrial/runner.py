@@ -68,6 +68,8 @@ def run_experiment(
     """
     console = console or Console(stderr=True)
     opts: _Opts = (retry_failed, console, show_progress, max_retries, keep_going)
+    if spec.tasks:
+        return _run_tasks(spec, ledger, backend, opts, also_untuned)
     if spec.tuning is not None:
         return _run_tuned(spec, ledger, backend, opts, also_untuned)
     return _run_compared(spec, ledger, backend, opts)
@@ -118,6 +120,36 @@ def _run_compared(spec: Spec, ledger: Ledger, backend: Backend, opts: _Opts) -> 
     rest.seed_plan = seed_plan
     _warn_unread_config(spec, ledger, console)
     return rest
+
+
+def _run_tasks(
+    spec: Spec, ledger: Ledger, backend: Backend, opts: _Opts, also_untuned: bool
+) -> RunSummary:
+    """An experiment over several tasks: each task's own experiment, one after another (the
+    same seeds on every task); the summary adds them up."""
+    console = opts[1]
+    register(spec, ledger)
+    total = RunSummary(spec.experiment_id, total=0, already_done=0)
+    for child in spec.children:
+        console.print(f"task {escape(child.task)}: experiment {child.name} ({child.experiment_id})",
+                      highlight=False)  # fmt: skip
+        if child.tuning is not None:
+            one = _run_tuned(child, ledger, backend, opts, also_untuned)
+        else:
+            one = _run_compared(child, ledger, backend, opts)
+        for name in ("total", "already_done", "ran", "finished", "failed", "diverged",
+                     "interrupted", "retried", "seconds", "reused", "replaced", "elsewhere",
+                     "superseded", "kept_failures"):  # fmt: skip
+            setattr(total, name, getattr(total, name) + getattr(one, name))
+        total.failures += one.failures
+        total.elsewhere_owners += one.elsewhere_owners
+        for status, n in one.statuses.items():
+            total.statuses[status] = total.statuses.get(status, 0) + n
+        total.tuned.update({f"{child.task}: {a}": line for a, line in one.tuned.items()})
+        if one.stopped:
+            total.stopped = f"task {child.task}: {one.stopped}"
+            break
+    return total
 
 
 def _run_tuned(

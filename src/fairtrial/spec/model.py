@@ -165,6 +165,15 @@ class Spec:
     deterministic: bool = False
     #: ``[tuning]``: equal tuning of every arm before the compared seeds run
     tuning: TuningSpec | None = None
+    #: ``tasks = [...]``: the tasks of an experiment over several, and each one's own spec
+    #: (a single-task spec each, ``part_of`` this one); empty for a single-task experiment
+    tasks: tuple[str, ...] = ()
+    task_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    children: tuple[Spec, ...] = ()
+    #: ``suite:NAME`` when the tasks were named by a suite
+    suite: str | None = None
+    #: a task's spec within an experiment over several tasks: that experiment's name
+    part_of: str | None = None
 
     def target_metric(self) -> tuple[str, Literal["max", "min"]]:
         """The logged metric time-to-target watches, and whether higher or lower is better.
@@ -212,7 +221,20 @@ class Spec:
             "ablations": sorted({a.arm for a in self.ablations}),
             # only when set: experiments without tuning keep their ids
             **({"tuning": self.tuning.normalized()} if self.tuning else {}),
+            **({"part_of": self.part_of} if self.part_of else {}),
+            **(self._tasks_normalized() if self.tasks else {}),
         }
+
+    def _tasks_normalized(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "tasks": list(self.tasks),
+            "task_overrides": self.task_overrides,
+            # each task's own experiment (its id covers its overrides and the code's options)
+            "children": {c.task: c.experiment_id for c in self.children},
+        }
+        if self.suite:
+            out["suite"] = self.suite
+        return out
 
     def arm_table(self) -> dict[str, list[dict[str, Any]]]:
         """Arms in order (baseline, declared arms, ablations) and the ablation map."""

@@ -41,6 +41,7 @@ from fairtrial.spec.refs import (
     _task_ref_problem,
 )
 from fairtrial.spec.tables import _SECTIONS, _VALID, _Ablations, _Compute, _Experiment, _Hypothesis
+from fairtrial.spec.tasks import parse_tasks
 from fairtrial.spec.tuning import parse_tuning
 from fairtrial.tasks import METRICS, Task, get_task, import_object, metrics_for
 
@@ -68,6 +69,15 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
     if "experiment" not in raw:
         raise spec_error(f"{ld.label}: missing table [experiment] (name, task, recipe, seeds)")
     _check_document(ld, raw)
+    if isinstance(raw["experiment"], Mapping) and "tasks" in raw["experiment"]:
+        return parse_tasks(ld, raw, path, _parse_single)
+    if "tasks" in raw:
+        raise ld.fail("tasks", None, "per-task settings need [experiment] tasks = [...]")
+    return _parse_single(ld, raw, path)
+
+
+def _parse_single(ld: _Loader, raw: dict[str, Any], path: Path | None) -> Spec:
+    """One task's spec, from its parsed TOML."""
     exp: _Experiment = ld.model(_Experiment, "experiment", raw["experiment"])
     hyp: _Hypothesis = ld.model(_Hypothesis, "hypothesis", raw.get("hypothesis", {}))
     abl: _Ablations = ld.model(_Ablations, "ablations", raw.get("ablations", {}))

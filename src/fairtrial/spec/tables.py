@@ -194,6 +194,7 @@ class _Ablations(BaseModel):
 _VALID: dict[str, str] = {
     "name": "a string",
     "task": "a task name or 'module:function'",
+    "tasks": 'a list of task names (at least 2), or "suite:NAME"',
     "recipe": "a built-in recipe name or 'module:function'",
     "command": 'a command line, e.g. "python3 train.py --lr {lr} --seed {seed}"',
     "seeds": f'a whole number >= 2 and <= {MAX_SEEDS}, or "auto"',
@@ -225,4 +226,6 @@ _VALID: dict[str, str] = {
     "objective": 'the name of a validation metric the recipe logs, e.g. "val_accuracy"',
     "space": "a table of keys to tune: lr = { low = 1e-4, high = 1.0, log = true }",
 }
-_SECTIONS = ("experiment", "hypothesis", "baseline", "arms", "ablations", "compute", "tuning")
+_SECTIONS = (
+    "experiment", "hypothesis", "baseline", "arms", "ablations", "compute", "tuning", "tasks",
+)  # fmt: skip
