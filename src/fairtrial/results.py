@@ -23,13 +23,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fairtrial.across import AcrossComparison, AcrossTasks, TaskEffect
 from fairtrial.record import better_word
 from fairtrial.tuning.records import ArmTuning, Importance, TuningCurve, TuningTrial
 from fairtrial.typed import Interval, Record
 from fairtrial.typed import ShapeError as ShapeError  # part of this module's API
 
 #: the result document's schema: 2 is the first typed one (documents without the key are 1);
-#: 3 adds ``tuning``
+#: 3 adds ``tuning``, ``across`` and ``tasks``
 SCHEMA_VERSION = 3
 
 
@@ -378,6 +379,14 @@ class Analysis(Record):
     config_reads: dict[str, Any] | None = field(
         default=None, metadata={"doc": "config keys an arm set but its trials never read"}
     )
+    across: AcrossTasks | None = field(
+        default=None,
+        metadata={"omit_none": True, "doc": "over several tasks: every claim across them"},
+    )
+    tasks: dict[str, Analysis] | None = field(
+        default=None,
+        metadata={"omit_none": True, "doc": "over several tasks: each task's own analysis"},
+    )
     tuning: Tuning | None = field(
         default=None,
         metadata={
@@ -417,8 +426,14 @@ class Analysis(Record):
 
     @property
     def verdicts(self) -> dict[str, str | None]:
-        """``{"arm vs against": verdict}`` of every comparison."""
-        return {f"{c.arm} vs {c.against}": c.verdict for c in self.judged}
+        """``{"arm vs against": verdict}`` of every comparison (over several tasks: the
+        across-task verdicts, then each task's as ``"arm vs against on TASK"``)."""
+        out = {f"{c.arm} vs {c.against}": c.verdict for c in self.judged}
+        if self.across is not None:
+            out.update({f"{c.arm} vs {c.against}": c.verdict for c in self.across.comparisons})
+        for task, doc in (self.tasks or {}).items():
+            out.update({f"{k} on {task}": v for k, v in doc.verdicts.items()})
+        return out
 
     @property
     def confidence(self) -> float:
@@ -467,6 +482,9 @@ SCHEMA_CLASSES: tuple[type[Record], ...] = (
     CostRatios,
     Interaction,
     ComputeInfo,
+    AcrossTasks,
+    AcrossComparison,
+    TaskEffect,
     Tuning,
     ArmTuning,
     TuningTrial,

@@ -188,6 +188,8 @@ def analyze(
     extras: Mapping[str, Any] | None = None,
 ) -> Analysis:
     """The analysis of one stored experiment: its trials as they stand, read from ``ledger``."""
+    if exp.spec.get("children"):
+        return _analyze_tasks(ledger, exp, options, extras)
     record = ExperimentRecord.from_row(exp)
     trials = ledger.trials(exp.id)
     current = {t.id: t for t in trials if t.status == "finished"}
@@ -222,6 +224,50 @@ def analyze(
         config_reads=_config_reads(ledger, exp),
         extra=extras,
         tuning=_tuning_parts(ledger, exp, options) if exp.spec.get("tuning") else None,
+    )
+    registered = prereg.status(ledger, exp, doc.method)
+    return doc.replace(experiment=doc.experiment.replace(preregistered=registered))
+
+
+def _analyze_tasks(
+    ledger: Ledger,
+    exp: ExperimentRow,
+    options: Options,
+    extras: Mapping[str, Any] | None,
+) -> Analysis:
+    """An experiment over several tasks: each task's analysis, and every claim across them."""
+    from fairtrial.analysis.across import across_tasks
+
+    record = ExperimentRecord.from_row(exp)
+    children = exp.spec["children"]
+    per_task = {  # in the spec's order (the stored JSON sorts its keys)
+        task: analyze(ledger, ledger.experiment(children[task]), options)
+        for task in exp.spec.get("tasks") or children
+    }
+    arms = [a.name for a in record.arms if a.kind == "arm"]
+    across = across_tasks(per_task, arms, record.direction, record.hypothesis, options,
+                          exp.spec.get("suite"))  # fmt: skip
+    first = next(iter(per_task.values()))
+    summary = {
+        **first.experiment.to_dict(),
+        "id": record.id,
+        "name": record.name,
+        "task": record.task,
+        "spec_hash": record.spec_hash,
+        "task_checksum": record.task_checksum,
+        "trials": sum(d.experiment.trials or 0 for d in per_task.values()),
+        "reused": sum(d.experiment.reused or 0 for d in per_task.values()),
+        "code": sorted({c for d in per_task.values() for c in d.experiment.code}),
+        "preregistered": None,
+    }
+    doc = Analysis(
+        experiment=ExperimentSummary.from_dict(summary),
+        settings=first.settings,
+        compute=first.compute,
+        provenance=first.provenance,
+        across=across,
+        tasks=per_task,
+        extra=dict(extras or {}),
     )
     registered = prereg.status(ledger, exp, doc.method)
     return doc.replace(experiment=doc.experiment.replace(preregistered=registered))

@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from fairtrial.report import fmt, tuning
+from fairtrial.report import fmt, tasks, tuning
 from fairtrial.report.html import render_html
 from fairtrial.report.tex import render_tex
 
@@ -36,6 +36,8 @@ def _comparison_rows(doc: Analysis) -> list[Comparison]:
 
 def render_text(doc: Analysis) -> Group:
     """A rich renderable: verdicts first (what the user came for), then arms and failures."""
+    if doc.tasks:
+        return tasks.render_text(doc, render_text)
     e = doc.experiment
     head = Text.assemble(
         (f"{e.name}", "bold"),
@@ -187,6 +189,8 @@ def _interaction_line(inter: Interaction, conf: str) -> str:
 
 def render_md(doc: Analysis) -> str:
     """Markdown for READMEs, issues and pull requests."""
+    if doc.tasks:
+        return tasks.render_md(doc, render_md)
     e = doc.experiment
     conf = f"{doc.settings['confidence']:.0%}"
     out = [

@@ -52,6 +52,11 @@ def render_html(
     """
     details = details or {}
     e = doc.experiment
+    if doc.tasks:
+        from fairtrial.report import tasks as over_tasks
+
+        each = over_tasks.render_html_body(doc, lambda d: render_html(d, fragment=True))
+        return _page(each, e.name, fragment)
     conf = f"{doc.settings['confidence']:.0%}"
     body: list[str] = [
         f"<h1>{_e(e.name)}</h1>",
@@ -128,6 +133,11 @@ def render_html(
             ],
             "</table>",
         ]
+    return _page(body, e.name, fragment)
+
+
+def _page(body: list[str], title: str, fragment: bool) -> str:
+    """``body`` as a whole page, or as one ``<div>`` with its own scoped stylesheet."""
     if fragment:
         scoped = re.sub(
             r"([^{}]+)\{",
@@ -148,7 +158,7 @@ def render_html(
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "
         "style-src 'unsafe-inline'; img-src data:\">"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{_e(e.name)} · fairtrial report</title><style>{_CSS}</style></head><body>"
+        f"<title>{_e(title)} · fairtrial report</title><style>{_CSS}</style></head><body>"
         + "\n".join(body)
         + "\n<p class='muted'>Made by fairtrial.</p></body></html>\n"
     )

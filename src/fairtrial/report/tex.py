@@ -66,6 +66,10 @@ def _p(p: float | None) -> str:
 
 def render_tex(doc: Analysis, digits: int = 3) -> str:
     """The results table (and an ablation table when the experiment has ablations)."""
+    if doc.tasks:
+        from fairtrial.report import tasks as over_tasks
+
+        return over_tasks.render_tex(doc, lambda d: render_tex(d, digits), tex_escape)
     e = doc.experiment
     conf = f"{doc.settings['confidence'] * 100:.0f}"
     by_arm = {c.arm: c for c in doc.comparisons}

@@ -1,0 +1,115 @@
+"""An experiment over several tasks, end to end: each task its own experiment, the claim
+judged across them, every report format; and the spec's errors for `tasks`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fairtrial import api
+from fairtrial.errors import SpecError
+from fairtrial.ledger import Ledger
+from fairtrial.spec import load_spec
+
+pytest.importorskip("torch")
+
+MULTI = """
+[experiment]
+name = "multi"
+tasks = ["digits", "breast_cancer", "mnist1d"]
+recipe = "mlp"
+seeds = 3
+
+[hypothesis]
+smallest_effect = 0.005
+
+[baseline]
+epochs = 1
+hidden = 32
+norm = "none"
+
+[arms.layernorm]
+norm = "layer"
+
+[arms.narrow]
+hidden = 8
+
+[tasks.breast_cancer]
+epochs = 4
+"""
+
+
+def test_three_tasks_end_to_end(tmp_path: Path) -> None:
+    path = tmp_path / "multi.toml"
+    path.write_text(MULTI)
+    spec = load_spec(path)
+    assert spec.tasks == ("digits", "breast_cancer", "mnist1d")
+    assert [c.name for c in spec.children] == ["multi.digits", "multi.breast_cancer",
+                                               "multi.mnist1d"]  # fmt: skip
+    # the per-task override reaches that task's arms only
+    assert [c.arms["layernorm"].config["epochs"] for c in spec.children] == [1, 4, 1]
+    led = Ledger(tmp_path / "ledger.db")
+    summary = api.run(path, led)
+    assert summary.complete and summary.total == 3 * 3 * 3
+    doc = api.analyze("multi", led)
+    assert doc.tasks is not None and list(doc.tasks) == list(spec.tasks)
+    assert doc.across is not None and [c.arm for c in doc.across.comparisons] == ["layernorm",
+                                                                                 "narrow"]  # fmt: skip
+    for c in doc.across.comparisons:
+        per = {t.task: t for t in c.tasks}
+        for task, sub in doc.tasks.items():
+            one = sub.comparison(c.arm)
+            assert (per[task].effect, per[task].verdict) == (one.effect, one.verdict)
+        assert c.wins + c.ties + c.losses == 3
+        assert c.wins == sum(t.verdict == "better" for t in c.tasks)
+        # 3 tasks can never reach p < 0.05: the report says so and the verdict cannot be
+        # better or worse
+        assert c.wilcoxon is not None and c.wilcoxon["min_p"] == 0.25
+        assert c.verdict in ("equivalent", "inconclusive")
+    assert any("cannot go below p = 0.25" in n for n in doc.across.notes)
+    # three arms: Friedman and every pair's Wilcoxon with Holm
+    assert doc.across.friedman is not None and len(doc.across.pairwise) == 3
+    assert "layernorm vs baseline on digits" in doc.verdicts
+    # every format leads with the claims across tasks, then each task's own report
+    from fairtrial.report import render_html, render_md, render_tex
+
+    md = render_md(doc)
+    assert md.index("Verdicts across tasks") < md.index("## Task digits") < md.index(
+        "## Task mnist1d")  # fmt: skip
+    html = render_html(doc)
+    assert "Verdicts across tasks" in html and html.count("<section>") == 3
+    tex = render_tex(doc)
+    assert tex.count(r"\begin{table}") >= 4
+    assert json.loads(doc.to_json())["across"]["tasks"] == list(spec.tasks)
+    led.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ('tasks = ["digits", "breast_cancer", "mnist1d"]',
+         'tasks = ["digits"]: an experiment over tasks needs at least 2'),
+        ('tasks = ["digits", "breast_cancer", "mnist1d"]',
+         'tasks = ["digits", "digits"]: names \'digits\' twice'),
+        ("[tasks.breast_cancer]", "[tasks.wine] : not one of the experiment's tasks"),
+        ("epochs = 4", "[tasks.breast_cancer] dropout_rate: the baseline has no such key"),
+        ('tasks = ["digits", "breast_cancer", "mnist1d"]',
+         "[experiment] task: set either task (one) or tasks (several), not both"),
+    ],
+)  # fmt: skip
+def test_task_spec_errors(tmp_path: Path, change: str, message: str) -> None:
+    new = {
+        "at least 2": 'tasks = ["digits"]',
+        "twice": 'tasks = ["digits", "digits"]',
+        "not one of": "[tasks.wine]",
+        "no such key": "dropout_rate = 4",
+        "not both": 'tasks = ["digits", "breast_cancer"]\ntask = "digits"',
+    }
+    text = MULTI.replace(change, next(v for k, v in new.items() if k in message), 1)
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert message.replace("] :", "]:") in str(err.value)
