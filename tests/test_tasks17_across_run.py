@@ -55,8 +55,8 @@ def test_three_tasks_end_to_end(tmp_path: Path) -> None:
     assert summary.complete and summary.total == 3 * 3 * 3
     doc = api.analyze("multi", led)
     assert doc.tasks is not None and list(doc.tasks) == list(spec.tasks)
-    assert doc.across is not None and [c.arm for c in doc.across.comparisons] == ["layernorm",
-                                                                                 "narrow"]  # fmt: skip
+    assert doc.across is not None
+    assert [c.arm for c in doc.across.comparisons] == ["layernorm", "narrow"]
     for c in doc.across.comparisons:
         per = {t.task: t for t in c.tasks}
         for task, sub in doc.tasks.items():
