@@ -19,6 +19,7 @@ from typing import Any
 
 from fairtrial import prereg, testlog
 from fairtrial.bundle.archive import Limits, _check_name, _dumps, file_sha256, write_archive
+from fairtrial.errors import BundleError
 from fairtrial.ledger import ExperimentRow, Ledger, TrialRow
 from fairtrial.tomlw import spec_toml
 
@@ -134,6 +135,13 @@ def bundle_files(ledger: Ledger, exp: ExperimentRow) -> dict[str, bytes]:
 
 def write_bundle(ledger: Ledger, exp: ExperimentRow, output: Path) -> dict[str, Any]:
     """Write ``exp``'s bundle to ``output`` (``.tar.gz``); returns its manifest plus sha256."""
+    children = exp.spec.get("children")
+    if children:
+        names = ", ".join(f"{exp.name}.{t}" for t in exp.spec.get("tasks") or children)
+        raise BundleError(
+            f"experiment '{exp.name}' is over {len(children)} tasks: bundle each task's "
+            f"experiment ({names}); one bundle of them all is not supported yet"
+        )
     files = bundle_files(ledger, exp)
     manifest = write_archive(
         files,

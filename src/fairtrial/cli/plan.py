@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -18,12 +19,30 @@ from fairtrial.estimate import PlanEstimate, PowerRow, TimeEstimate
 @store_option
 def plan(spec_path: Path, store: str | None) -> None:
     """Dry run: validate SPEC and show its arms, trials and derived seeds."""
-    from fairtrial.estimate import plan_estimate
-    from fairtrial.plan import plan_trials, seed_floor_warning
     from fairtrial.spec import load_spec
-    from fairtrial.tasks import get_task
 
     spec = load_spec(spec_path)
+    if spec.tasks:
+        out.print(
+            f"[bold]{escape(spec.name)}[/] ({spec.experiment_id}) over {len(spec.tasks)} tasks"
+            + (f" (suite {spec.suite})" if spec.suite else "")
+            + ": each task is an experiment of its own, run one after another on the same "
+            "seeds; the claims are then judged across the tasks (the task set is fixed by "
+            "this spec)"
+        )
+        for child in spec.children:
+            out.print(f"\n[bold]task {escape(child.task)}[/]: experiment {escape(child.name)}")
+            _plan_one(child, store)
+        return
+    _plan_one(spec, store)
+
+
+def _plan_one(spec: Any, store: str | None) -> None:
+    """The plan of one task's experiment."""
+    from fairtrial.estimate import plan_estimate
+    from fairtrial.plan import plan_trials, seed_floor_warning
+    from fairtrial.tasks import get_task
+
     task = get_task(spec.task, spec.base_dir)
     trials = plan_trials(spec)
     out.print(
