@@ -8,10 +8,28 @@ Conventions shared by every function:
   naming the parameter.
 * Every resampling function takes ``rng``: a ``numpy.random.Generator``, an int seed, or
   ``None``, which means a generator seeded with 0, so results are deterministic by default.
+* Across tasks (:mod:`fairtrial.stats.across`), the unit is the task: rank tests take one
+  difference per task, matrices are tasks × arms (higher is better), and the bootstrap takes
+  per task a pair (against, arm) of per-seed scores.
 * Results are frozen dataclasses carrying the settings they used; ``to_dict()`` returns plain
   JSON-ready values (non-finite floats become ``None``).
 """
 
+from fairtrial.stats.across import (
+    AcrossTasksCI,
+    CriticalDifference,
+    FriedmanTest,
+    PairwiseTest,
+    PerformanceProfile,
+    SignedRankTest,
+    SignTest,
+    friedman,
+    pairwise_wilcoxon_holm,
+    performance_profile,
+    sign_test,
+    stratified_paired_bootstrap,
+    wilcoxon_signed_rank,
+)
 from fairtrial.stats.aggregate import AggregateCI, aggregate_difference, aggregate_interval, iqm
 from fairtrial.stats.bootstrap import BootstrapCI, paired_bootstrap_ci
 from fairtrial.stats.effect import ASO, ProbabilityOfImprovement, aso, probability_of_improvement
@@ -23,11 +41,18 @@ from fairtrial.stats.tuning import ExpectedMaxCurve, expected_max, tuning_curve
 
 __all__ = [  # noqa: RUF022 (plain sorted(), as the project pins its __all__)
     "ASO",
+    "AcrossTasksCI",
     "AggregateCI",
     "BootstrapCI",
+    "CriticalDifference",
     "ExpectedMaxCurve",
+    "FriedmanTest",
+    "PairwiseTest",
+    "PerformanceProfile",
     "PermutationTest",
     "ProbabilityOfImprovement",
+    "SignTest",
+    "SignedRankTest",
     "TOST",
     "TTest",
     "aggregate_difference",
@@ -36,6 +61,7 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as the project pins its __all__)
     "benjamini_hochberg",
     "cohens_dz",
     "expected_max",
+    "friedman",
     "holm",
     "iqm",
     "minimum_detectable_effect",
@@ -43,9 +69,14 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as the project pins its __all__)
     "paired_permutation_test",
     "paired_t_power",
     "paired_t_test",
+    "pairwise_wilcoxon_holm",
+    "performance_profile",
     "probability_of_improvement",
     "required_seeds",
+    "sign_test",
+    "stratified_paired_bootstrap",
     "tost_paired",
     "tuning_curve",
     "welch_t_test",
+    "wilcoxon_signed_rank",
 ]
