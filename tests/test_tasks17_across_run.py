@@ -80,6 +80,9 @@ def test_three_tasks_end_to_end(tmp_path: Path) -> None:
         "## Task mnist1d")  # fmt: skip
     html = render_html(doc)
     assert "Verdicts across tasks" in html and html.count("<section>") == 3
+    # the critical-difference diagram and the performance profile come before the tasks
+    assert html.index("Average ranks") < html.index("Performance profile") < html.index(
+        "<section>")  # fmt: skip
     tex = render_tex(doc)
     assert tex.count(r"\begin{table}") >= 4
     assert json.loads(doc.to_json())["across"]["tasks"] == list(spec.tasks)

@@ -117,9 +117,43 @@ def render_html_body(doc: Analysis, one: Callable[[Analysis], str]) -> list[str]
     body.append("</table>")
     body.append("<ul class='muted'>" + "".join(f"<li>{esc(x)}</li>" for x in _lines(doc))
                 + "</ul>")  # fmt: skip
+    body += _figures(doc)
     for task, sub in (doc.tasks or {}).items():
         body += [f"<section><h2>Task {esc(task)}</h2>", one(sub), "</section>"]
     return body
+
+
+def _figures(doc: Analysis) -> list[str]:
+    """The critical-difference diagram (three or more arms) and the performance profile."""
+    from fairtrial.report.across import critical_difference_svg, performance_profile_svg
+    from fairtrial.stats import performance_profile
+
+    across = doc.across
+    out: list[str] = []
+    if across is None or not doc.tasks:
+        return out
+    fr = across.friedman or {}
+    ranks = fr.get("avg_ranks_sorted") or {}
+    if ranks:
+        out += ["<h3>Average ranks over the tasks (1 = best)</h3>",
+                "<p class='muted'>A bar joins arms that every pair's Wilcoxon test with Holm's "
+                "correction could not tell apart.</p>",
+                critical_difference_svg(list(ranks.values()), across.cliques,
+                                        list(ranks))]  # fmt: skip
+    names = list(next(iter(doc.tasks.values())).arms)
+    k = -1.0 if doc.experiment.direction == "min" else 1.0
+    scores = [[k * float(sub.arms[a].mean or 0.0) for a in names] for sub in doc.tasks.values()]
+    prof = performance_profile(scores, names, measure="gap")
+    out += ["<h3>Performance profile</h3>",
+            "<p class='muted'>For each arm, the share of tasks on which its mean is within τ "
+            f"(in {esc_text(doc.experiment.metric)}) of the best arm's.</p>",
+            performance_profile_svg(list(prof.taus), [list(f) for f in prof.fractions],
+                                    list(prof.names), measure="gap")]  # fmt: skip
+    return out
+
+
+def esc_text(s: str) -> str:
+    return _html.escape(s)
 
 
 def render_tex(
