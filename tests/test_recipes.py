@@ -86,15 +86,17 @@ CASES: dict[str, tuple[str, dict[str, Any], float]] = {
     "gradient_boosting": ("breast_cancer", {"max_iter": 30, "max_features": 0.5}, 0.9),
     "mlp": ("digits", {"epochs": 5}, 0.9),
     "cnn1d": ("mnist1d", {"epochs": 3, "channels": 16}, 0.25),
+    "cnn2d": ("digits", {"epochs": 3, "channels": 8}, 0.5),
     # Memorization comes first on modular addition: 400 steps are the fewest that reliably
     # get test accuracy off the 1/97 floor (the default 1000 steps reach 1.0).
     "transformer": ("modular_addition", {"steps": 400, "eval_every": 100}, 0.1),
 }
-TORCH = ("mlp", "cnn1d", "transformer")
+TORCH = ("mlp", "cnn1d", "cnn2d", "transformer")
 # Tiny configs for the reproducibility checks: they need not learn much, only run.
 TINY: dict[str, dict[str, Any]] = {
     "mlp": {"epochs": 2, "dropout": 0.2, "norm": "batch"},
     "cnn1d": {"epochs": 1, "channels": 8, "depth": 2},
+    "cnn2d": {"epochs": 1, "channels": 4, "pooling": "avg"},
     "transformer": {"steps": 40, "eval_every": 20, "dropout": 0.1},
     "gradient_boosting": {"max_iter": 10, "max_features": 0.5, "early_stopping": True},
 }

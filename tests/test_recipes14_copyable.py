@@ -43,7 +43,7 @@ pytestmark = pytest.mark.torch
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES_DIR = ROOT / "src" / "fairtrial" / "recipes"
-TORCH_RECIPES = ("mlp", "cnn1d", "transformer")
+TORCH_RECIPES = ("mlp", "cnn1d", "cnn2d", "transformer")
 
 
 @pytest.fixture(autouse=True)

@@ -15,8 +15,10 @@ from fairtrial.errors import FairtrialError
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tasks(as_json: bool) -> None:
-    """The built-in tasks with their sizes, metrics and checksums."""
-    from fairtrial.tasks import builtin_tasks, get_task
+    """The built-in tasks with their sizes, metrics, checksums, sources and licences, and the
+    named task suites (JSON: one row per task, then one per suite, named "suite:NAME")."""
+    from fairtrial.tasks import SUITES, builtin_tasks, get_task
+    from fairtrial.tasks.suites import SUITE_PREFIX
 
     rows: list[dict[str, Any]] = []
     for name in builtin_tasks():
@@ -36,18 +38,33 @@ def tasks(as_json: bool) -> None:
                 "features": list(task.x.shape[1:]),
                 "checksum": task.checksum,
                 "source": task.source,
+                "licence": task.licence,
                 "description": task.description,
             }
         )
+    suites: list[dict[str, Any]] = [
+        {"name": f"{SUITE_PREFIX}{name}", "kind": "suite", "tasks": list(members)}
+        for name, members in SUITES.items()
+    ]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(rows + suites, indent=2))
         return
     t = Table(title='Built-in tasks (add your own: task = "module:function")')
-    for col in ("name", "metric", "classes", "train/val/test", "features", "checksum", "source"):
+    cols = (
+        "name",
+        "metric",
+        "classes",
+        "train/val/test",
+        "features",
+        "checksum",
+        "source",
+        "licence",
+    )
+    for col in cols:
         t.add_column(col)
     for r in rows:
         if "error" in r:
-            t.add_row(r["name"], f"[red]{r['error']}[/]", "", "", "", "", "")
+            t.add_row(r["name"], f"[red]{r['error']}[/]", *[""] * (len(cols) - 2))
             continue
         s = r["sizes"]
         t.add_row(
@@ -58,8 +75,15 @@ def tasks(as_json: bool) -> None:
             "×".join(map(str, r["features"])),
             r["checksum"][:12],
             r["source"],
+            r["licence"],
         )
     out.print(t)
+    st = Table(title='Task suites (tasks = "suite:NAME")')
+    for col in ("suite", "tasks"):
+        st.add_column(col)
+    for suite in suites:
+        st.add_row(suite["name"], ", ".join(suite["tasks"]))
+    out.print(st)
 
 
 @click.command()

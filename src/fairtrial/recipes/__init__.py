@@ -26,6 +26,7 @@ BUILTIN_RECIPES: dict[str, str] = {
     "gradient_boosting": "fairtrial.recipes.sklearn:gradient_boosting",
     "mlp": "fairtrial.recipes.mlp:train",
     "cnn1d": "fairtrial.recipes.cnn1d:train",
+    "cnn2d": "fairtrial.recipes.cnn2d:train",
     "transformer": "fairtrial.recipes.transformer:train",
 }
 

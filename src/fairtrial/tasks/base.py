@@ -48,6 +48,18 @@ def _mae(y: NDArray[Any], p: NDArray[Any]) -> float:
     return float(np.mean(np.abs(y.astype(float) - p.astype(float))))
 
 
+def _r2(y: NDArray[Any], p: NDArray[Any]) -> float:
+    """Coefficient of determination, 1 - SS_res / SS_tot. With constant targets (SS_tot = 0)
+    it is 1.0 for exact predictions and 0.0 otherwise, as scikit-learn's ``r2_score``: never
+    NaN or infinite, which no comparison of arms could use."""
+    y, p = y.astype(float), p.astype(float)
+    ss_res = float(np.sum((y - p) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    if ss_tot == 0.0:
+        return 1.0 if ss_res == 0.0 else 0.0
+    return 1.0 - ss_res / ss_tot
+
+
 @dataclass(frozen=True)
 class Metric:
     """A test metric: its name, which direction is better, and the kinds of task it fits."""
@@ -66,6 +78,7 @@ METRICS: dict[str, Metric] = {
         Metric("macro_f1", "max", ("classification",), _macro_f1),
         Metric("mse", "min", ("regression",), _mse),
         Metric("mae", "min", ("regression",), _mae),
+        Metric("r2", "max", ("regression",), _r2),
     )
 }
 
@@ -123,6 +136,8 @@ class Task:
     Build one with :meth:`from_arrays` (fairtrial makes the stratified splits) or pass the split
     indices yourself. ``checksum`` covers the data, the labels and the split indices, and is
     recorded with every trial: two trials with the same checksum saw the same data.
+    ``source`` says where the data come from and ``licence`` under which terms they may be
+    used (both shown by ``fairtrial tasks``; neither is part of the checksum).
     """
 
     name: str
@@ -136,6 +151,7 @@ class Task:
     description: str = ""
     source: str = ""
     meta: Mapping[str, Any] = field(default_factory=dict)
+    licence: str = ""
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -171,13 +187,16 @@ class Task:
         description: str = "",
         source: str = "",
         meta: Mapping[str, Any] | None = None,
+        licence: str = "",
     ) -> Task:
         """Make a task from arrays with stratified splits (quantile bins for regression)."""
         x = np.ascontiguousarray(x)
         y = np.ascontiguousarray(y)
         strata = y if kind == "classification" else _quantile_bins(y, 10)
         tr, va, te = stratified_split(strata, fractions, split_seed)
-        return cls(name, x, y, tr, va, te, metric, kind, description, source, dict(meta or {}))
+        return cls(
+            name, x, y, tr, va, te, metric, kind, description, source, dict(meta or {}), licence
+        )
 
     @property
     def direction(self) -> Direction:

@@ -36,7 +36,8 @@ def builtin_tasks() -> list[str]:
 
 
 def _load_builtins() -> None:
-    import fairtrial.tasks.builtin  # noqa: F401  (registers on import)
+    import fairtrial.tasks.builtin
+    import fairtrial.tasks.packaged  # noqa: F401
 
 
 def get_task(ref: str, base_dir: Path | None = None) -> Task:
