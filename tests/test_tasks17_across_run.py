@@ -18,7 +18,7 @@ pytest.importorskip("torch")
 MULTI = """
 [experiment]
 name = "multi"
-tasks = ["digits", "breast_cancer", "mnist1d"]
+tasks = "suite:small-classification"
 recipe = "mlp"
 seeds = 3
 
@@ -41,18 +41,18 @@ epochs = 4
 """
 
 
-def test_three_tasks_end_to_end(tmp_path: Path) -> None:
+def test_a_suite_of_four_tasks_end_to_end(tmp_path: Path) -> None:
     path = tmp_path / "multi.toml"
     path.write_text(MULTI)
     spec = load_spec(path)
-    assert spec.tasks == ("digits", "breast_cancer", "mnist1d")
-    assert [c.name for c in spec.children] == ["multi.digits", "multi.breast_cancer",
-                                               "multi.mnist1d"]  # fmt: skip
+    assert spec.tasks == ("digits", "breast_cancer", "iris", "wine")
+    assert spec.suite == "small-classification"
+    assert [c.name for c in spec.children] == [f"multi.{t}" for t in spec.tasks]
     # the per-task override reaches that task's arms only
-    assert [c.arms["layernorm"].config["epochs"] for c in spec.children] == [1, 4, 1]
+    assert [c.arms["layernorm"].config["epochs"] for c in spec.children] == [1, 4, 1, 1]
     led = Ledger(tmp_path / "ledger.db")
     summary = api.run(path, led)
-    assert summary.complete and summary.total == 3 * 3 * 3
+    assert summary.complete and summary.total == 4 * 3 * 3
     doc = api.analyze("multi", led)
     assert doc.tasks is not None and list(doc.tasks) == list(spec.tasks)
     assert doc.across is not None
@@ -62,24 +62,25 @@ def test_three_tasks_end_to_end(tmp_path: Path) -> None:
         for task, sub in doc.tasks.items():
             one = sub.comparison(c.arm)
             assert (per[task].effect, per[task].verdict) == (one.effect, one.verdict)
-        assert c.wins + c.ties + c.losses == 3
+        assert c.wins + c.ties + c.losses == 4
         assert c.wins == sum(t.verdict == "better" for t in c.tasks)
-        # 3 tasks can never reach p < 0.05: the report says so and the verdict cannot be
+        # 4 tasks can never reach p < 0.05: the report says so and the verdict cannot be
         # better or worse
-        assert c.wilcoxon is not None and c.wilcoxon["min_p"] == 0.25
+        assert c.wilcoxon is not None and c.wilcoxon["min_p"] == 0.125
         assert c.verdict in ("equivalent", "inconclusive")
-    assert any("cannot go below p = 0.25" in n for n in doc.across.notes)
+    assert any("cannot go below p = 0.125" in n for n in doc.across.notes)
     # three arms: Friedman and every pair's Wilcoxon with Holm
     assert doc.across.friedman is not None and len(doc.across.pairwise) == 3
+    assert doc.across.suite == "small-classification"
     assert "layernorm vs baseline on digits" in doc.verdicts
     # every format leads with the claims across tasks, then each task's own report
     from fairtrial.report import render_html, render_md, render_tex
 
     md = render_md(doc)
     assert md.index("Verdicts across tasks") < md.index("## Task digits") < md.index(
-        "## Task mnist1d")  # fmt: skip
+        "## Task wine")  # fmt: skip
     html = render_html(doc)
-    assert "Verdicts across tasks" in html and html.count("<section>") == 3
+    assert "Verdicts across tasks" in html and html.count("<section>") == 4
     # the critical-difference diagram and the performance profile come before the tasks
     assert html.index("Average ranks") < html.index("Performance profile") < html.index(
         "<section>")  # fmt: skip
@@ -92,13 +93,15 @@ def test_three_tasks_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ('tasks = ["digits", "breast_cancer", "mnist1d"]',
+        ('tasks = "suite:small-classification"',
          'tasks = ["digits"]: an experiment over tasks needs at least 2'),
-        ('tasks = ["digits", "breast_cancer", "mnist1d"]',
+        ('tasks = "suite:small-classification"',
          'tasks = ["digits", "digits"]: names \'digits\' twice'),
-        ("[tasks.breast_cancer]", "[tasks.wine] : not one of the experiment's tasks"),
+        ('tasks = "suite:small-classification"',
+         'tasks = "suite:nope": unknown task suite'),
+        ("[tasks.breast_cancer]", "[tasks.mnist1d] : not one of the experiment's tasks"),
         ("epochs = 4", "[tasks.breast_cancer] dropout_rate: the baseline has no such key"),
-        ('tasks = ["digits", "breast_cancer", "mnist1d"]',
+        ('tasks = "suite:small-classification"',
          "[experiment] task: set either task (one) or tasks (several), not both"),
     ],
 )  # fmt: skip
@@ -106,7 +109,8 @@ def test_task_spec_errors(tmp_path: Path, change: str, message: str) -> None:
     new = {
         "at least 2": 'tasks = ["digits"]',
         "twice": 'tasks = ["digits", "digits"]',
-        "not one of": "[tasks.wine]",
+        "unknown task suite": 'tasks = "suite:nope"',
+        "not one of": "[tasks.mnist1d]",
         "no such key": "dropout_rate = 4",
         "not both": 'tasks = ["digits", "breast_cancer"]\ntask = "digits"',
     }

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fairtrial.errors import TaskError
+from fairtrial.errors import MissingDependency, TaskError
 from fairtrial.recipes import BUILTIN_RECIPES, ConfigError, build_config, config_class_of
 from fairtrial.spec.errors import _clip, _line_of, _listed, _show, spec_error
 from fairtrial.spec.limits import (
@@ -121,7 +121,7 @@ def _parse_single(ld: _Loader, raw: dict[str, Any], path: Path | None) -> Spec:
         raise ld.fail("experiment", task_key, f"{problem}; valid: {_TASK_VALID}")
     try:
         task: Task = get_task(exp.task, base_dir)
-    except TaskError as exc:
+    except (TaskError, MissingDependency) as exc:  # MissingDependency: the task's extra
         raise ld.fail("experiment", "task", str(exc)) from None
     except (Exception, SystemExit) as exc:  # the user's task factory raised: a spec problem
         raise ld.fail("experiment", task_key, f"building the task raised {exc!r}") from None
