@@ -75,17 +75,24 @@ def across_tasks(
             w = wilcoxon_signed_rank(diffs)
             entry["wilcoxon"] = w.to_dict()
             entry["sign"] = sign_test(diffs).to_dict()
-            rng = np.random.default_rng([options.seed, 7919, i])
-            agg = stratified_paired_bootstrap(
-                pairs, rng=rng, n_resamples=options.n_resamples, confidence=hyp.confidence
-            )
-            entry["aggregate"] = {**agg.to_dict(), "normalise": "none (the metric's units)"}
+            if all(len(a) >= 2 for a, _ in pairs.values()):
+                rng = np.random.default_rng([options.seed, 7919, i])
+                agg = stratified_paired_bootstrap(
+                    pairs, rng=rng, n_resamples=options.n_resamples, confidence=hyp.confidence
+                ).to_dict()
+            else:  # one seed on a task: nothing to resample within it
+                agg = {"mean": float(np.mean(diffs)), "mean_low": None, "mean_high": None,
+                       "iqm": None, "iqm_low": None, "iqm_high": None,
+                       "method": "mean of the per-task effects; no interval: a task has one "
+                                 "seed, so there is nothing to resample within it"}  # fmt: skip
+            entry["aggregate"] = {**agg, "normalise": "none (the metric's units)"}
         raw.append(entry)
     adjusted = holm([e["wilcoxon"]["pvalue"] if "wilcoxon" in e else 1.0 for e in raw])
     for entry, p_adj in zip(raw, adjusted, strict=True):
         effects = entry["effects"]
-        wins = sum(e.verdict == "better" for e in effects)
-        losses = sum(e.verdict == "worse" for e in effects)
+        # a task's outcome: its verdict, or with too few seeds for one, the sign of its effect
+        wins = sum(_outcome(e) > 0 for e in effects)
+        losses = sum(_outcome(e) < 0 for e in effects)
         verdict, reason = _verdict(entry, float(p_adj), hyp, len(arms))
         comparisons.append(
             AcrossComparison(
@@ -141,6 +148,13 @@ def across_tasks(
     )  # fmt: skip
 
 
+def _outcome(e: TaskEffect) -> int:
+    """+1 when the arm won the task, -1 when it lost, 0 for a tie."""
+    if e.verdict is not None:
+        return {"better": 1, "worse": -1}.get(e.verdict, 0)
+    return 0 if e.effect is None or e.effect == 0 else (1 if e.effect > 0 else -1)
+
+
 def _verdict(entry: dict[str, Any], p_adj: float, hyp: Hypothesis, m: int) -> tuple[str, str]:
     if entry["invalid"]:
         return "invalid", f"invalid on task(s) {', '.join(entry['invalid'])}"
@@ -148,13 +162,18 @@ def _verdict(entry: dict[str, Any], p_adj: float, hyp: Hypothesis, m: int) -> tu
         return "inconclusive", "fewer than 2 tasks with a paired effect"
     agg = entry["aggregate"]
     low, high = agg["mean_low"], agg["mean_high"]
-    iv = f"aggregate {agg['mean']:+.4g} [{low:+.4g}, {high:+.4g}]"
+    bounded = low is not None and high is not None
+    if not bounded:  # no interval: the direction of the mean decides, equivalence cannot
+        low = high = agg["mean"]
+        iv = f"aggregate {agg['mean']:+.4g} (no interval: one seed on a task)"
+    else:
+        iv = f"aggregate {agg['mean']:+.4g} [{low:+.4g}, {high:+.4g}]"
     if p_adj < hyp.alpha and low > 0:
         return "better", f"Wilcoxon p = {p_adj:.3g} (Holm) < {hyp.alpha:g}; {iv}"
     if p_adj < hyp.alpha and high < 0:
         return "worse", f"Wilcoxon p = {p_adj:.3g} (Holm) < {hyp.alpha:g}; {iv}"
     eps = hyp.smallest_effect
-    if eps is not None and -eps < low and high < eps:
+    if bounded and eps is not None and -eps < low and high < eps:
         return "equivalent", f"{iv} within ±{eps:g}"
     why = f"Wilcoxon p = {p_adj:.3g} (Holm)"
     if entry["wilcoxon"]["min_p"] >= hyp.alpha / m:

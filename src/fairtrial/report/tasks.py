@@ -34,8 +34,10 @@ def row(c: AcrossComparison) -> list[str]:
     p = "—" if c.p_adjusted is None else f"{c.p_adjusted:.3g}"
     sp = f"{s['pvalue']:.3g}" if s else "—"
     effect = "—"
-    if agg:
+    if agg and agg.get("mean_low") is not None:
         effect = f"{agg['mean']:+.4f} [{agg['mean_low']:+.4f}, {agg['mean_high']:+.4f}]"
+    elif agg:
+        effect = f"{agg['mean']:+.4f} (no interval)"
     per = "; ".join(f"{t.task}: {t.verdict} ({t.effect:+.4f})" if t.effect is not None
                     else f"{t.task}: {t.verdict}" for t in c.tasks)  # fmt: skip
     return [c.arm, c.against, _mark(c.verdict), f"{c.wins}/{c.ties}/{c.losses}", rank, p, sp,
