@@ -42,8 +42,8 @@ CLI = SRC / "cli"
 
 #: every command ``fairtrial`` had before it became a package, in the order it lists them
 COMMANDS = [
-    "run", "report", "plan", "status", "tasks", "recipes", "demo", "register", "diff", "bundle",
-    "verify", "replicate", "serve", "push",
+    "run", "report", "analyze", "plan", "status", "tasks", "recipes", "demo", "register", "diff",
+    "bundle", "verify", "replicate", "serve", "push",
 ]  # fmt: skip
 
 

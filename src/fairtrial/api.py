@@ -8,12 +8,18 @@
 
 Both take the store as the CLI does (``store=None``: ``$FAIRTRIAL_STORE`` or
 ``./.fairtrial/ledger.db``). The CLI's ``run`` and ``report`` are these functions plus printing.
+Results fairtrial did not run get the same analysis from :func:`analyze_results` (``fairtrial
+analyze``)::
+
+    from fairtrial.api import analyze_results
+    a = analyze_results("results.csv", baseline="adam")
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from fairtrial.errors import ExperimentNotFound
 
@@ -22,6 +28,7 @@ if TYPE_CHECKING:
 
     from fairtrial.analysis.verdicts import FailurePolicy
     from fairtrial.backends import Backend
+    from fairtrial.imports import ImportedResults
     from fairtrial.ledger import ExperimentRow, Ledger
     from fairtrial.results import Analysis
     from fairtrial.runner import RunSummary
@@ -118,3 +125,90 @@ def run(
     finally:
         if ledger is not store:
             ledger.close()
+
+
+def analyze_results(
+    source: str | Path | ImportedResults,
+    baseline: str,
+    *,
+    task: str | None = None,
+    metric: str | None = None,
+    direction: Literal["max", "min"] = "max",
+    smallest_effect: float | None = None,
+    alpha: float = 0.05,
+    kind: str | None = None,
+    tracking_uri: str | None = None,
+    seed_param: str = "seed",
+    arm_params: Sequence[str] = (),
+    task_param: str | None = None,
+    value: Literal["last", "best"] = "last",
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> Analysis:
+    """The analysis of per-seed results fairtrial did not run, as ``fairtrial analyze``
+    computes it: ``source`` is a CSV file (columns arm, seed, value; optional task, metric),
+    ``"mlflow:EXPERIMENT"``, ``"wandb:ENTITY/PROJECT"``, a folder of TensorBoard runs
+    (``ROOT/ARM/seed_N/``) or an :class:`~fairtrial.imports.ImportedResults`. ``baseline``
+    names the arm every other is compared with; it is called ``baseline`` in the document.
+
+    Results of several tasks need ``task`` (:func:`analyze_results_by_task` gives them all).
+    The other arguments are the command's options (``metric``, ``value``, ``seed_param``,
+    ``arm_params``, ``task_param`` for trackers); ``resamples`` and ``seed`` set the bootstrap
+    and the permutation test.
+    """
+    docs = analyze_results_by_task(
+        source, baseline, metric=metric, direction=direction,
+        smallest_effect=smallest_effect, alpha=alpha, kind=kind, tracking_uri=tracking_uri,
+        seed_param=seed_param, arm_params=arm_params, task_param=task_param, value=value,
+        resamples=resamples, seed=seed,
+    )  # fmt: skip
+    if task is None and len(docs) == 1:
+        return next(iter(docs.values()))
+    if task not in docs:
+        from fairtrial.errors import ImportedDataError
+
+        raise ImportedDataError(
+            f"{source}: results of the tasks {', '.join(docs)}; task= picks one"
+            + (f" ('{task}' is none of them)" if task is not None else "")
+        )
+    return docs[task]
+
+
+def analyze_results_by_task(
+    source: str | Path | ImportedResults,
+    baseline: str,
+    *,
+    metric: str | None = None,
+    direction: Literal["max", "min"] = "max",
+    smallest_effect: float | None = None,
+    alpha: float = 0.05,
+    kind: str | None = None,
+    tracking_uri: str | None = None,
+    seed_param: str = "seed",
+    arm_params: Sequence[str] = (),
+    task_param: str | None = None,
+    value: Literal["last", "best"] = "last",
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> dict[str, Analysis]:
+    """:func:`analyze_results` of every task: ``{task: analysis}`` in task order."""
+    from fairtrial.analysis.verdicts import Options
+    from fairtrial.imports import ImportedResults, analyze_imported, read_results
+    from fairtrial.record import Hypothesis
+
+    results = (
+        source
+        if isinstance(source, ImportedResults)
+        else read_results(
+            source, kind=kind, metric=metric, tracking_uri=tracking_uri,
+            seed_param=seed_param, arm_params=arm_params, task_param=task_param, value=value,
+            direction=direction,
+        )
+    )  # fmt: skip
+    return analyze_imported(
+        results,
+        baseline,
+        direction=direction,
+        hypothesis=Hypothesis(smallest_effect=smallest_effect, alpha=alpha),
+        options=Options(n_resamples=resamples, seed=seed),
+    )

@@ -13,6 +13,7 @@
     ├── ReplicationError           a bundle cannot be replicated as asked (e.g. no tolerance)
     ├── RegistryError              a registry refused a request, or cannot be reached
     ├── BackendError               trials cannot run where the backend would run them
+    ├── ImportedDataError          results to import are unusable (names file, row, column)
     └── MissingDependency          an optional extra is not installed (says which one)
 
 Exceptions raised *inside* a trial never cross this tree: a trial that raises is a result
@@ -77,6 +78,11 @@ class RegistryError(FairtrialError):
 class BackendError(FairtrialError):
     """Trials cannot run where the backend would run them: e.g. its worker processes cannot
     import the script or notebook that started the run."""
+
+
+class ImportedDataError(FairtrialError):
+    """Results to import (``fairtrial analyze``) cannot be used as they are: the message names
+    the file or run, the row and column, and what would be valid."""
 
 
 class MissingDependency(FairtrialError):

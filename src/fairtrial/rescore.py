@@ -119,6 +119,10 @@ def rescore(exp: ExperimentRow, trials: list[TrialRow], predictions: Any) -> Res
     finished = [t for t in trials if t.status == "finished"]
     if not finished:
         return Rescored(True, 0)
+    if isinstance(exp.spec, Mapping) and exp.spec.get("imported"):
+        return Rescored(
+            False, 0, "imported results, not run by fairtrial: no test predictions to re-score"
+        )
     task, why = _task(exp)
     if task is None:
         return Rescored(False, 0, why)

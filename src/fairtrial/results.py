@@ -119,6 +119,20 @@ class Comparison(Record):
     invalid: str | None = field(
         default=None, metadata={"omit_none": True, "doc": "why the data cannot support a verdict"}
     )
+    unpaired: bool | None = field(
+        default=None,
+        metadata={
+            "omit_none": True,
+            "doc": "true: the arms share no seed, compared unpaired (Welch; imported results)",
+        },
+    )
+    dropped_seeds: dict[str, int] | None = field(
+        default=None,
+        metadata={
+            "omit_none": True,
+            "doc": "arm -> its seeds without a partner in the other arm, left out (imported)",
+        },
+    )
     p_adjusted: float | None = field(
         default=None, metadata={"doc": "Holm-adjusted p within the family"}
     )
@@ -296,6 +310,13 @@ class ExperimentSummary(Record):
     )
     seed_plan: dict[str, Any] | None = field(
         default=None, metadata={"omit_none": True, "doc": "the seed plan of seeds = 'auto'"}
+    )
+    imported: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "omit_none": True,
+            "doc": "results not run by fairtrial: their source, and what that means",
+        },
     )
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 

@@ -79,6 +79,7 @@ def build(
         merged = {**a.compute.to_dict(), **(given or {})}
         arms[name] = a.replace(seed_blind=name in blind, compute=ArmCompute.from_dict(merged))
     table = record.arm_table()
+    imported = record.spec.get("imported")
     comparisons, ablations, interactions = analyze_scores(
         scores,
         table,
@@ -87,6 +88,7 @@ def build(
         options,
         seed_blind=blind,
         deterministic=deterministic,
+        imported=imported is not None,
     )
 
     def priced(c: Any) -> Any:
@@ -99,6 +101,8 @@ def build(
         )
 
     used = method_of(scores, table, hyp, options, deterministic)
+    if imported is not None:
+        used = _imported_method(used, [*comparisons, *ablations])
     summary: dict[str, Any] = {
         "id": record.id,
         "name": record.name,
@@ -121,6 +125,13 @@ def build(
         "arm_isolation": None,
         **(experiment or {}),
     }
+    if imported is not None:
+        # fairtrial saw neither the code, nor the test split, nor the environment of these
+        # results: there is no code version, test log or arm isolation to state
+        summary.update(
+            imported=dict(imported), code=[], test_evaluations=None, test_log=None,
+            arm_isolation=None,
+        )  # fmt: skip
     if record.seeds_auto and hyp.smallest_effect:
         summary["seed_plan"] = plan_seeds(
             scores,
@@ -134,6 +145,13 @@ def build(
     tuning = None
     if parts.get("tuning") is not None:
         tuning = _tuning(record, trials, parts["tuning"], table, hyp, options)
+    said = settings(used)
+    if "unpaired" in used:
+        said["unpaired"] = (
+            "where two arms share no seed: Welch's t-test and interval (unequal variances, "
+            "Welch-Satterthwaite degrees of freedom), TOST on the same t; P(improvement) over "
+            "all pairs of runs"
+        )
     return Analysis(
         experiment=ExperimentSummary.from_dict(summary),
         arms=arms,
@@ -142,12 +160,21 @@ def build(
         interactions=interactions,
         compute=ComputeInfo.from_dict(parts.get("compute_info") or {}),
         provenance=dict(parts.get("provenance") or {}),
-        settings=settings(used),
+        settings=said,
         predictions=parts.get("predictions_table"),
         config_reads=parts.get("config_reads"),
         extra=dict(parts.get("extra") or {}),
         tuning=tuning,
     )
+
+
+def _imported_method(used: dict[str, Any], judged: Sequence[Any]) -> dict[str, Any]:
+    """The method of an analysis of imported results: seeds are paired as the data declare
+    them (fairtrial did not derive their streams), and unpaired comparisons say so."""
+    out = {**used, "pairing": "seed, as declared by the imported data"}
+    if any(c.unpaired for c in judged):
+        out["unpaired"] = {"method": "Welch t", "when": "two arms share no seed"}
+    return out
 
 
 def _tuning(

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fairtrial import stats
+from fairtrial.analysis.unpaired import compare_unpaired, seed_overlap
 from fairtrial.ledger import TrialRow
 from fairtrial.plan import paired_values, seeds_needed
 from fairtrial.record import LOST, Hypothesis, sign, worst
@@ -247,6 +248,12 @@ def _unit_mde(n: int, alpha: float, power: float) -> float:
 
 def judge(c: dict[str, Any], hyp: Hypothesis, family_size: int) -> None:
     """Set ``verdict``, ``reason`` and ``seeds_needed`` of a comparison with ``p_adjusted``."""
+    _judge(c, hyp, family_size)
+    if c.get("unpaired") and not c.get("invalid"):
+        c["reason"] = f"unpaired, the arms share no seed (Welch t): {c['reason']}"
+
+
+def _judge(c: dict[str, Any], hyp: Hypothesis, family_size: int) -> None:
     c["seeds_needed"] = None
     if c.get("invalid"):
         c["verdict"] = "invalid"
@@ -255,7 +262,7 @@ def judge(c: dict[str, Any], hyp: Hypothesis, family_size: int) -> None:
     if c.get("deterministic"):
         c["verdict"], c["reason"] = c.pop("run_verdict", ("inconclusive", "no run of an arm"))
         return
-    if c["n_pairs"] < 2:
+    if c["n_pairs"] < 2 and not c.get("unpaired"):
         c["verdict"] = "inconclusive"
         c["reason"] = f"{c['n_pairs']} paired seed(s): at least 2 are needed"
         return
@@ -410,6 +417,7 @@ def analyze_scores(
     *,
     seed_blind: Mapping[str, str] | None = None,
     deterministic: bool = False,
+    imported: bool = False,
 ) -> tuple[list[Comparison], list[Ablation], list[Interaction]]:
     """Comparisons, ablations and interactions from per-arm ``{seed: score}`` maps.
 
@@ -418,6 +426,9 @@ def analyze_scores(
     ``seed_blind`` (:func:`seed_blind_arms`): arms whose seeds all gave the same result; every
     comparison involving one is ``invalid``. ``deterministic``: the recipe has no randomness
     (the spec says so): each arm is one run (its seed 0), compared by :func:`compare_runs`.
+    ``imported``: the scores were not run by fairtrial (``fairtrial analyze``): each comparison
+    counts the seeds it left out (``dropped_seeds``), and two arms that share no seed are
+    compared unpaired (:func:`~fairtrial.analysis.unpaired.compare_unpaired`).
     """
     k = sign(direction)
     signed = {a: {s: k * v for s, v in m.items()} for a, m in scores.items()}
@@ -427,9 +438,16 @@ def analyze_scores(
     def one(arm: str, against: str) -> dict[str, Any]:
         if deterministic:
             return compare_runs(signed, arm, against, hyp)
-        _, a, b = paired_values(signed, arm, against)
+        seeds, a, b = paired_values(signed, arm, against)
         rng = np.random.default_rng([options.seed, next(counter)])
-        out = compare(a, b, hyp, n_resamples=options.n_resamples, rng=rng)
+        if imported and not seeds and min(len(signed.get(x, {})) for x in (arm, against)) >= 2:
+            a = np.array([v for _, v in sorted(signed[against].items())], dtype=float)
+            b = np.array([v for _, v in sorted(signed[arm].items())], dtype=float)
+            out = compare_unpaired(a, b, hyp, n_resamples=options.n_resamples, rng=rng)
+        else:
+            out = compare(a, b, hyp, n_resamples=options.n_resamples, rng=rng)
+        if imported:
+            out["dropped_seeds"] = seed_overlap(signed, arm, against)
         why = blind.get(arm) or blind.get(against)
         if why:
             out["invalid"] = why

@@ -1,8 +1,9 @@
 """The ``fairtrial`` command: a thin layer over the library.
 
-One module per job: ``run`` (run, demo), ``report``, ``plan``, ``status``, ``catalog``
-(tasks, recipes), ``register``, ``diff``, ``bundles`` (bundle, verify, replicate) and
-``registry`` (serve, push). Each parses options, calls the library and prints what it returns.
+One module per job: ``run`` (run, demo), ``report``, ``analyze`` (results from elsewhere),
+``plan``, ``status``, ``catalog`` (tasks, recipes), ``register``, ``diff``, ``bundles`` (bundle,
+verify, replicate) and ``registry`` (serve, push). Each parses options, calls the library and
+prints what it returns.
 
 User mistakes (a bad spec, an unknown experiment, a missing extra) print one line and exit 2;
 Ctrl-C exits 130 after recording what was running as interrupted (a later run resumes it);
@@ -18,7 +19,18 @@ import sys
 import click
 from rich.markup import escape
 
-from fairtrial.cli import bundles, catalog, diff, plan, register, registry, report, run, status
+from fairtrial.cli import (
+    analyze,
+    bundles,
+    catalog,
+    diff,
+    plan,
+    register,
+    registry,
+    report,
+    run,
+    status,
+)
 from fairtrial.cli._common import by_signal, err, exit_status
 from fairtrial.errors import FairtrialError
 
@@ -34,6 +46,7 @@ def cli() -> None:
 for _command in (
     run.run,
     report.report,
+    analyze.analyze,
     plan.plan,
     status.status,
     catalog.tasks,

@@ -107,6 +107,7 @@ def methods(doc: Analysis) -> list[str]:
         "effect",
         "effect_interval",
         "test",
+        "unpaired",
         "multiple_comparisons",
         "equivalence",
         "verdict",
@@ -242,14 +243,46 @@ def cost_text(c: Comparison) -> str:
     return text.replace(" the ", " ").replace(" and ", ", ")
 
 
+def imported_lines(doc: Analysis) -> list[str]:
+    """For results fairtrial did not run: where they come from and what that means, and the
+    seeds each comparison left out (or that it compared unpaired). Empty otherwise."""
+    imp = doc.experiment.imported
+    if not imp:
+        return []
+    head = f"imported from {imp.get('source')}: {imp.get('note')}"
+    details = [
+        f"baseline = {imp['baseline']}" if imp.get("baseline") else "",
+        str(imp.get("value") or ""),
+    ]
+    lines = ["; ".join([head, *[d for d in details if d]])]
+    for c in doc.judged:
+        dropped = c.dropped_seeds or {}
+        who = f"{c.arm} vs {c.against}"
+        if c.unpaired:
+            lines.append(
+                f"{who}: no seed shared, compared unpaired (Welch t) on "
+                + " and ".join(f"{n} seed(s) of {a}" for a, n in dropped.items())
+            )
+        elif sum(dropped.values()):
+            lines.append(
+                f"{who}: paired on the {c.n_pairs} seed(s) both have; dropped "
+                + ", ".join(f"{n} of {a}" for a, n in dropped.items())
+                + " (no partner)"
+            )
+    return lines
+
+
 def rigor_lines(doc: Analysis) -> list[str]:
-    """Preregistration, the sealed test log and arm isolation, one line each."""
+    """Where imported results come from, then preregistration, the sealed test log and arm
+    isolation, one line each."""
     e = doc.experiment
     pre = e.preregistered
-    lines = [
-        "preregistration: "
-        + (pre["text"] if pre else "none (`fairtrial register SPEC` before the first run)")
-    ]
+    unregistered = (
+        "none (imported results)"
+        if e.imported
+        else "none (`fairtrial register SPEC` before the first run)"
+    )
+    lines = [*imported_lines(doc), "preregistration: " + (pre["text"] if pre else unregistered)]
     lines += [
         f"deviation, {d['kind'].replace('_', ' ')}: {d['detail']}"
         for d in (pre or {}).get("deviations") or []

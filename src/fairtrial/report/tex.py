@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from fairtrial.report import tuning
+from fairtrial.report import fmt, tuning
 
 if TYPE_CHECKING:
     from fairtrial.results import Analysis, Comparison
@@ -76,6 +76,7 @@ def render_tex(doc: Analysis, digits: int = 3) -> str:
     kinds = {c.interval_method for c in doc.comparisons}
     lines = [
         "% fairtrial report: needs \\usepackage{booktabs} and \\usepackage{amssymb}",
+        *[f"% {line}" for line in fmt.imported_lines(doc)],
         r"\begin{table}[t]",
         r"\centering",
         r"\begin{tabular}{llrllr}",
@@ -102,7 +103,8 @@ def render_tex(doc: Analysis, digits: int = 3) -> str:
         )
     lines += [r"\bottomrule", r"\end{tabular}"]
     better = e.better
-    caption = (
+    imported = "".join(f"{tex_escape(line)}. " for line in fmt.imported_lines(doc))
+    caption = imported + (
         f"{tex_escape(e.name)} on {tex_escape(e.task)}: test {tex_escape(e.metric)} "
         f"({better} is better) over {e.seeds} seeds paired across arms. $\\Delta$: mean "
         f"paired difference (positive is better) with a {conf}\\% "
