@@ -154,7 +154,7 @@ def test_disjoint_seed_sets_are_compared_unpaired_by_welch(
     assert low.effect == pytest.approx(-c.effect) and low.p == pytest.approx(c.p)
 
 
-def test_several_tasks_give_one_analysis_each_one_after_another(
+def test_several_tasks_give_one_document_with_the_claims_across_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rows = [
@@ -166,13 +166,46 @@ def test_several_tasks_give_one_analysis_each_one_after_another(
     path = write_csv(tmp_path / "tasks.csv", rows, header="task,arm,seed,value")
     code, out, err = cli("analyze", str(path), "--baseline", "a", "--format", "json", capsys=capsys)
     assert code == 0, err
-    docs = json.loads(out)
-    assert [d["experiment"]["task"] for d in docs] == ["t1", "t2"]
-    assert docs[0]["experiment"]["id"] != docs[1]["experiment"]["id"]
-    assert docs[1]["comparisons"][0]["effect"] == pytest.approx(0.1)
+    doc = json.loads(out)
+    assert list(doc["tasks"]) == ["t1", "t2"] and doc["across"]["tasks"] == ["t1", "t2"]
+    t1, t2 = doc["tasks"]["t1"], doc["tasks"]["t2"]
+    assert t1["experiment"]["id"] != t2["experiment"]["id"]
+    assert t2["comparisons"][0]["effect"] == pytest.approx(0.1)
+    (across,) = doc["across"]["comparisons"]
+    assert [t["effect"] for t in across["tasks"]] == [
+        pytest.approx(0.0), pytest.approx(0.1)]  # fmt: skip
     code, out, _ = cli("analyze", str(path), "--baseline", "a", capsys=capsys)
-    assert code == 0 and out.count("imported from") == 2
+    assert code == 0 and out.count("imported from") == 2 and "Verdicts across tasks" in out
     assert analyze_results(path, "a", task="t2").experiment.task == "t2"
+
+
+# Demšar (2006), Table 2: AUC of C4.5 and C4.5 with m tuned, on 14 data sets
+DEMSAR = [
+    ("adult_sample", 0.763, 0.768), ("breast_cancer", 0.599, 0.591),
+    ("breast_cancer_wisconsin", 0.954, 0.971), ("cmc", 0.628, 0.661),
+    ("ionosphere", 0.882, 0.888), ("iris", 0.936, 0.931), ("liver_disorders", 0.661, 0.668),
+    ("lung_cancer", 0.583, 0.583), ("lymphography", 0.775, 0.838), ("mushroom", 1.000, 1.000),
+    ("primary_tumor", 0.940, 0.962), ("rheum", 0.619, 0.666), ("voting", 0.972, 0.981),
+    ("wine", 0.957, 0.978),
+]  # fmt: skip
+
+
+def test_demsar_table_2_through_fairtrial_analyze(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The published example: R+ = 93, R- = 12, C4.5+m significantly better at 0.05."""
+    rows = [(task, arm, 0, v) for task, a, b in DEMSAR for arm, v in (("c45", a), ("c45m", b))]
+    rows.reverse()  # pairing is by task and seed, never by row order
+    path = write_csv(tmp_path / "demsar.csv", rows, header="task,arm,seed,value")
+    code, out, err = cli("analyze", str(path), "--baseline", "c45", "--format", "json",
+                         capsys=capsys)  # fmt: skip
+    assert code == 0, err
+    (c,) = json.loads(out)["across"]["comparisons"]
+    assert c["n_tasks"] == 14
+    assert (c["wilcoxon"]["r_plus"], c["wilcoxon"]["r_minus"]) == (93, 12)
+    assert c["wilcoxon"]["pvalue"] < 0.05 and c["verdict"] == "better"
+    # the sign test alone does not reach it (11 wins of 14; Demšar's critical number is 12)
+    assert c["sign_test"]["pvalue"] > 0.05
 
 
 def test_every_format_says_the_results_are_imported_near_the_top(tmp_path: Path) -> None:

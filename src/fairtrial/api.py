@@ -151,7 +151,8 @@ def analyze_results(
     (``ROOT/ARM/seed_N/``) or an :class:`~fairtrial.imports.ImportedResults`. ``baseline``
     names the arm every other is compared with; it is called ``baseline`` in the document.
 
-    Results of several tasks need ``task`` (:func:`analyze_results_by_task` gives them all).
+    Results of several tasks give one document with every claim judged across them and each
+    task's analysis (``task`` picks one task's; :func:`analyze_results_by_task` gives each).
     The other arguments are the command's options (``metric``, ``value``, ``seed_param``,
     ``arm_params``, ``task_param`` for trackers); ``resamples`` and ``seed`` set the bootstrap
     and the permutation test.
@@ -164,6 +165,13 @@ def analyze_results(
     )  # fmt: skip
     if task is None and len(docs) == 1:
         return next(iter(docs.values()))
+    if task is None:  # several tasks: every claim judged across them
+        from fairtrial.imports import across_tasks
+        from fairtrial.record import Hypothesis
+
+        name = str(source) if not isinstance(source, (str, Path)) else Path(source).stem
+        hyp = Hypothesis(smallest_effect=smallest_effect, alpha=alpha)
+        return across_tasks(docs, name=name, direction=direction, hypothesis=hyp)
     if task not in docs:
         from fairtrial.errors import ImportedDataError
 

@@ -148,6 +148,43 @@ def across_tasks(
     )  # fmt: skip
 
 
+def combine(
+    per_task: Mapping[str, Analysis],
+    *,
+    name: str,
+    direction: str,
+    hyp: Hypothesis,
+    options: Options = Options(),
+    suite: str | None = None,
+    experiment: Mapping[str, Any] | None = None,
+) -> Analysis:
+    """The document of a claim over several tasks: each task's analysis under ``tasks`` and
+    every comparison across them under ``across``. ``experiment``: summary fields to set."""
+    from fairtrial.results import ExperimentSummary
+
+    first = next(iter(per_task.values()))
+    arms = [c.arm for c in first.comparisons]
+    across = across_tasks(per_task, arms, direction, hyp, options, suite)
+    summary = {
+        **first.experiment.to_dict(),
+        "name": name,
+        "task": ", ".join(per_task),
+        "trials": sum(d.experiment.trials or 0 for d in per_task.values()),
+        "reused": sum(d.experiment.reused or 0 for d in per_task.values()),
+        "code": sorted({c for d in per_task.values() for c in d.experiment.code}),
+        "preregistered": None,
+        **(experiment or {}),
+    }
+    return Analysis(
+        experiment=ExperimentSummary.from_dict(summary),
+        settings=first.settings,
+        compute=first.compute,
+        provenance=first.provenance,
+        across=across,
+        tasks=dict(per_task),
+    )
+
+
 def _outcome(e: TaskEffect) -> int:
     """+1 when the arm won the task, -1 when it lost, 0 for a tie."""
     if e.verdict is not None:

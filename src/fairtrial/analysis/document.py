@@ -263,7 +263,7 @@ def _analyze_tasks(
     extras: Mapping[str, Any] | None,
 ) -> Analysis:
     """An experiment over several tasks: each task's analysis, and every claim across them."""
-    from fairtrial.analysis.across import across_tasks
+    from fairtrial.analysis.across import combine
 
     record = ExperimentRecord.from_row(exp)
     children = exp.spec["children"]
@@ -271,31 +271,12 @@ def _analyze_tasks(
         task: analyze(ledger, ledger.experiment(children[task]), options)
         for task in exp.spec.get("tasks") or children
     }
-    arms = [a.name for a in record.arms if a.kind == "arm"]
-    across = across_tasks(per_task, arms, record.direction, record.hypothesis, options,
-                          exp.spec.get("suite"))  # fmt: skip
-    first = next(iter(per_task.values()))
-    summary = {
-        **first.experiment.to_dict(),
-        "id": record.id,
-        "name": record.name,
-        "task": record.task,
-        "spec_hash": record.spec_hash,
-        "task_checksum": record.task_checksum,
-        "trials": sum(d.experiment.trials or 0 for d in per_task.values()),
-        "reused": sum(d.experiment.reused or 0 for d in per_task.values()),
-        "code": sorted({c for d in per_task.values() for c in d.experiment.code}),
-        "preregistered": None,
-    }
-    doc = Analysis(
-        experiment=ExperimentSummary.from_dict(summary),
-        settings=first.settings,
-        compute=first.compute,
-        provenance=first.provenance,
-        across=across,
-        tasks=per_task,
-        extra=dict(extras or {}),
-    )
+    doc = combine(
+        per_task, name=record.name, direction=record.direction, hyp=record.hypothesis,
+        options=options, suite=exp.spec.get("suite"),
+        experiment={"id": record.id, "spec_hash": record.spec_hash,
+                    "task_checksum": record.task_checksum},
+    ).replace(extra=dict(extras or {}))  # fmt: skip
     registered = prereg.status(ledger, exp, doc.method)
     return doc.replace(experiment=doc.experiment.replace(preregistered=registered))
 

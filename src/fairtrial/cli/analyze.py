@@ -168,4 +168,12 @@ def analyze(
                 )
         finally:
             ledger.close()
+    if len(docs) > 1:  # several tasks: one document, the claims across them first
+        from fairtrial.imports import across_tasks
+
+        name = Path(source).stem if Path(source).suffix else source
+        combined = across_tasks(docs, name=name, direction=direction, hypothesis=hyp,
+                                options=options)  # fmt: skip
+        write_documents([combined], fmt, output)
+        return
     write_documents(list(docs.values()), fmt, output)

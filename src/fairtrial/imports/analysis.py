@@ -215,13 +215,20 @@ def analyze_imported(
     return out
 
 
-def across_tasks(per_task: Mapping[str, Analysis]) -> Any | None:
-    """The verdict across the tasks of ``per_task`` (task -> its analysis).
+def across_tasks(
+    per_task: Mapping[str, Analysis],
+    *,
+    name: str,
+    direction: str = "max",
+    hypothesis: Hypothesis | None = None,
+    options: Options = Options(),
+) -> Analysis:
+    """One document of the results of several tasks: each task's analysis, and every claim
+    judged across them (:func:`fairtrial.analysis.across.combine`)."""
+    from fairtrial.analysis.across import combine
 
-    The across-task statistics are not part of this analysis yet: None, and the per-task
-    documents stand on their own (one task: the document itself is the verdict).
-    """
-    return None
+    return combine(per_task, name=name, direction=direction,
+                   hyp=hypothesis or Hypothesis(), options=options)  # fmt: skip
 
 
 def store_imported(
