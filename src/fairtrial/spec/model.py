@@ -172,7 +172,9 @@ class Spec:
     children: tuple[Spec, ...] = ()
     #: ``suite:NAME`` when the tasks were named by a suite
     suite: str | None = None
-    #: a task's spec within an experiment over several tasks: that experiment's name
+    #: a task's spec within an experiment over several tasks: that experiment's name (not part
+    #: of the normalised spec: a task's experiment, named ``NAME.TASK``, is a plain spec that
+    #: a bundle rebuilds and replicates like any other)
     part_of: str | None = None
 
     def target_metric(self) -> tuple[str, Literal["max", "min"]]:
@@ -221,7 +223,6 @@ class Spec:
             "ablations": sorted({a.arm for a in self.ablations}),
             # only when set: experiments without tuning keep their ids
             **({"tuning": self.tuning.normalized()} if self.tuning else {}),
-            **({"part_of": self.part_of} if self.part_of else {}),
             **(self._tasks_normalized() if self.tasks else {}),
         }
 
