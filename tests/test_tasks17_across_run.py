@@ -120,3 +120,16 @@ def test_task_spec_errors(tmp_path: Path, change: str, message: str) -> None:
     with pytest.raises(SpecError) as err:
         load_spec(path)
     assert message.replace("] :", "]:") in str(err.value)
+
+
+def test_each_tasks_experiment_is_a_plain_spec_a_bundle_can_rebuild(tmp_path: Path) -> None:
+    from fairtrial.spec import parse_spec
+    from fairtrial.tomlw import spec_toml
+
+    path = tmp_path / "multi.toml"
+    path.write_text(MULTI)
+    spec = load_spec(path)
+    for child in spec.children:
+        rebuilt = parse_spec(spec_toml(child.normalized()))
+        assert rebuilt.experiment_id == child.experiment_id and rebuilt.name == child.name
+    assert spec.normalized()["children"] == {c.task: c.experiment_id for c in spec.children}
