@@ -238,8 +238,9 @@ def _run_killing_victims(
         deadline = time.monotonic() + 60
         while len(killed) < spec.seeds and time.monotonic() < deadline:
             for pidfile in workroot.glob("*/pid"):
-                if pidfile not in killed:
-                    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+                text = pidfile.read_text() if pidfile not in killed else ""
+                if text.strip().isdigit():  # not while the worker is still writing it
+                    os.kill(int(text), signal.SIGKILL)
                     killed.add(pidfile)
             time.sleep(0.02)
 

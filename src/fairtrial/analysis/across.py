@@ -19,12 +19,8 @@ from fairtrial.analysis.verdicts import Options
 from fairtrial.record import Hypothesis, sign
 from fairtrial.results import Analysis
 from fairtrial.stats import holm
-from fairtrial.stats.across import (
-    pairwise_wilcoxon_holm,
-    sign_test,
-    stratified_paired_bootstrap,
-    wilcoxon_signed_rank,
-)
+from fairtrial.stats.across import pairwise_wilcoxon_holm, sign_test, wilcoxon_signed_rank
+from fairtrial.stats.task_effects import stratified_paired_bootstrap
 
 ACROSS_RULE = (
     "better: Holm-adjusted Wilcoxon p < alpha over the tasks and the aggregate effect's "

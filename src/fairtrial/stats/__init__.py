@@ -8,26 +8,22 @@ Conventions shared by every function:
   naming the parameter.
 * Every resampling function takes ``rng``: a ``numpy.random.Generator``, an int seed, or
   ``None``, which means a generator seeded with 0, so results are deterministic by default.
-* Across tasks (:mod:`fairtrial.stats.across`), the unit is the task: rank tests take one
-  difference per task, matrices are tasks × arms (higher is better), and the bootstrap takes
-  per task a pair (against, arm) of per-seed scores.
+* Across tasks (:mod:`fairtrial.stats.across`, :mod:`fairtrial.stats.task_effects`), the unit
+  is the task: rank tests take one difference per task, matrices are tasks × arms (higher is
+  better), and the bootstrap takes per task a pair (against, arm) of per-seed scores.
 * Results are frozen dataclasses carrying the settings they used; ``to_dict()`` returns plain
   JSON-ready values (non-finite floats become ``None``).
 """
 
 from fairtrial.stats.across import (
-    AcrossTasksCI,
     CriticalDifference,
     FriedmanTest,
     PairwiseTest,
-    PerformanceProfile,
     SignedRankTest,
     SignTest,
     friedman,
     pairwise_wilcoxon_holm,
-    performance_profile,
     sign_test,
-    stratified_paired_bootstrap,
     wilcoxon_signed_rank,
 )
 from fairtrial.stats.aggregate import AggregateCI, aggregate_difference, aggregate_interval, iqm
@@ -36,6 +32,12 @@ from fairtrial.stats.effect import ASO, ProbabilityOfImprovement, aso, probabili
 from fairtrial.stats.multiple import benjamini_hochberg, holm
 from fairtrial.stats.permutation import PermutationTest, paired_permutation_test
 from fairtrial.stats.power import minimum_detectable_effect, paired_t_power, required_seeds
+from fairtrial.stats.task_effects import (
+    AcrossTasksCI,
+    PerformanceProfile,
+    performance_profile,
+    stratified_paired_bootstrap,
+)
 from fairtrial.stats.ttest import TOST, TTest, cohens_dz, paired_t_test, tost_paired, welch_t_test
 from fairtrial.stats.tuning import ExpectedMaxCurve, expected_max, tuning_curve
 
