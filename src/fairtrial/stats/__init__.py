@@ -28,6 +28,14 @@ from fairtrial.stats.across import (
 )
 from fairtrial.stats.aggregate import AggregateCI, aggregate_difference, aggregate_interval, iqm
 from fairtrial.stats.bootstrap import BootstrapCI, paired_bootstrap_ci
+from fairtrial.stats.cost import (
+    CostRatio,
+    TimingNoise,
+    cost_verdict,
+    format_ratio,
+    paired_log_ratio,
+    timing_noise,
+)
 from fairtrial.stats.effect import ASO, ProbabilityOfImprovement, aso, probability_of_improvement
 from fairtrial.stats.multiple import benjamini_hochberg, holm
 from fairtrial.stats.permutation import PermutationTest, paired_permutation_test
@@ -46,6 +54,7 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as the project pins its __all__)
     "AcrossTasksCI",
     "AggregateCI",
     "BootstrapCI",
+    "CostRatio",
     "CriticalDifference",
     "ExpectedMaxCurve",
     "FriedmanTest",
@@ -57,17 +66,21 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as the project pins its __all__)
     "SignedRankTest",
     "TOST",
     "TTest",
+    "TimingNoise",
     "aggregate_difference",
     "aggregate_interval",
     "aso",
     "benjamini_hochberg",
     "cohens_dz",
+    "cost_verdict",
     "expected_max",
+    "format_ratio",
     "friedman",
     "holm",
     "iqm",
     "minimum_detectable_effect",
     "paired_bootstrap_ci",
+    "paired_log_ratio",
     "paired_permutation_test",
     "paired_t_power",
     "paired_t_test",
@@ -77,6 +90,7 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as the project pins its __all__)
     "required_seeds",
     "sign_test",
     "stratified_paired_bootstrap",
+    "timing_noise",
     "tost_paired",
     "tuning_curve",
     "welch_t_test",
