@@ -31,7 +31,11 @@ TRIAL_STATUSES: tuple[str, ...] = get_args(TrialStatus)
 ENDED: tuple[str, ...] = ("finished", "failed", "diverged")
 #: an ended trial without a result: counted per arm, never averaged in
 LOST: tuple[str, ...] = ("failed", "diverged")
-ArmKind = Literal["baseline", "arm", "ablation"]
+#: "design": a combination of an arm's components that a factorial design runs (and no other
+#: arm of the spec has)
+ArmKind = Literal["baseline", "arm", "ablation", "design"]
+#: the cost margin when the spec sets none: costs within 5% of each other count as the same
+DEFAULT_COST_MARGIN = 0.05
 
 
 def sign(direction: str) -> float:
@@ -61,17 +65,21 @@ class Hypothesis:
     smallest_effect: float | None = None
     alpha: float = 0.05
     power: float = 0.8
+    #: costs (times, FLOPs, energy, ...) whose ratio is shown within 1 ± this are the "same"
+    cost_margin: float = DEFAULT_COST_MARGIN
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any] | None) -> Hypothesis:
         """From a ``[hypothesis]`` table as stored (missing keys take the defaults)."""
         h = table or {}
         se = h.get("smallest_effect")
+        cm = h.get("cost_margin")
         return cls(
             claim=str(h.get("claim") or ""),
             smallest_effect=None if se is None else float(se),
             alpha=float(h.get("alpha", cls.alpha)),
             power=float(h.get("power", cls.power)),
+            cost_margin=DEFAULT_COST_MARGIN if cm is None else float(cm),
         )
 
     @classmethod
@@ -104,6 +112,55 @@ class Ablation:
     arm: str
     removed: str
     as_arm: str
+
+
+@dataclass(frozen=True)
+class DesignInfo:
+    """``[ablations] factorial`` / ``fractional``: the 2-level design over the components of
+    ``arm``. ``factors`` are the components (dotted keys, sorted: factor A is the first);
+    the runs and their arms are worked out by :meth:`ExperimentRecord.design_runs`."""
+
+    arm: str
+    kind: Literal["factorial", "fractional"]
+    factors: tuple[str, ...]
+    #: the least resolution asked of a fraction (None: a full factorial)
+    resolution: int | None = None
+    #: the highest order of interaction listed one by one (higher ones are pooled)
+    interactions: int = 2
+
+    @classmethod
+    def from_table(
+        cls, table: Mapping[str, Any] | None, components: Mapping[str, Any]
+    ) -> DesignInfo | None:
+        """From the normalised spec's ``design`` table and the designed arm's components."""
+        if not table:
+            return None
+        kind: Literal["factorial", "fractional"] = (
+            "fractional" if table.get("fractional") else "factorial"
+        )
+        return cls(
+            arm=str(table.get(kind)),
+            kind=kind,
+            factors=tuple(sorted(components)),
+            resolution=int(table.get("resolution") or 4) if kind == "fractional" else None,
+            interactions=int(table.get("interactions") or 2),
+        )
+
+    def build(self) -> Any:
+        """The design itself (:class:`fairtrial.stats.factorial.Design`): its runs, and for a
+        fraction its generators and aliasing."""
+        from fairtrial.stats import factorial
+
+        k = len(self.factors)
+        if self.kind == "fractional":
+            return factorial.fractional_factorial(k, resolution=self.resolution or 4)
+        return factorial.full_factorial(k)
+
+    def normalized(self) -> dict[str, Any]:
+        out: dict[str, Any] = {self.kind: self.arm, "interactions": self.interactions}
+        if self.resolution is not None:
+            out["resolution"] = self.resolution
+        return out
 
 
 @dataclass(frozen=True)
@@ -211,6 +268,32 @@ class ExperimentRecord:
     def seeds_auto(self) -> bool:
         """``seeds = "auto"``: the run plans its seeds from the pilot's spread."""
         return self.experiment_table.get("seeds") == "auto"
+
+    @property
+    def primary(self) -> str:
+        """What a comparison's verdict is about: ``metric``, or the cost of a speed trial
+        (``train_time``, ``time_to_target``) with the metric as its guard."""
+        return str(self.experiment_table.get("primary") or "metric")
+
+    @property
+    def design(self) -> DesignInfo | None:
+        """The factorial design of the spec's ``[ablations]``, if it has one."""
+        table = self.spec.get("design")
+        if not table:
+            return None
+        target = table.get("factorial") or table.get("fractional")
+        arm = next((a for a in self.arms if a.name == target), None)
+        return DesignInfo.from_table(table, arm.components if arm else {})
+
+    def design_arm(self, levels: Iterable[int]) -> str | None:
+        """The arm that runs the combination ``levels`` (+1: the component on, -1: off, in
+        the order of :attr:`DesignInfo.factors`), or None when no arm has exactly it."""
+        design = self.design
+        if design is None:
+            return None
+        target = self.arm(design.arm).components
+        wanted = {f: target[f] for f, on in zip(design.factors, levels, strict=True) if on > 0}
+        return next((a.name for a in self.arms if a.components == wanted), None)
 
     @property
     def max_seeds(self) -> int:

@@ -75,9 +75,13 @@ def spec_toml(normalized: Mapping[str, Any]) -> str:
     _toml_table(lines, "baseline", normalized.get("baseline", {}))
     for name, components in normalized.get("arms", {}).items():
         _toml_table(lines, f"arms.{_toml_key(name)}", components)
-    if normalized.get("ablations"):
+    design = normalized.get("design") or {}
+    if normalized.get("ablations") or design:
         lines.append("[ablations]")
-        lines.append(f"leave_one_out = {_toml_value(list(normalized['ablations']))}")
+        if normalized.get("ablations"):
+            lines.append(f"leave_one_out = {_toml_value(list(normalized['ablations']))}")
+        for key, value in design.items():
+            lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
     tuning = normalized.get("tuning")
     if tuning:

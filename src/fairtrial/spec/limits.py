@@ -64,3 +64,9 @@ def valid_name(text: object) -> bool:
 
 #: What a trial may ask of a cluster (``[experiment] resources``): CPUs and (fractional) GPUs.
 RESOURCE_KEYS = ("cpus", "gpus")
+
+
+#: ``[experiment] primary``: what a comparison's verdict is about. ``metric`` (the default);
+#: ``train_time`` or ``time_to_target`` make a speed trial: the cost is the primary outcome and
+#: the metric a guard (the verdict is ``faster`` only if the metric is not worse).
+PRIMARIES = ("metric", "train_time", "time_to_target")

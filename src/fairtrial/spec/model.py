@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fairtrial.dotted import flatten, set_dotted
-from fairtrial.record import Ablation, ArmKind, Hypothesis
+from fairtrial.record import Ablation, ArmKind, DesignInfo, Hypothesis
 from fairtrial.tasks import METRICS
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "Ablation",
     "Arm",
     "ArmKind",
+    "DesignInfo",
     "Dim",
     "Hypothesis",
     "Spec",
@@ -187,6 +188,12 @@ class Spec:
         name = self.compute.get("target_metric") or f"val_{self.metric}"
         return name, metric_direction(name, self.direction)
 
+    #: ``[experiment] primary``: "metric", or a cost ("train_time", "time_to_target") for a
+    #: speed trial, whose metric is a non-inferiority guard
+    primary: str = "metric"
+    #: ``[ablations] factorial`` / ``fractional``: the design over an arm's components
+    design: DesignInfo | None = None
+
     #: how a trial runs, not what it computes: neither is part of the experiment's identity
     max_retries: int = 2
     resources: dict[str, float] = field(default_factory=dict)
@@ -211,18 +218,26 @@ class Spec:
                 "metric": self.metric,
                 "target": self.target,
                 "time_limit": self.time_limit,
+                # only when set: experiments from before the key keep their ids
+                **({"primary": self.primary} if self.primary != "metric" else {}),
             },
             "hypothesis": {
                 "claim": self.hypothesis.claim,
                 "smallest_effect": self.hypothesis.smallest_effect,
                 "alpha": self.hypothesis.alpha,
                 "power": self.hypothesis.power,
+                **(
+                    {"cost_margin": self.hypothesis.cost_margin}
+                    if self.hypothesis.cost_margin != Hypothesis.cost_margin
+                    else {}
+                ),
             },
             "baseline": self.baseline,
             "arms": {a.name: a.components for a in self.arms.values() if a.kind == "arm"},
             "ablations": sorted({a.arm for a in self.ablations}),
             # only when set: experiments without tuning keep their ids
             **({"tuning": self.tuning.normalized()} if self.tuning else {}),
+            **({"design": self.design.normalized()} if self.design else {}),
             **(self._tasks_normalized() if self.tasks else {}),
         }
 

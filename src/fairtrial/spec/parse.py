@@ -20,6 +20,8 @@ from typing import Any
 
 from fairtrial.errors import MissingDependency, TaskError
 from fairtrial.recipes import BUILTIN_RECIPES, ConfigError, build_config, config_class_of
+from fairtrial.record import DEFAULT_COST_MARGIN
+from fairtrial.spec.design import _check_primary, _parse_design
 from fairtrial.spec.errors import _clip, _line_of, _listed, _show, spec_error
 from fairtrial.spec.limits import (
     _PLACEHOLDER,
@@ -296,6 +298,9 @@ def _parse_single(ld: _Loader, raw: dict[str, Any], path: Path | None) -> Spec:
             by_components[sig] = name
             ablations.append(Ablation(target, removed, name))
 
+    design = _parse_design(ld, abl, arms, baseline, by_components, check_config)
+    _check_primary(ld, exp, hyp)
+
     defaults: dict[str, Any] = {}
     if config_class is not None and dataclasses.is_dataclass(config_class):
         defaults = {
@@ -370,6 +375,7 @@ def _parse_single(ld: _Loader, raw: dict[str, Any], path: Path | None) -> Spec:
             float(hyp.smallest_effect) if hyp.smallest_effect is not None else None,
             hyp.alpha,
             hyp.power,
+            DEFAULT_COST_MARGIN if hyp.cost_margin is None else float(hyp.cost_margin),
         ),
         ablations=tuple(ablations),
         path=path,
@@ -384,4 +390,6 @@ def _parse_single(ld: _Loader, raw: dict[str, Any], path: Path | None) -> Spec:
         resources={k: float(v) for k, v in exp.resources.items()},
         deterministic=exp.deterministic,
         tuning=tuning,
+        primary=exp.primary,
+        design=design,
     )

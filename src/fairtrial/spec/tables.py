@@ -18,6 +18,7 @@ from fairtrial.spec.limits import (
     MAX_TIME_LIMIT,
     NAME_RULE,
     PILOT_SEEDS,
+    PRIMARIES,
     RESOURCE_KEYS,
     ROOT_SEED_END,
     valid_name,
@@ -40,6 +41,7 @@ class _Experiment(BaseModel):
     description: str = ""
     max_retries: int = 2
     resources: dict[str, float | int] = {}
+    primary: str = "metric"
 
     @field_validator("name")
     @classmethod
@@ -98,6 +100,13 @@ class _Experiment(BaseModel):
             raise ValueError(f"must be {_VALID['time_limit']}")
         return v
 
+    @field_validator("primary")
+    @classmethod
+    def _primary(cls, v: str) -> str:
+        if v not in PRIMARIES:
+            raise ValueError(f"must be {_VALID['primary']}")
+        return v
+
     @field_validator("max_retries")
     @classmethod
     def _retries(cls, v: int) -> int:
@@ -129,6 +138,14 @@ class _Hypothesis(BaseModel):
     smallest_effect: float | int | None = None
     alpha: float = 0.05
     power: float = 0.8
+    cost_margin: float | None = None
+
+    @field_validator("cost_margin")
+    @classmethod
+    def _cost_margin(cls, v: float | None) -> float | None:
+        if v is not None and not (math.isfinite(v) and 0 < v < 1):
+            raise ValueError(f"must be {_VALID['cost_margin']}")
+        return v
 
     @field_validator("smallest_effect")
     @classmethod
@@ -188,6 +205,24 @@ class _Compute(BaseModel):
 class _Ablations(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     leave_one_out: str | list[str] = []
+    factorial: str | None = None
+    fractional: str | None = None
+    resolution: int | None = None
+    interactions: int | None = None
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, v: int | None) -> int | None:
+        if v is not None and v not in (3, 4, 5):
+            raise ValueError(f"must be {_VALID['resolution']}")
+        return v
+
+    @field_validator("interactions")
+    @classmethod
+    def _interactions(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"must be {_VALID['interactions']}")
+        return v
 
 
 #: What each field accepts, for the messages (pydantic's own words name Python types).
@@ -212,6 +247,12 @@ _VALID: dict[str, str] = {
     "alpha": "a number in (0, 1)",
     "power": "a number in (0, 1)",
     "leave_one_out": "an arm name or a list of arm names",
+    "factorial": "the name of an arm with 2 or more components (all 2^k combinations run)",
+    "fractional": "the name of an arm with 4 or more components (a 2^(k-p) fraction runs)",
+    "resolution": "3, 4 or 5 (the fraction's resolution; 4 by default)",
+    "interactions": "a whole number >= 1: the highest order of interaction listed (2 by default)",
+    "primary": '"metric" (default), "train_time" or "time_to_target"',
+    "cost_margin": "a number in (0, 1): costs within this share count as the same (0.05)",
     "target_metric": 'the name of a logged metric, e.g. "val_accuracy"',
     "grid_intensity": "a number of gCO2e per kWh >= 0",
     "grid_intensity_source": "a string naming where the intensity comes from",
