@@ -34,7 +34,8 @@ def choose_backend(
     at a time. Local worker processes otherwise, and also when the run needs what only
     workers give: a command recipe (a program of its own), a ``time_limit`` (enforced by
     stopping a worker), a ``target`` (each trial's own time to reach it; a batched model's
-    members share their time), or ``--workers`` asked for.
+    members share their time), a speed trial (each trial's own time is the outcome), or
+    ``--workers`` asked for.
     """
     local = LocalBackend(workers=workers, threads=threads)
     if spec.command is not None:
@@ -45,6 +46,12 @@ def choose_backend(
         return local, "the spec's time_limit is enforced by stopping a worker process"
     if spec.target is not None:
         return local, "the spec's target asks each trial's own time to reach it"
+    if spec.primary != "metric":
+        return (
+            local,
+            "a speed trial times each trial on its own (a batched model's members "
+            "share their time)",
+        )
     base_dir = str(spec.base_dir.resolve()) if spec.base_dir else None
     try:
         form = vectorized_form(resolve_recipe(spec.recipe or "", base_dir))

@@ -145,7 +145,12 @@ def _worker_main(
             }
         outcome = execute_trial(job, emit)
         if startup is not None:
-            outcome = replace(outcome, compute={**outcome.compute, "worker_startup": startup})
+            # the worker's first trial pays its one-time costs (lazy imports, kernel caches):
+            # no time comparison uses it
+            outcome = replace(
+                outcome,
+                compute={**outcome.compute, "worker_startup": startup, "first_in_process": True},
+            )
         conn.send(("done", outcome))
 
 

@@ -146,6 +146,8 @@ def _group_record(meter: Meter | None, n: int) -> dict[str, Any]:
     if meter is None:
         return {"version": 1, "partial": "metering was off"}
     rec = meter.record(status="finished", phases={})
+    # the members of a batched model share its time: no member's own time was measured
+    rec["batched"] = n
     for key in _SHARED:
         if rec.get(key) is not None:
             rec[key] = rec[key] / n
