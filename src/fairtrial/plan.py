@@ -168,6 +168,25 @@ def seed_floor_warning(seeds: int, arm_table: Mapping[str, Any], alpha: float) -
     )
 
 
+def design_seed_warning(spec: Any) -> str | None:
+    """One line when the spec's factorial design can never call an effect better or worse
+    at its seed count (Holm over every listed term), else None."""
+    info = getattr(spec, "design", None)
+    if info is None or spec.auto_seeds:
+        return None
+    from fairtrial.stats import estimable_terms
+
+    m = len(estimable_terms(info.build(), info.interactions))
+    floor = permutation_floor(spec.hypothesis.alpha / m)
+    if spec.seeds >= floor:
+        return None
+    return (
+        f"{spec.seeds} seeds can never call a design's effect better or worse: {m} terms are "
+        f"tested (Holm) and the exact sign-flip test's smallest p is 2/2^{spec.seeds}; use at "
+        f"least {floor} seeds (or interactions = 1 to test main effects only)"
+    )
+
+
 def seeds_needed(sd_diff: float, smallest_effect: float, alpha: float, power: float) -> int:
     """Paired seeds needed to detect ``smallest_effect`` with ``power`` at ``alpha``: what a
     paired t-test needs, and never fewer than the permutation test that decides can use

@@ -84,6 +84,8 @@ def plan_method(spec: Spec, options: analysis.Options | None = None) -> dict[str
         options or analysis.Options(),
         pairs,
         analysis.holm_families(spec.arm_table()),
+        primary=spec.primary,
+        design=spec.design,
     )
 
 

@@ -24,14 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fairtrial.across import AcrossComparison, AcrossTasks, TaskEffect
+from fairtrial.claims import CostVerdict, Design, DesignEffect, SpeedGuard
 from fairtrial.record import better_word
 from fairtrial.tuning.records import ArmTuning, Importance, TuningCurve, TuningTrial
 from fairtrial.typed import Interval, Record
 from fairtrial.typed import ShapeError as ShapeError  # part of this module's API
 
 #: the result document's schema: 2 is the first typed one (documents without the key are 1);
-#: 3 adds ``tuning``, ``across`` and ``tasks``
-SCHEMA_VERSION = 3
+#: 3 adds ``tuning``, ``across`` and ``tasks``; 4 adds ``costs``, ``primary`` and ``guard`` to a
+#: comparison and ``design``
+SCHEMA_VERSION = 4
 
 
 # -- comparisons ----------------------------------------------------------------------------------
@@ -147,6 +149,18 @@ class Comparison(Record):
         default=None, metadata={"doc": "what the arm cost relative to the other"}
     )
     cost_text: str | None = field(default=None, metadata={"doc": "the cost ratios in words"})
+    costs: dict[str, CostVerdict] | None = field(
+        default=None,
+        metadata={"omit_none": True, "doc": "each cost figure paired by seed, with a verdict"},
+    )
+    primary: str | None = field(
+        default=None,
+        metadata={"omit_none": True, "doc": "a speed trial: the cost the verdict is about"},
+    )
+    guard: SpeedGuard | None = field(
+        default=None,
+        metadata={"omit_none": True, "doc": "a speed trial: the metric's non-inferiority"},
+    )
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -333,6 +347,10 @@ class ComputeInfo(Record):
     settings: dict[str, Any] | None = None
     hardware: dict[str, Any] | None = None
     worker_startup: dict[str, Any] | None = None
+    timing_noise: dict[str, Any] | None = field(
+        default=None,
+        metadata={"omit_none": True, "doc": "time spread between repeated identical trials"},
+    )
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -414,6 +432,10 @@ class Analysis(Record):
             "omit_none": True,
             "doc": "equal tuning of every arm, when the spec has [tuning]",
         },
+    )
+    design: Design | None = field(
+        default=None,
+        metadata={"omit_none": True, "doc": "a factorial design over an arm's components"},
     )
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -501,8 +523,12 @@ SCHEMA_CLASSES: tuple[type[Record], ...] = (
     Tost,
     ProbImprovement,
     CostRatios,
+    CostVerdict,
+    SpeedGuard,
     Interaction,
     ComputeInfo,
+    Design,
+    DesignEffect,
     AcrossTasks,
     AcrossComparison,
     TaskEffect,

@@ -18,7 +18,13 @@ from fairtrial import provenance
 from fairtrial.backends.base import Backend, stop_on_signals
 from fairtrial.ledger import Ledger, TrialRow
 from fairtrial.ledger.lease import owner_id
-from fairtrial.plan import plan_seeds, plan_trials, seed_floor_warning, spec_code_snapshot
+from fairtrial.plan import (
+    design_seed_warning,
+    plan_seeds,
+    plan_trials,
+    seed_floor_warning,
+    spec_code_snapshot,
+)
 from fairtrial.record import LOST
 from fairtrial.rounds import RunSummary as RunSummary
 from fairtrial.rounds import run_rows
@@ -80,8 +86,9 @@ def _run_compared(spec: Spec, ledger: Ledger, backend: Backend, opts: _Opts) -> 
     console = opts[1]
     if not spec.auto_seeds and not spec.deterministic:
         warning = seed_floor_warning(spec.seeds, spec.arm_table(), spec.hypothesis.alpha)
-        if warning:
-            console.print(f"[bold yellow]warning[/]: {escape(warning)}", highlight=False)
+        for line in (warning, design_seed_warning(spec)):
+            if line:
+                console.print(f"[bold yellow]warning[/]: {escape(line)}", highlight=False)
     if not spec.auto_seeds:
         summary = _run(spec, ledger, backend, *opts)
         _warn_unread_config(spec, ledger, console)

@@ -82,8 +82,8 @@ def design_part(
     d = fit.to_dict()
     for run, mean in zip(runs, d.get("cell_means") or [], strict=False):
         run["mean"] = mean
-    effects = []
-    for e in fit.effects:
+    effects: list[dict[str, Any]] = []
+    for e in sorted(fit.effects, key=lambda e: -abs(e.estimate)):
         effects.append(
             {
                 "term": e.term,
@@ -108,7 +108,6 @@ def design_part(
                 "reason": e.reason,
             }
         )
-    effects.sort(key=lambda e: -abs(e.get("estimate") or 0.0))
     return Design.from_dict(
         {
             **base,

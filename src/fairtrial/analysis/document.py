@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fairtrial import diff, meter, prereg, testlog
-from fairtrial.analysis.methodology import method_of, settings
+from fairtrial.analysis.costs import cost_verdicts, speed_verdict, timing_noise
+from fairtrial.analysis.design import design_part
+from fairtrial.analysis.methodology import cost_rule, method_of, settings
 from fairtrial.analysis.predictions import disagreements
 from fairtrial.analysis.verdicts import (
     Options,
@@ -23,6 +25,7 @@ from fairtrial.analysis.verdicts import (
     seed_blind_arms,
     worst_score,
 )
+from fairtrial.claims import cost_text
 from fairtrial.ledger import ExperimentRow, Ledger, TrialRow
 from fairtrial.plan import plan_seeds
 from fairtrial.record import ExperimentRecord
@@ -37,6 +40,7 @@ def build(
     predictions: Mapping[str, Mapping[int, str]] | None = None,
     compute: Mapping[str, Mapping[str, Any]] | None = None,
     experiment: Mapping[str, Any] | None = None,
+    costs: Mapping[str, Mapping[int, Mapping[str, Any]]] | None = None,
     **parts: Any,
 ) -> Analysis:
     """The analysis of ``record``'s ``trials`` (every arm's, every attempt's latest row).
@@ -46,8 +50,10 @@ def build(
     scores over 3+ seeds). ``compute``: arm -> its compute summary
     (:func:`fairtrial.meter.summarize_arm`), from which the cost ratios come. ``experiment``:
     fields of the experiment summary only a store knows (``preregistered``, ``test_log``,
-    ``arm_isolation``, ``test_evaluations``). ``parts``: the document's other parts as they
-    were gathered (``compute``'s settings as ``compute_info``, ``provenance``,
+    ``arm_isolation``, ``test_evaluations``). ``costs``: arm -> seed -> the compute record
+    of that finished trial (:func:`fairtrial.meter.fill_record`), from which each cost figure
+    is compared paired by seed (:mod:`fairtrial.analysis.costs`). ``parts``: the document's
+    other parts as they were gathered (``compute``'s settings as ``compute_info``, ``provenance``,
     ``predictions_table``, ``config_reads``).
     """
     hyp = record.hypothesis
@@ -100,7 +106,25 @@ def build(
             cost=CostRatios.from_dict(ratios), cost_text=meter.format_cost_ratios(ratios)
         )
 
-    used = method_of(scores, table, hyp, options, deterministic)
+    comparisons, ablations = [priced(c) for c in comparisons], [priced(c) for c in ablations]
+    noise = None
+    if costs:
+        noise = timing_noise(costs, list(arms) if deterministic else [])
+        found = cost_verdicts(
+            costs, [*comparisons, *ablations], hyp, seed=options.seed, noise=noise
+        )
+        judged = [
+            c.replace(costs=v or None, cost_text=_both_texts(v, c))
+            for c, v in zip([*comparisons, *ablations], found, strict=True)
+        ]
+        if record.primary != "metric":
+            judged = [speed_verdict(c, record.primary, hyp) for c in judged]
+        comparisons = judged[: len(comparisons)]
+        ablations = judged[len(comparisons) :]  # type: ignore[assignment]
+    design = design_part(record, finished, hyp, n_resamples=options.n_resamples, seed=options.seed)
+    used = method_of(
+        scores, table, hyp, options, deterministic, primary=record.primary, design=record.design
+    )
     if imported is not None:
         used = _imported_method(used, [*comparisons, *ablations])
     summary: dict[str, Any] = {
@@ -146,6 +170,8 @@ def build(
     if parts.get("tuning") is not None:
         tuning = _tuning(record, trials, parts["tuning"], table, hyp, options)
     said = settings(used)
+    if costs:
+        said["costs"] = cost_rule(hyp)
     if "unpaired" in used:
         said["unpaired"] = (
             "where two arms share no seed: Welch's t-test and interval (unequal variances, "
@@ -155,17 +181,40 @@ def build(
     return Analysis(
         experiment=ExperimentSummary.from_dict(summary),
         arms=arms,
-        comparisons=[priced(c) for c in comparisons],
-        ablations=[priced(c) for c in ablations],
+        comparisons=comparisons,
+        ablations=ablations,  # type: ignore[arg-type]
         interactions=interactions,
-        compute=ComputeInfo.from_dict(parts.get("compute_info") or {}),
+        compute=ComputeInfo.from_dict(
+            {**(parts.get("compute_info") or {}), **({"timing_noise": noise} if noise else {})}
+        ),
         provenance=dict(parts.get("provenance") or {}),
         settings=said,
         predictions=parts.get("predictions_table"),
         config_reads=parts.get("config_reads"),
         extra=dict(parts.get("extra") or {}),
         tuning=tuning,
+        design=design,
     )
+
+
+def _both_texts(paired: Mapping[str, Any], c: Any) -> str | None:
+    """The cost in words: the figures compared paired by seed, then those only the arms'
+    means give (too few seeds measured on both arms to pair), marked as such."""
+    missing = [
+        name
+        for name, figures in (
+            ("time", ("train_time", "time_to_target")),
+            ("flops", ("flops",)),
+            ("energy", ("energy",)),
+        )
+        if not any(f in paired for f in figures)
+    ]
+    means = meter.format_cost_ratios(c.cost.to_dict(), missing) if c.cost and missing else ""
+    parts = [cost_text(paired).removeprefix("for ")]
+    if means:
+        parts.append(means.removeprefix("for ") + " (ratio of means)")
+    text = "; ".join(p for p in parts if p)
+    return f"for {text}" if text else c.cost_text
 
 
 def _imported_method(used: dict[str, Any], judged: Sequence[Any]) -> dict[str, Any]:
@@ -236,6 +285,7 @@ def analyze(
         options,
         predictions=hashes,
         compute=compute["arms"],
+        costs=compute["per_seed"],
         experiment={
             "test_evaluations": len(evaluations),
             "test_log": testlog.summary(ledger, exp),
@@ -320,6 +370,11 @@ def _compute(
     """Per-arm compute summaries (every ended trial's record), settings and hardware."""
     settings = _settings(ledger, exp, options)
     records = ledger.compute(exp.id)
+    per_seed: dict[str, dict[int, dict[str, Any]]] = {}
+    for name, rows in by_arm.items():
+        for t in rows:
+            if t.status == "finished" and t.id in records:
+                per_seed.setdefault(name, {})[t.seed] = meter.fill_record(records[t.id], settings)
     arms = {
         name: meter.summarize_arm(
             [records[t.id] for t in rows if t.id in records and t.status != "pending"], settings
@@ -332,6 +387,7 @@ def _compute(
     ]
     return {
         "arms": arms,
+        "per_seed": per_seed,
         "settings": settings.as_dict(),
         "hardware": meter.hardware_summary(provs),
         "worker_startup": meter.worker_startup(list(records.values())),

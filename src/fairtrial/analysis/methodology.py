@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from fairtrial.analysis.costs import COST_FIGURES
 from fairtrial.analysis.verdicts import (
     BCA_MIN_PAIRS,
     VERDICT_RULE,
@@ -22,12 +23,18 @@ from fairtrial.analysis.verdicts import (
 )
 from fairtrial.ledger import ExperimentRow, Ledger
 from fairtrial.plan import paired_values
-from fairtrial.record import ExperimentRecord, Hypothesis
+from fairtrial.record import DesignInfo, ExperimentRecord, Hypothesis
 from fairtrial.stats.permutation import MAX_EXACT_N
 
 
 def method(
-    hyp: Hypothesis, options: Options, pairs: Iterable[int], families: Sequence[str]
+    hyp: Hypothesis,
+    options: Options,
+    pairs: Iterable[int],
+    families: Sequence[str],
+    *,
+    primary: str = "metric",
+    design: DesignInfo | None = None,
 ) -> dict[str, Any]:
     """Every setting the analysis uses, as plain data (names and values, no prose).
 
@@ -36,7 +43,9 @@ def method(
     ``pairs``: the paired seeds of each comparison (for a plan: the seeds it gives, or with
     ``seeds = "auto"`` the fewest and the most it may give); a comparison of fewer than 2 has
     no interval and no test. ``interval`` and ``test`` list every method those seed counts use
-    (both when they straddle :data:`BCA_MIN_PAIRS` or the exact test's limit).
+    (both when they straddle :data:`BCA_MIN_PAIRS` or the exact test's limit). A speed trial
+    (``primary`` a time) adds ``primary``, a factorial design ``design``: the keys are absent
+    otherwise, so plans registered before them still match.
     """
     used = [n for n in pairs if n >= 2]
     lo, hi = (min(used), max(used)) if used else (0, 0)
@@ -73,7 +82,79 @@ def method(
         "failures": options.failures,
         "resamples": options.n_resamples,
         "random_seed": options.seed,
+        **(
+            {
+                "primary": {
+                    "outcome": primary,
+                    "cost_margin": hyp.cost_margin,
+                    "guard": "metric non-inferior within smallest_effect",
+                }
+            }
+            if primary != "metric"
+            else {}
+        ),
+        **({"design": _design_method(design)} if design is not None else {}),
     }
+
+
+def _design_method(design: DesignInfo) -> dict[str, Any]:
+    return {
+        "kind": design.kind,
+        "arm": design.arm,
+        "factors": list(design.factors),
+        "resolution": design.resolution,
+        "interactions": design.interactions,
+        "effect": "per-seed contrast, high minus low level",
+        "correction": "Holm over every listed term",
+    }
+
+
+def cost_rule(hyp: Hypothesis) -> str:
+    """How every cost figure is compared, in words (from the constants the analysis uses)."""
+    figures = ", ".join(figure.replace("_", " ") for figure in COST_FIGURES)
+    lo, hi = 1 / (1 + hyp.cost_margin), 1 + hyp.cost_margin
+    return (
+        f"each cost figure measured on both arms ({figures}) is compared paired by seed on "
+        "the log scale: the ratio arm / against is the geometric mean of the per-seed ratios, "
+        f"its interval the exponential of the log ratios' paired t interval (below "
+        f"{BCA_MIN_PAIRS} pairs) or BCa bootstrap interval (from {BCA_MIN_PAIRS}); sign-flip "
+        "permutation test on the log ratios, Holm per figure within each family; faster "
+        f"(cheaper) or slower (costlier) when the adjusted p < {hyp.alpha:g} and the interval "
+        f"lies below (above) 1, same when TOST shows the ratio within {lo:.3g}..{hi:.3g}; a "
+        "figure equal on every seed (FLOPs) is an exact ratio, without a test; a time "
+        "difference within the timing noise measured between repeated identical trials is "
+        "never called faster or slower; a seed whose trial was its process's first (it pays "
+        "one-time costs: lazy imports, kernel caches) is left out of the time and energy "
+        "comparisons, as are trials of a batched model (its members share their time)"
+    )
+
+
+def _primary_text(m: Mapping[str, Any]) -> str:
+    p = m["primary"]
+    margin = m["equivalence"]["margin"]
+    return (
+        f"a speed trial: the verdict is about {str(p['outcome']).replace('_', ' ')}, the "
+        f"metric is a guard. faster (same) when {str(p['outcome']).replace('_', ' ')} is "
+        f"faster (the same) and the metric is non-inferior: the lower bound of its "
+        f"{_pct(1 - 2 * m['alpha'])} paired t interval above -{margin:g}; worse when the "
+        "metric is worse; slower when it is slower; else inconclusive"
+    )
+
+
+def _design_text(m: Mapping[str, Any]) -> str:
+    d = m["design"]
+    what = (
+        "full factorial"
+        if d["kind"] == "factorial"
+        else (f"fractional factorial of resolution {d['resolution']} or more")
+    )
+    return (
+        f"{what} over the {len(d['factors'])} components of arm {d['arm']}: each main effect "
+        "and interaction up to order "
+        f"{d['interactions']} is the mean over seeds of its per-seed contrast (high minus low "
+        "level, averaged over the other factors), with intervals and tests as for effects and "
+        "Holm over every listed term; higher-order interactions pooled"
+    )
 
 
 def _pct(confidence: float) -> str:
@@ -196,6 +277,8 @@ def method_text(m: Mapping[str, Any]) -> dict[str, str]:
         "interaction": "sum of the components' contributions minus the arm's total effect, "
         "with an interval chosen like the effect's; additive when the interval includes 0",
         "arm_interval": f"Student t interval of the mean, {pct}",
+        **({"primary": _primary_text(m)} if "primary" in m else {}),
+        **({"design": _design_text(m)} if "design" in m else {}),
         "failures": "dropped: a comparison uses the seeds both arms finished; failed and "
         "diverged trials are counted per arm"
         if m["failures"] == "drop"
@@ -247,6 +330,9 @@ def method_of(
     hyp: Hypothesis,
     options: Options,
     deterministic: bool = False,
+    *,
+    primary: str = "metric",
+    design: DesignInfo | None = None,
 ) -> dict[str, Any]:
     """The method :func:`~fairtrial.analysis.verdicts.analyze_scores` uses on these per-arm
     ``{seed: score}`` maps."""
@@ -255,7 +341,7 @@ def method_of(
     pairs = [len(paired_values(scores, arm, against)[0]) for arm, against in compared]
     if deterministic:  # one run per arm: no interval, no test
         pairs = [min(n, 1) for n in pairs]
-    return method(hyp, options, pairs, holm_families(arm_table))
+    return method(hyp, options, pairs, holm_families(arm_table), primary=primary, design=design)
 
 
 def run_method(ledger: Ledger, exp: ExperimentRow, options: Options = Options()) -> dict[str, Any]:
@@ -269,4 +355,7 @@ def run_method(ledger: Ledger, exp: ExperimentRow, options: Options = Options())
         ).scores
         for a in record.arms
     }
-    return method_of(scores, exp.arms, record.hypothesis, options, record.deterministic)
+    return method_of(
+        scores, exp.arms, record.hypothesis, options, record.deterministic,
+        primary=record.primary, design=record.design,
+    )  # fmt: skip

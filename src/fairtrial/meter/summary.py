@@ -185,6 +185,12 @@ def olympic_mean(times: Sequence[float | None]) -> OlympicMean:
     )
 
 
+def fill_record(record: Mapping[str, Any], s: ComputeSettings | None = None) -> dict[str, Any]:
+    """A compute record with total energy (and the opt-in estimate), CO2e and cost worked
+    out under ``s`` (the defaults when None)."""
+    return _fill(record, s or ComputeSettings())
+
+
 def _fill(record: Mapping[str, Any], s: ComputeSettings) -> dict[str, Any]:
     """A record with total energy (and the opt-in estimate), CO2e and cost worked out."""
     r = dict(record)
