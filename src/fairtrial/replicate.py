@@ -53,7 +53,7 @@ from fairtrial.usercode import forget_modules
 
 Seeds = Literal["same", "fresh"]
 OUTCOMES = ("replicated", "not replicated", "inconclusive")
-CLAIM_VERDICTS = ("better", "worse", "equivalent")
+CLAIM_VERDICTS = ("better", "worse", "equivalent", "faster", "slower", "same")
 ACM = {
     "vocabulary": "ACM Artifact Review and Badging, version 1.1 (2020)",
     "badge_meaning": "Results Reproduced: the main results were obtained by another party "

@@ -58,6 +58,13 @@ def make_backend(
         raise FairtrialError(f"--address is for --backend ray, not --backend {name}")
     if group is not None and name not in ("vectorized", "auto"):
         raise FairtrialError(f"--group is for --backend vectorized, not --backend {name}")
+    primary = getattr(spec, "primary", "metric")
+    if name == "vectorized" and primary != "metric":
+        raise FairtrialError(
+            f'--backend vectorized: the spec\'s primary = "{primary}" is a speed trial, which '
+            "times each trial on its own, and a batched model's members share their time; use "
+            "--backend local (or auto)"
+        )
     if name == "auto":
         backend, why = choose_backend(spec, workers=workers, threads=threads, group=group)
         err.print(f"backend auto: {backend.name}, because {why}")

@@ -40,7 +40,7 @@ def plan(spec_path: Path, store: str | None) -> None:
 def _plan_one(spec: Any, store: str | None) -> None:
     """The plan of one task's experiment."""
     from fairtrial.estimate import plan_estimate
-    from fairtrial.plan import plan_trials, seed_floor_warning
+    from fairtrial.plan import design_seed_warning, plan_trials, seed_floor_warning
     from fairtrial.tasks import get_task
 
     task = get_task(spec.task, spec.base_dir)
@@ -57,13 +57,32 @@ def _plan_one(spec: Any, store: str | None) -> None:
     for a in spec.arms.values():
         comps = ", ".join(f"{k}={json.dumps(v)}" for k, v in a.components.items()) or "—"
         kind = a.kind + (f" of {a.parent} without {a.removed}" if a.kind == "ablation" else "")
+        kind += f" (combination of {a.parent}'s components)" if a.kind == "design" else ""
         t.add_row(escape(a.name), escape(kind), escape(comps))
     out.print(t)
+    if spec.design is not None:
+        d = spec.design
+        built = d.build()
+        legend = ", ".join(f"{f} = {c}" for f, c in zip(built.factors, d.factors, strict=True))
+        out.print(
+            f"design: {built.name} over arm {d.arm}'s components ({legend}); each combination "
+            "another arm already has runs as that arm; main effects and interactions up to "
+            f"order {d.interactions} are estimated from the same seeds",
+            highlight=False,
+        )
+    if spec.primary != "metric":
+        out.print(
+            f"speed trial: the verdict is about {spec.primary.replace('_', ' ')}; the metric "
+            f"is a guard (at most {spec.hypothesis.smallest_effect:g} worse). Arms run "
+            "interleaved seed by seed, so the machine's drift falls on every arm alike",
+            highlight=False,
+        )
     warning = None
     if not spec.auto_seeds and not spec.deterministic:
         warning = seed_floor_warning(spec.seeds, spec.arm_table(), spec.hypothesis.alpha)
-    if warning:
-        out.print(f"[bold yellow]warning[/]: {escape(warning)}")
+    for line in (warning, design_seed_warning(spec)):
+        if line:
+            out.print(f"[bold yellow]warning[/]: {escape(line)}")
     out.print(
         f"seeds: root {spec.root_seed}; seed 0 streams "
         + ", ".join(f"{k}={v}" for k, v in trials[0].seeds.items())

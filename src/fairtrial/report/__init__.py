@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from fairtrial.report import fmt, tasks, tuning
+from fairtrial.report import claims, fmt, tasks, tuning
 from fairtrial.report.html import render_html
 from fairtrial.report.tex import render_tex
 
@@ -72,6 +72,7 @@ def render_text(doc: Analysis) -> Group:
         inter = next((i for i in doc.interactions if i.arm == arm), None)
         if inter and inter.interaction is not None:
             parts.append(Text(_interaction_line(inter, conf)))
+    parts += claims.text_parts(doc)
     parts += tuning.text_parts(doc)
     t = Table(title=f"Arms: test {e.metric} per seed")
     for col in ("arm", "components", "n", "failed", "mean", "sd", f"{conf} CI", "per seed"):
@@ -234,6 +235,7 @@ def render_md(doc: Analysis) -> str:
         for inter in doc.interactions:
             if inter.interaction is not None:
                 out += [_interaction_line(inter, conf), ""]
+    out += claims.markdown(doc)
     out += tuning.markdown(doc)
     out += [
         "### Arms",

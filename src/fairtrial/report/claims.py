@@ -207,7 +207,7 @@ def _html_table(heads: list[str], rows: list[list[str]], verdict_col: int) -> st
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def html(doc: Analysis) -> str:
+def html(doc: Analysis) -> list[str]:
     out: list[str] = []
     if speed := speed_lines(doc):
         out.append("<h2>Speed trial</h2><ul>" + "".join(f"<li>{_e(s)}</li>" for s in speed)
@@ -228,7 +228,7 @@ def html(doc: Analysis) -> str:
         if d.aliasing:
             out.append(_html_table(["term", "alias chain", ""], alias_rows(d), -1))
         out.append(f"<div class='figs'>{''.join(design_figures(d, doc.experiment.metric))}</div>")
-    return "".join(out)
+    return out
 
 
 def design_figures(d: Design, metric: str) -> list[str]:

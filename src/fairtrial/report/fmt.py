@@ -10,13 +10,30 @@ if TYPE_CHECKING:
     from fairtrial.results import Analysis, Comparison
 
 
-MARKS = {"better": "▲", "worse": "▼", "equivalent": "≈", "inconclusive": "?", "invalid": "✗"}
+MARKS = {
+    "better": "▲",
+    "worse": "▼",
+    "equivalent": "≈",
+    "inconclusive": "?",
+    "invalid": "✗",
+    # cost verdicts (and a speed trial's): the mark of the same news about quality
+    "faster": "▲",
+    "cheaper": "▲",
+    "slower": "▼",
+    "costlier": "▼",
+    "same": "≈",
+}
 STYLES = {
     "better": "bold green",
     "worse": "bold red",
     "equivalent": "cyan",
     "inconclusive": "yellow",
     "invalid": "bold magenta",
+    "faster": "bold green",
+    "cheaper": "bold green",
+    "slower": "bold red",
+    "costlier": "bold red",
+    "same": "cyan",
 }
 
 

@@ -15,11 +15,17 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from fairtrial import record
-from fairtrial.report import fmt, svg, tuning
+from fairtrial.report import claims, fmt, svg, tuning
 
 if TYPE_CHECKING:
     from fairtrial.results import Analysis, ArmCompute, Comparison, Interaction
 
+#: the colour of each verdict in figures (the CSS classes above colour the words alike)
+VERDICT_COLOURS = {
+    "better": "#117733", "faster": "#117733", "cheaper": "#117733",
+    "worse": "#b2182b", "slower": "#b2182b", "costlier": "#b2182b",
+    "equivalent": "#0072B2", "same": "#0072B2",
+}  # fmt: skip
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1100px;padding:0 1em;color:#222}
@@ -27,8 +33,9 @@ h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.8em;
 border-bottom:1px solid #ddd;padding-bottom:.2em}
 table{border-collapse:collapse;margin:.6em 0}td,th{padding:.25em .6em;border-bottom:1px solid #eee;
 text-align:right;vertical-align:middle}th{background:#f6f6f6}td.l,th.l{text-align:left}
-.better{color:#117733;font-weight:600}.worse{color:#b2182b;font-weight:600}
-.equivalent{color:#0072B2;font-weight:600}.inconclusive{color:#a66f00;font-weight:600}
+.better,.faster,.cheaper{color:#117733;font-weight:600}
+.worse,.slower,.costlier{color:#b2182b;font-weight:600}
+.equivalent,.same{color:#0072B2;font-weight:600}.inconclusive{color:#a66f00;font-weight:600}
 .invalid{color:#882255;font-weight:600}
 .muted{color:#666}.figs{display:flex;flex-wrap:wrap;gap:1.2em}
 svg text{font:11px system-ui,sans-serif;fill:#333}svg .title{font-weight:600;font-size:12px}
@@ -84,6 +91,7 @@ def render_html(
         for inter in doc.interactions:
             if inter.interaction is not None:
                 body.append(f"<p>{_e(_interaction(inter, conf))}</p>")
+    body += claims.html(doc)
     body += tuning.html(doc)
     figs = [
         _paired_plot(doc),
@@ -327,9 +335,7 @@ def _forest_plot(doc: Analysis) -> str | None:
     fig.vline(0.0)
     for i, (label, c) in enumerate(rows):
         y = len(rows) - 1 - i
-        col = {"better": "#117733", "worse": "#b2182b", "equivalent": "#0072B2"}.get(
-            c.verdict or "", "#a66f00"
-        )
+        col = VERDICT_COLOURS.get(c.verdict or "", "#a66f00")
         low, high = c.interval or (0.0, 0.0)
         fig.segment(float(low or 0.0), y, float(high or 0.0), y, col)
         fig.point(float(c.effect or 0.0), y, col, r=4, title=f"{label}: {c.effect}")

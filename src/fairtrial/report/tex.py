@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from fairtrial.report import fmt, tuning
+from fairtrial.report import claims, fmt, tuning
 
 if TYPE_CHECKING:
     from fairtrial.results import Analysis, Comparison
@@ -34,6 +34,11 @@ MARKS = {
     "equivalent": r"$\approx$",
     "inconclusive": r"$\circ$",
     "invalid": r"$\times$",
+    "faster": r"$\blacktriangle$",
+    "cheaper": r"$\blacktriangle$",
+    "slower": r"$\blacktriangledown$",
+    "costlier": r"$\blacktriangledown$",
+    "same": r"$\approx$",
 }
 
 
@@ -139,6 +144,7 @@ def render_tex(doc: Analysis, digits: int = 3) -> str:
             f"\\label{{tab:{_label(e.name)}-ablations}}",
             r"\end{table}",
         ]
+    lines += claims.tex(doc, tex_escape, MARKS)
     lines += _tuning_tables(doc, digits)
     return "\n".join(lines) + "\n"
 
