@@ -25,6 +25,7 @@ Layout::
     results/trials.json           every trial: arm, seed, status, result, seeds, config, ...
     results/metrics.jsonl         every logged metric point
     results/analysis.json         the analysis (fairtrial.results; docs/results-schema.md)
+    results/compute.json          each trial's compute record (times, FLOPs, memory, energy)
     results/predictions.json      each finished trial's test predictions (hashes in testlog.json)
     testlog.json                  the experiment's sealed test log entries, with their hashes
 

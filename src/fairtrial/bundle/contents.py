@@ -113,6 +113,8 @@ def bundle_files(ledger: Ledger, exp: ExperimentRow) -> dict[str, bytes]:
             lines.append(json.dumps(row, allow_nan=False))
     files["results/metrics.jsonl"] = ("\n".join(lines) + ("\n" if lines else "")).encode()
     files["results/analysis.json"] = _dumps(_clean(analyze(ledger, exp).to_dict()))
+    # each trial's compute record (latest attempt): the registry re-tests the cost verdicts
+    files["results/compute.json"] = _dumps(_clean(ledger.compute(exp.id)))
     current = {t.id: t.attempt for t in trials if t.status == "finished"}
     # compact: one label per test example per trial adds up
     files["results/predictions.json"] = json.dumps(

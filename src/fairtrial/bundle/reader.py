@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,38 @@ class Bundle:
 
     def trials(self) -> list[TrialRow]:
         return [_row(TrialRow, t, "results/trials.json") for t in self.json("results/trials.json")]
+
+    def costs(
+        self, trials: list[TrialRow], settings: Mapping[str, Any] | None = None
+    ) -> dict[str, dict[int, dict[str, Any]]]:
+        """arm -> seed -> the compute record of each finished trial (empty for a bundle from
+        before ``results/compute.json``), priced with ``settings`` (a ``[compute]`` table)."""
+        from fairtrial import meter
+
+        if "results/compute.json" not in self.manifest["files"]:
+            return {}
+        records = self.json("results/compute.json")
+        if not isinstance(records, dict):
+            raise BundleError("results/compute.json: not an object of trial id -> record")
+        known = set(meter.ComputeSettings.__dataclass_fields__)
+        try:
+            s = meter.ComputeSettings.from_table(
+                {k: v for k, v in (settings or {}).items() if k in known and v is not None}
+            )
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"results/analysis.json: compute.settings: {exc}") from None
+        out: dict[str, dict[int, dict[str, Any]]] = {}
+        for t in trials:
+            rec = records.get(t.id)
+            if t.status == "finished" and isinstance(rec, dict):
+                try:
+                    out.setdefault(t.arm, {})[t.seed] = meter.fill_record(rec, s)
+                except (TypeError, ValueError):
+                    raise BundleError(
+                        f"results/compute.json: trial {t.id}'s record holds a figure that is "
+                        "not a number"
+                    ) from None
+        return out
 
     def provenances(self) -> dict[str, dict[str, Any]]:
         data: dict[str, dict[str, Any]] = self.json("environment/provenance.json")

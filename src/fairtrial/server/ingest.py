@@ -135,6 +135,7 @@ def _reanalyze(
     trials: list[TrialRow],
     uploaded: Mapping[str, Any],
     preds: Mapping[str, Any] | None = None,
+    costs: Mapping[str, Mapping[int, Mapping[str, Any]]] | None = None,
 ) -> Analysis:
     """The registry's own analysis of the bundle's results (the function ``fairtrial report``
     uses, with the registry's options); raises when the uploaded analysis reports numbers that
@@ -181,6 +182,7 @@ def _reanalyze(
         Options(),
         predictions=hashes,
         compute=compute,
+        costs=costs,
         # what only the uploader's store knew, as uploaded
         experiment={
             k: v
@@ -362,6 +364,9 @@ def ingest(
         named = b.manifest.get("experiment")
         _check_rows(exp, trials)
         capture = b.capture()
+        sent_compute = uploaded.get("compute") if isinstance(uploaded, dict) else None
+        sent_settings = sent_compute.get("settings") if isinstance(sent_compute, dict) else None
+        costs = b.costs(trials, sent_settings if isinstance(sent_settings, dict) else None)
     rescore.check_identity(exp)
     if isinstance(named, dict) and named.get("id") != exp.id:
         raise BundleError(
@@ -377,7 +382,7 @@ def ingest(
         )
     checked = rescore.rescore(exp, trials, preds)
     table, disagree, why = _predictions(exp, trials, preds)
-    doc = _reanalyze(exp, trials, uploaded, preds)
+    doc = _reanalyze(exp, trials, uploaded, preds, costs)
     registry = {**doc.extra["registry"], "predictions": why, "results": checked.as_dict()}
     doc = doc.replace(predictions=disagree, extra={**doc.extra, "registry": registry})
     curves = _curves(exp, trials, metrics)

@@ -115,12 +115,12 @@ def _check_rows(exp: ExperimentRow, trials: list[TrialRow]) -> None:
         if not (
             isinstance(a, dict)
             and isinstance(a.get("name"), str)
-            and a.get("kind") in ("baseline", "arm", "ablation")
+            and a.get("kind") in ("baseline", "arm", "ablation", "design")
             and isinstance(a.get("components"), dict)
         ):
             raise BundleError(
                 f"experiment.json: arms.arms[{i}] is not an arm (name, kind baseline/arm/"
-                "ablation, components)"
+                "ablation/design, components)"
             )
         if a["name"] in names:
             raise BundleError(f"experiment.json: arm '{a['name'][:80]}' is listed twice")
