@@ -37,6 +37,7 @@ def trial_identity(
     config: Mapping[str, Any],
     seeds: Mapping[str, int],
     objective: str | None = None,
+    repeat: int = 0,
 ) -> str:
     """What makes two trials the same trial: the data (task and its checksum), the metric
     that scores it, the code (:func:`fairtrial.provenance.code_hash`: the recipe and every
@@ -45,7 +46,8 @@ def trial_identity(
     trial. How a trial is run (backend, time limit, retries) is not part of it.
 
     ``objective``: a tuning trial's, whose result is that logged metric's best value (the
-    test split unscored), never a compared trial's result."""
+    test split unscored), never a compared trial's result. ``repeat``: a trial run again to
+    measure the timing noise (the same computation as repeat 0, a trial of its own)."""
     content: dict[str, Any] = {
         "task": task,
         "task_checksum": task_checksum,
@@ -56,6 +58,8 @@ def trial_identity(
     }
     if objective is not None:
         content["tuning_objective"] = objective
+    if repeat:
+        content["repeat"] = repeat
     blob = json.dumps(
         content,
         sort_keys=True,
@@ -97,6 +101,37 @@ def plan_trials(spec: Spec, code_hash: str | None = None) -> list[TrialPlan]:
                     code_hash=code_hash,
                 )
             )
+    return out
+
+
+def repeat_trials(spec: Spec, code_hash: str) -> list[TrialPlan]:
+    """The baseline's seeds 1..``spec.timing_repeats`` once more (seed 0 is left out: it is
+    often a process's first trial, which pays one-time costs): each the same computation as
+    its compared trial, so their times differ by the timing noise alone."""
+    arm = spec.arms["baseline"]
+    out = []
+    for seed in range(1, 1 + min(spec.timing_repeats, spec.seeds - 1)):
+        streams = trial_seeds(spec.root_seed, seed)
+        identity = trial_identity(
+            task=spec.task,
+            task_checksum=spec.task_checksum,
+            metric=spec.metric,
+            code_hash=code_hash,
+            config=arm.config,
+            seeds=streams,
+            repeat=1,
+        )
+        out.append(
+            TrialPlan(
+                trial_id=identity,
+                experiment_id=spec.experiment_id,
+                arm=arm.name,
+                seed=seed,
+                config=arm.config,
+                seeds=streams,
+                code_hash=code_hash,
+            )
+        )
     return out
 
 

@@ -67,6 +67,8 @@ class RunSummary:
     superseded: int = 0
     #: why the run stopped before running every trial (fail fast), or None
     stopped: str | None = None
+    #: baseline trials run a second time to measure the timing noise (``timing_repeats``)
+    repeats: int = 0
     #: the experiment after the run: slots by status (finished, failed, diverged, pending...)
     statuses: dict[str, int] = field(default_factory=dict)
     #: failed or diverged trials kept from earlier runs (``--retry-failed`` re-runs them)

@@ -82,7 +82,39 @@ def run_experiment(
 
 
 def _run_compared(spec: Spec, ledger: Ledger, backend: Backend, opts: _Opts) -> RunSummary:
-    """The compared trials: every arm (at the configs ``spec`` holds) on every seed."""
+    """The compared trials: every arm (at the configs ``spec`` holds) on every seed; then
+    the baseline's repeated trials that measure the timing noise (``timing_repeats``)."""
+    summary = _run_compared_trials(spec, ledger, backend, opts)
+    if spec.timing_repeats and summary.stopped is None:
+        seeds = ledger.experiment(spec.experiment_id).seeds
+        summary.repeats = _repeats(replace(spec, seeds=seeds), ledger, backend, opts)
+    return summary
+
+
+def _repeats(spec: Spec, ledger: Ledger, backend: Backend, opts: _Opts) -> int:
+    """Run the baseline's repeated trials (:func:`fairtrial.plan.repeat_trials`); how many
+    ran now."""
+    from fairtrial.ledger.stages import REPEAT
+    from fairtrial.plan import repeat_trials
+
+    retry_failed, console, show_progress, max_retries, keep_going = opts
+    snapshot = spec_code_snapshot(spec)
+    code_hash = provenance.code_hash(snapshot)
+    plans = repeat_trials(spec, code_hash)
+    if not plans:
+        return 0
+    eid = spec.experiment_id
+    ledger.add_stage_trials(eid, REPEAT, plans)
+    rows = {r.id: r for r, _ in ledger.stage_trials(eid, REPEAT)}
+    planned = [rows[p.trial_id] for p in plans if p.trial_id in rows]
+    summary = RunSummary(eid, total=len(planned), already_done=0)
+    run_rows(spec, ledger, backend, snapshot, code_hash, planned, summary, console,
+             (retry_failed, show_progress, max_retries, keep_going), stage=REPEAT)  # fmt: skip
+    return summary.ran
+
+
+def _run_compared_trials(spec: Spec, ledger: Ledger, backend: Backend, opts: _Opts) -> RunSummary:
+    """Every arm (at the configs ``spec`` holds) on every seed."""
     console = opts[1]
     if not spec.auto_seeds and not spec.deterministic:
         warning = seed_floor_warning(spec.seeds, spec.arm_table(), spec.hypothesis.alpha)

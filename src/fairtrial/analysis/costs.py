@@ -90,19 +90,32 @@ def _pairs(
 
 
 def timing_noise(
-    costs: Mapping[str, Mapping[int, Mapping[str, Any]]], repeated: Sequence[str]
+    costs: Mapping[str, Mapping[int, Mapping[str, Any]]],
+    repeated: Sequence[str],
+    repeats: Mapping[str, Mapping[int, Mapping[str, Any]]] | None = None,
 ) -> dict[str, Any] | None:
     """The spread of train time (else wall time) between repeated identical trials: every
-    seed of each arm in ``repeated`` runs the same computation (a deterministic recipe)."""
+    seed of each arm in ``repeated`` runs the same computation (a deterministic recipe), and
+    each trial of ``repeats`` (arm -> seed -> record) ran the computation of that arm and seed
+    a second time. A process's first trial is left out (it pays one-time costs)."""
     for key in NOISE_FIGURES:
         groups = [
-            [v for s in sorted(costs.get(arm) or {}) if (v := _value(costs[arm][s], key))]
+            [v for s in sorted(costs.get(arm) or {}) if (v := _warm(costs[arm][s], key))]
             for arm in repeated
         ]
+        for arm, by_seed in (repeats or {}).items():
+            for seed, again in by_seed.items():
+                first = (costs.get(arm) or {}).get(seed)
+                pair = [_warm(r, key) for r in (first, again) if r is not None]
+                groups.append([v for v in pair if v is not None])
         found = stats.timing_noise([g for g in groups if len(g) >= 2])
         if found is not None:
             return {**found.to_dict(), "figure": key}
     return None
+
+
+def _warm(record: Mapping[str, Any], key: str) -> float | None:
+    return None if _cold(record) or record.get("batched") else _value(record, key)
 
 
 def _test(

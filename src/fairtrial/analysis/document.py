@@ -41,6 +41,7 @@ def build(
     compute: Mapping[str, Mapping[str, Any]] | None = None,
     experiment: Mapping[str, Any] | None = None,
     costs: Mapping[str, Mapping[int, Mapping[str, Any]]] | None = None,
+    repeats: Mapping[str, Mapping[int, Mapping[str, Any]]] | None = None,
     **parts: Any,
 ) -> Analysis:
     """The analysis of ``record``'s ``trials`` (every arm's, every attempt's latest row).
@@ -52,7 +53,8 @@ def build(
     fields of the experiment summary only a store knows (``preregistered``, ``test_log``,
     ``arm_isolation``, ``test_evaluations``). ``costs``: arm -> seed -> the compute record
     of that finished trial (:func:`fairtrial.meter.fill_record`), from which each cost figure
-    is compared paired by seed (:mod:`fairtrial.analysis.costs`). ``parts``: the document's
+    is compared paired by seed (:mod:`fairtrial.analysis.costs`); ``repeats``: the same for
+    trials run a second time, whose times give the timing noise. ``parts``: the document's
     other parts as they were gathered (``compute``'s settings as ``compute_info``, ``provenance``,
     ``predictions_table``, ``config_reads``).
     """
@@ -109,7 +111,7 @@ def build(
     comparisons, ablations = [priced(c) for c in comparisons], [priced(c) for c in ablations]
     noise = None
     if costs:
-        noise = timing_noise(costs, list(arms) if deterministic else [])
+        noise = timing_noise(costs, list(arms) if deterministic else [], repeats)
         found = cost_verdicts(
             costs, [*comparisons, *ablations], hyp, seed=options.seed, noise=noise
         )
@@ -286,6 +288,7 @@ def analyze(
         predictions=hashes,
         compute=compute["arms"],
         costs=compute["per_seed"],
+        repeats=_repeats(ledger, exp, options),
         experiment={
             "test_evaluations": len(evaluations),
             "test_log": testlog.summary(ledger, exp),
@@ -340,6 +343,23 @@ def _settings(ledger: Ledger, exp: ExperimentRow, options: Options) -> meter.Com
         pue=options.pue,
         price_per_hour=options.price_per_hour,
     )
+
+
+def _repeats(
+    ledger: Ledger, exp: ExperimentRow, options: Options
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """arm -> seed -> the compute record of each finished trial run a second time."""
+    from fairtrial.ledger.stages import REPEAT
+
+    records = ledger.stage_compute(exp.id, REPEAT)
+    if not records:
+        return {}
+    settings = _settings(ledger, exp, options)
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for row, _ in ledger.stage_trials(exp.id, REPEAT):
+        if row.status == "finished" and row.id in records:
+            out.setdefault(row.arm, {})[row.seed] = meter.fill_record(records[row.id], settings)
+    return out
 
 
 def _tuning_parts(ledger: Ledger, exp: ExperimentRow, options: Options) -> dict[str, Any]:

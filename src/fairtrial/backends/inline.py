@@ -9,6 +9,10 @@ from typing import Any
 from fairtrial.backends.base import Backend, Sink, TrialClock, TrialJob
 from fairtrial.execute import execute_trial
 
+#: whether a trial has run in this process yet (the first pays one-time costs: lazy imports,
+#: kernel and allocator caches)
+_warm = False
+
 
 class InlineBackend(Backend):
     """Runs trials one after another in this process: no isolation, no time limit.
@@ -19,7 +23,7 @@ class InlineBackend(Backend):
     name = "inline"
 
     def run(self, jobs: Iterator[TrialJob], sink: Sink, total: int) -> None:
-        first = True
+        global _warm
         for job in jobs:
             sink.started(job)
 
@@ -32,7 +36,7 @@ class InlineBackend(Backend):
             except BaseException:  # Ctrl-C, a stop signal: the trial resumes next run
                 sink.finished(job, clock.interrupted())
                 raise
-            if first:  # it paid this process's one-time costs: no time comparison uses it
-                first = False
+            if not _warm:  # it paid this process's one-time costs: no time comparison uses it
+                _warm = True
                 outcome = replace(outcome, compute={**outcome.compute, "first_in_process": True})
             sink.finished(job, outcome)

@@ -26,6 +26,7 @@ Layout::
     results/metrics.jsonl         every logged metric point
     results/analysis.json         the analysis (fairtrial.results; docs/results-schema.md)
     results/compute.json          each trial's compute record (times, FLOPs, memory, energy)
+    results/repeats.json          baseline trials run twice: their compute (the timing noise)
     results/predictions.json      each finished trial's test predictions (hashes in testlog.json)
     testlog.json                  the experiment's sealed test log entries, with their hashes
 

@@ -47,6 +47,18 @@ def _snapshot_record(ledger: Ledger, trials: list[TrialRow]) -> str | None:
     return max(counts, key=lambda k: counts[k])
 
 
+def _repeats(ledger: Ledger, exp: ExperimentRow) -> list[dict[str, Any]]:
+    """The baseline trials run a second time (the timing noise): arm, seed, compute record."""
+    from fairtrial.ledger.stages import REPEAT
+
+    records = ledger.stage_compute(exp.id, REPEAT)
+    return [
+        {"arm": row.arm, "seed": row.seed, "compute": records[row.id]}
+        for row, _ in ledger.stage_trials(exp.id, REPEAT)
+        if row.status == "finished" and row.id in records
+    ]
+
+
 def bundle_files(ledger: Ledger, exp: ExperimentRow) -> dict[str, bytes]:
     """Every member of ``exp``'s bundle but the manifest: path -> content."""
     from fairtrial.analysis.document import analyze
@@ -115,6 +127,7 @@ def bundle_files(ledger: Ledger, exp: ExperimentRow) -> dict[str, bytes]:
     files["results/analysis.json"] = _dumps(_clean(analyze(ledger, exp).to_dict()))
     # each trial's compute record (latest attempt): the registry re-tests the cost verdicts
     files["results/compute.json"] = _dumps(_clean(ledger.compute(exp.id)))
+    files["results/repeats.json"] = _dumps(_clean(_repeats(ledger, exp)))
     current = {t.id: t.attempt for t in trials if t.status == "finished"}
     # compact: one label per test example per trial adds up
     files["results/predictions.json"] = json.dumps(

@@ -119,6 +119,31 @@ class Bundle:
                     ) from None
         return out
 
+    def repeats(self) -> dict[str, dict[int, dict[str, Any]]]:
+        """arm -> seed -> the compute record of each trial run a second time to measure the
+        timing noise (empty for a bundle without ``results/repeats.json``)."""
+        from fairtrial import meter
+
+        if "results/repeats.json" not in self.manifest["files"]:
+            return {}
+        rows = self.json("results/repeats.json")
+        out: dict[str, dict[int, dict[str, Any]]] = {}
+        for i, r in enumerate(rows if isinstance(rows, list) else [None]):
+            if not (
+                isinstance(r, dict)
+                and isinstance(r.get("arm"), str)
+                and isinstance(r.get("seed"), int)
+                and isinstance(r.get("compute"), dict)
+            ):
+                raise BundleError(f"results/repeats.json[{i}]: not {{arm, seed, compute}}")
+            try:
+                out.setdefault(r["arm"], {})[r["seed"]] = meter.fill_record(r["compute"])
+            except (TypeError, ValueError):
+                raise BundleError(
+                    f"results/repeats.json[{i}]: a figure of the record is not a number"
+                ) from None
+        return out
+
     def provenances(self) -> dict[str, dict[str, Any]]:
         data: dict[str, dict[str, Any]] = self.json("environment/provenance.json")
         return data

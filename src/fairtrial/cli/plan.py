@@ -70,6 +70,12 @@ def _plan_one(spec: Any, store: str | None) -> None:
             f"order {d.interactions} are estimated from the same seeds",
             highlight=False,
         )
+    if spec.timing_repeats:
+        out.print(
+            f"timing: the baseline's seeds 1..{spec.timing_repeats} run a second time, after "
+            "the compared trials, to measure the timing noise between identical trials",
+            highlight=False,
+        )
     if spec.primary != "metric":
         out.print(
             f"speed trial: the verdict is about {spec.primary.replace('_', ' ')}; the metric "

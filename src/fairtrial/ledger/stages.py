@@ -20,6 +20,8 @@ from fairtrial.ledger.trials import TrialRow, _trial, insert_pending
 
 TUNING = "tuning"
 UNTUNED = "untuned"
+#: baseline trials run a second time: the timing noise between repeated identical trials
+REPEAT = "repeat"
 
 
 class Stages(LedgerBase):

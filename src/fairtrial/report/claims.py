@@ -67,8 +67,9 @@ def noise_line(doc: Analysis) -> str:
     n = doc.compute.timing_noise
     if not n:
         return (
-            "Timing noise: not measured (no repeated identical trials; a deterministic "
-            "recipe's seeds give it). Time verdicts rest on the seed-to-seed spread alone."
+            "Timing noise: not measured (no repeated identical trials: [experiment] "
+            "timing_repeats = 3 runs three baseline trials twice; a speed trial does by "
+            "default). Time verdicts rest on the seed-to-seed spread alone."
         )
     rel = n.get("spread")
     rel_text = "—" if rel is None else f"{100 * float(rel):.1f}%"

@@ -136,6 +136,7 @@ def _reanalyze(
     uploaded: Mapping[str, Any],
     preds: Mapping[str, Any] | None = None,
     costs: Mapping[str, Mapping[int, Mapping[str, Any]]] | None = None,
+    repeats: Mapping[str, Mapping[int, Mapping[str, Any]]] | None = None,
 ) -> Analysis:
     """The registry's own analysis of the bundle's results (the function ``fairtrial report``
     uses, with the registry's options); raises when the uploaded analysis reports numbers that
@@ -183,6 +184,7 @@ def _reanalyze(
         predictions=hashes,
         compute=compute,
         costs=costs,
+        repeats=repeats,
         # what only the uploader's store knew, as uploaded
         experiment={
             k: v
@@ -367,6 +369,7 @@ def ingest(
         sent_compute = uploaded.get("compute") if isinstance(uploaded, dict) else None
         sent_settings = sent_compute.get("settings") if isinstance(sent_compute, dict) else None
         costs = b.costs(trials, sent_settings if isinstance(sent_settings, dict) else None)
+        repeats = b.repeats()
     rescore.check_identity(exp)
     if isinstance(named, dict) and named.get("id") != exp.id:
         raise BundleError(
@@ -382,7 +385,7 @@ def ingest(
         )
     checked = rescore.rescore(exp, trials, preds)
     table, disagree, why = _predictions(exp, trials, preds)
-    doc = _reanalyze(exp, trials, uploaded, preds, costs)
+    doc = _reanalyze(exp, trials, uploaded, preds, costs, repeats)
     registry = {**doc.extra["registry"], "predictions": why, "results": checked.as_dict()}
     doc = doc.replace(predictions=disagree, extra={**doc.extra, "registry": registry})
     curves = _curves(exp, trials, metrics)

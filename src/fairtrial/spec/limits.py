@@ -70,3 +70,7 @@ RESOURCE_KEYS = ("cpus", "gpus")
 #: ``train_time`` or ``time_to_target`` make a speed trial: the cost is the primary outcome and
 #: the metric a guard (the verdict is ``faster`` only if the metric is not worse).
 PRIMARIES = ("metric", "train_time", "time_to_target")
+#: ``[experiment] timing_repeats``: at most this many baseline trials run a second time
+MAX_TIMING_REPEATS = 20
+#: the repeats a speed trial runs when the spec does not say (other experiments run none)
+SPEED_TIMING_REPEATS = 3

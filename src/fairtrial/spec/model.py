@@ -196,6 +196,9 @@ class Spec:
 
     #: how a trial runs, not what it computes: neither is part of the experiment's identity
     max_retries: int = 2
+    #: baseline trials (seeds 1..n) run a second time, so the report can state the timing
+    #: noise between repeated identical trials (not part of the identity either)
+    timing_repeats: int = 0
     resources: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -31,6 +31,7 @@ from fairtrial.spec.limits import (
     MAX_TRIALS,
     NAME_RULE,
     PILOT_SEEDS,
+    SPEED_TIMING_REPEATS,
     valid_name,
 )
 from fairtrial.spec.model import Ablation, Arm, Hypothesis, Spec, flatten, set_dotted
@@ -387,6 +388,12 @@ def _parse_single(ld: _Loader, raw: dict[str, Any], path: Path | None) -> Spec:
             for k, v in comp.model_dump(exclude_unset=True).items()
         },
         max_retries=exp.max_retries,
+        timing_repeats=min(
+            SPEED_TIMING_REPEATS
+            if exp.timing_repeats is None and exp.primary != "metric"
+            else exp.timing_repeats or 0,
+            max(0, (PILOT_SEEDS if auto else int(exp.seeds or 0)) - 1),
+        ),
         resources={k: float(v) for k, v in exp.resources.items()},
         deterministic=exp.deterministic,
         tuning=tuning,

@@ -16,6 +16,7 @@ from fairtrial.spec.limits import (
     MAX_RETRIES,
     MAX_SEEDS,
     MAX_TIME_LIMIT,
+    MAX_TIMING_REPEATS,
     NAME_RULE,
     PILOT_SEEDS,
     PRIMARIES,
@@ -42,6 +43,7 @@ class _Experiment(BaseModel):
     max_retries: int = 2
     resources: dict[str, float | int] = {}
     primary: str = "metric"
+    timing_repeats: int | None = None
 
     @field_validator("name")
     @classmethod
@@ -105,6 +107,13 @@ class _Experiment(BaseModel):
     def _primary(cls, v: str) -> str:
         if v not in PRIMARIES:
             raise ValueError(f"must be {_VALID['primary']}")
+        return v
+
+    @field_validator("timing_repeats")
+    @classmethod
+    def _repeats(cls, v: int | None) -> int | None:
+        if v is not None and not 0 <= v <= MAX_TIMING_REPEATS:
+            raise ValueError(f"must be {_VALID['timing_repeats']}")
         return v
 
     @field_validator("max_retries")
@@ -252,6 +261,8 @@ _VALID: dict[str, str] = {
     "resolution": "3, 4 or 5 (the fraction's resolution; 4 by default)",
     "interactions": "a whole number >= 1: the highest order of interaction listed (2 by default)",
     "primary": '"metric" (default), "train_time" or "time_to_target"',
+    "timing_repeats": f"a whole number from 0 to {MAX_TIMING_REPEATS}: baseline trials run twice "
+    "to measure the timing noise",
     "cost_margin": "a number in (0, 1): costs within this share count as the same (0.05)",
     "target_metric": 'the name of a logged metric, e.g. "val_accuracy"',
     "grid_intensity": "a number of gCO2e per kWh >= 0",
