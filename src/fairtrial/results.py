@@ -21,10 +21,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fairtrial.across import AcrossTasks
-from fairtrial.claims import CostVerdict, Design, SpeedGuard
+from fairtrial.across import AcrossComparison, AcrossTasks, TaskEffect
+from fairtrial.claims import CostVerdict, Design, DesignEffect, SpeedGuard
 from fairtrial.record import better_word
-from fairtrial.tuning.records import ArmTuning
+from fairtrial.resultschema import schema_markdown as markdown
+from fairtrial.tuning.records import ArmTuning, Importance, TuningCurve, TuningTrial
 from fairtrial.typed import Interval, Record
 from fairtrial.typed import ShapeError as ShapeError  # part of this module's API
 
@@ -509,11 +510,38 @@ class Analysis(Record):
 
 
 # -- the schema, in words ------------------------------------------------------------------------
+SCHEMA_CLASSES: tuple[type[Record], ...] = (
+    Analysis,
+    ExperimentSummary,
+    ArmSummary,
+    ArmCompute,
+    Figure,
+    Failure,
+    Comparison,
+    Ablation,
+    Tost,
+    ProbImprovement,
+    CostRatios,
+    CostVerdict,
+    SpeedGuard,
+    Interaction,
+    ComputeInfo,
+    Design,
+    DesignEffect,
+    AcrossTasks,
+    AcrossComparison,
+    TaskEffect,
+    Tuning,
+    ArmTuning,
+    TuningTrial,
+    TuningCurve,
+    Importance,
+)
+
+
 def schema_markdown() -> str:
     """The result document's schema as Markdown (``docs/results-schema.md``)."""
-    from fairtrial.resultschema import schema_markdown as markdown
-
-    return markdown()
+    return markdown(SCHEMA_CLASSES, SCHEMA_VERSION)
 
 
 if __name__ == "__main__":
