@@ -93,6 +93,7 @@ class TrialContext:
         self._objective_sign = -1.0 if objective_direction == "min" else 1.0
         self.best_objective: float | None = None
         self._logged: set[str] = set()
+        self._envs_made = 0
 
     # -- data and seeds ---------------------------------------------------------------------
     @property
@@ -188,6 +189,11 @@ class TrialContext:
                 f"{logged}); set [tuning] objective to a validation metric it logs"
             )
         if self.test_score is None:
+            if self._task.kind == "environment":
+                return None, (
+                    "the recipe never called ctx.evaluate_policy(policy): a trial's result is "
+                    "its policy's mean return on the task's evaluation episodes"
+                )
             return None, (
                 "the recipe never called ctx.evaluate_test(predict): a trial's result is its "
                 "score on the sealed test split"
@@ -235,6 +241,11 @@ class TrialContext:
         (:attr:`tuning`) nothing is scored and ``predict`` is not called: the result is the
         best value of the validation objective; this returns NaN.
         """
+        if self._task.kind == "environment":
+            raise RecipeError(
+                f"task '{self._task.name}' is an environment: end the recipe with "
+                "ctx.evaluate_policy(policy), where policy(observation) returns an action"
+            )
         if self.objective is not None:
             return math.nan
         if self.test_score is not None:
@@ -264,6 +275,56 @@ class TrialContext:
         )
         if not math.isfinite(score):
             raise TrialDiverged(f"test {self.metric} is {score}")
+        return score
+
+    # -- environments -----------------------------------------------------------------------
+    def _env_task(self, what: str) -> Any:
+        if self._task.kind != "environment":
+            raise RecipeError(
+                f'{what} needs an environment task (task = "gym:ID" or cartpole, acrobot, '
+                f"mountaincar, pendulum); task '{self._task.name}' is {self._task.kind}"
+            )
+        return self._task
+
+    def make_env(self, **kwargs: Any) -> Any:
+        """A Gymnasium environment of the trial's task, its first episode seeded from the
+        trial's ``env`` stream: the same for every arm of this seed (the n-th call of a trial
+        gets the n-th seed of the stream, e.g. for several parallel environments)."""
+        task = self._env_task("ctx.make_env")
+        n, self._envs_made = self._envs_made, self._envs_made + 1
+        return task.make_env(self.seed_for(f"env/{n}"), **kwargs)
+
+    def evaluate_policy(self, policy: Callable[[Any], Any]) -> float:
+        """Evaluate ``policy(observation) -> action`` once, on the task's evaluation episodes
+        (seeds derived from the task alone: the same for every arm and trial, never handed to
+        the recipe); each episode's return and length go to the sealed test log and the mean
+        return is the trial's result. In a tuning trial nothing is evaluated (NaN)."""
+        task = self._env_task("ctx.evaluate_policy")
+        if self.objective is not None:
+            return math.nan
+        if self.test_score is not None:
+            raise RecipeError(
+                "ctx.evaluate_policy was called twice; a trial's policy is evaluated once "
+                "(select policies on episodes of your own, from ctx.make_env)"
+            )
+        self.flush()
+        with self.phase("eval"):
+            episodes = task.evaluate(policy)
+        score = task.score(episodes)
+        self.test_score = score
+        digest = hashlib.sha256(json.dumps(episodes).encode()).hexdigest()
+        self._emit(
+            "test",
+            {
+                "task": task.name,
+                "task_checksum": task.checksum,
+                "metric": self.metric,
+                "score": score,
+                "n": len(episodes),
+                "predictions": episodes,
+                "predictions_sha256": digest,
+            },
+        )
         return score
 
 

@@ -20,8 +20,9 @@ _RECIPE_VALID = (
     "a function train(config, ctx) in a module beside the spec or in an installed package"
 )
 _TASK_VALID = (
-    "a built-in task (fairtrial tasks), NAME@DRAW for a fresh draw of one, or "
-    "'module:function' naming a function that returns a fairtrial.Task"
+    "a built-in task (fairtrial tasks), NAME@DRAW for a fresh draw of one, gym:ID for a "
+    "Gymnasium environment, or 'module:function' naming a function that returns a "
+    "fairtrial.Task"
 )
 
 
@@ -73,6 +74,8 @@ def _function_problem(fn: object, what: str, params: tuple[str, ...]) -> str | N
 
 def _task_ref_problem(ref: str, base_dir: Path | None) -> str | None:
     """Why task ``ref`` cannot be built, found before the task's code runs: None if it may."""
+    if ref.startswith("gym:"):
+        return None  # building it says whether Gymnasium knows the id
     if ":" in ref:
         if (problem := _ref_problem(ref, "task", "fairtrial.tasks")) is not None:
             return problem

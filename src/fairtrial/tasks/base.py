@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from fairtrial.errors import TaskError
 
-Kind = Literal["classification", "regression"]
+Kind = Literal["classification", "regression", "environment"]
 Direction = Literal["max", "min"]
 
 
@@ -60,6 +60,11 @@ def _r2(y: NDArray[Any], p: NDArray[Any]) -> float:
     return 1.0 - ss_res / ss_tot
 
 
+def _mean_return(y: NDArray[Any], p: NDArray[Any]) -> float:
+    """The mean of the episodes' returns, ``p`` holding ``[return, length]`` per episode."""
+    return float(np.asarray(p, dtype=float).reshape(-1, 2)[:, 0].mean())
+
+
 @dataclass(frozen=True)
 class Metric:
     """A test metric: its name, which direction is better, and the kinds of task it fits."""
@@ -79,6 +84,8 @@ METRICS: dict[str, Metric] = {
         Metric("mse", "min", ("regression",), _mse),
         Metric("mae", "min", ("regression",), _mae),
         Metric("r2", "max", ("regression",), _r2),
+        # an environment task's: the mean return of its evaluation episodes (tasks/env.py)
+        Metric("return", "max", ("environment",), _mean_return),
     )
 }
 

@@ -37,12 +37,20 @@ def builtin_tasks() -> list[str]:
 
 def _load_builtins() -> None:
     import fairtrial.tasks.builtin
+    import fairtrial.tasks.env
     import fairtrial.tasks.packaged  # noqa: F401
 
 
 def get_task(ref: str, base_dir: Path | None = None) -> Task:
-    """Return the task named ``ref`` (built-in name or ``module:function``), cached per process
-    (:func:`fairtrial.usercode.forget_modules` forgets a user task, to import it afresh)."""
+    """Return the task named ``ref`` (built-in name, ``gym:ID`` or ``module:function``), cached
+    per process (:func:`fairtrial.usercode.forget_modules` forgets a user task, to import it
+    afresh)."""
+    if ref.startswith("gym:"):
+        if ref not in _CACHE:
+            from fairtrial.tasks.env import gym_task
+
+            _CACHE[ref] = gym_task(ref)
+        return _CACHE[ref]
     if ":" in ref:
         return cached("task", ref, str(base_dir), lambda: _user_task(ref, base_dir))
     if ref not in _CACHE:
