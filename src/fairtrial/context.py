@@ -310,7 +310,7 @@ class TrialContext:
         self.flush()
         with self.phase("eval"):
             episodes = task.evaluate(policy)
-        score = task.score(episodes)
+        score = float(task.score(episodes))
         self.test_score = score
         digest = hashlib.sha256(json.dumps(episodes).encode()).hexdigest()
         self._emit(

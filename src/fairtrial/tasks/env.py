@@ -219,7 +219,7 @@ def _action_check(space: Any) -> Callable[[Any, int, int], Any]:
                     f"the policy returned action {raw} at step {step} of evaluation episode "
                     f"{episode}, outside the action space {space} ({start}..{start + n - 1})"
                 )
-            return raw
+            return int(raw)
 
         return discrete
 
