@@ -23,6 +23,8 @@ Sections (each ratio is against the first row of its section, measured in the sa
 ``scale``    the demo's MLP at 2 to 100 seeds: worker processes against vectorized.
 ``tuning``   fair tuning: the driver's time per tuning trial against the trial's own (random
              and tpe samplers), and the tuning example end to end (``tuning.py``).
+``rl``       environment tasks: fairtrial's evaluation loop per CartPole step against calling
+             ``env.step`` directly, and a CartPole comparison end to end (``rl.py``).
 ``demo``     ``fairtrial demo`` end to end in a fresh folder (a subprocess).
 
 Every fairtrial row is a real run (``run_experiment``) into a fresh SQLite ledger in a
@@ -330,7 +332,7 @@ def print_table(info: dict[str, Any], rows: list[Row], argv: list[str], wall: fl
     print(f"ratios are against the first row of each section; total wall time {wall:.0f} s")
 
 
-SECTIONS = ("log", "trials", "seeds", "workers", "batched", "scale", "tuning", "demo")
+SECTIONS = ("log", "trials", "seeds", "workers", "batched", "scale", "tuning", "rl", "demo")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     import batched  # after suite's own definitions: they import them
+    import rl
     import tuning
 
     sections = args.only or list(SECTIONS)
@@ -356,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         "batched": lambda t: batched.bench_batched(args.quick, t),
         "scale": lambda t: batched.bench_scale(args.quick, t),
         "tuning": lambda t: tuning.bench_tuning(args.quick, t),
+        "rl": lambda t: rl.bench_rl(args.quick, t),
         "demo": bench_demo,
     }
     cwd = Path.cwd()

@@ -294,11 +294,14 @@ class TrialContext:
         n, self._envs_made = self._envs_made, self._envs_made + 1
         return task.make_env(self.seed_for(f"env/{n}"), **kwargs)
 
-    def evaluate_policy(self, policy: Callable[[Any], Any]) -> float:
+    def evaluate_policy(
+        self, policy: Callable[[Any], Any], *, on_episode: Callable[[int], None] | None = None
+    ) -> float:
         """Evaluate ``policy(observation) -> action`` once, on the task's evaluation episodes
         (seeds derived from the task alone: the same for every arm and trial, never handed to
         the recipe); each episode's return and length go to the sealed test log and the mean
-        return is the trial's result. In a tuning trial nothing is evaluated (NaN)."""
+        return is the trial's result. In a tuning trial nothing is evaluated (NaN).
+        ``on_episode(i)`` is called as evaluation episode ``i`` starts."""
         task = self._env_task("ctx.evaluate_policy")
         if self.objective is not None:
             return math.nan
@@ -309,7 +312,7 @@ class TrialContext:
             )
         self.flush()
         with self.phase("eval"):
-            episodes = task.evaluate(policy)
+            episodes = task.evaluate(policy, on_episode)
         score = float(task.score(episodes))
         self.test_score = score
         digest = hashlib.sha256(json.dumps(episodes).encode()).hexdigest()

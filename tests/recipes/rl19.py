@@ -7,6 +7,13 @@ from typing import Any
 import numpy as np
 
 
+def short_cartpole() -> Any:
+    """CartPole evaluated on 10 episodes instead of 100: a task of the tests' own."""
+    from fairtrial.tasks.env import EnvTask
+
+    return EnvTask.make("short_cartpole", "CartPole-v1", episodes=10)
+
+
 def cartpole(config: dict[str, Any], ctx: Any) -> None:
     """``mode = "balance"``: push toward the pole's lean (with a share ``eps`` of random
     actions, from the seed's stream); ``"random"``: a random action every step; ``"bad"``:

@@ -22,7 +22,14 @@ The protocol (also in the README):
   CPU time and peak RSS are measured by fairtrial (``wait4``);
 * test predictions go to ``$FAIRTRIAL_PREDICTIONS``, one per line (or one JSON array), in the
   order of ``x_test``; fairtrial scores them;
-* a non-zero exit status fails the trial, with the last lines of stderr as its reason.
+* a non-zero exit status fails the trial, with the last lines of stderr as its reason;
+* on an environment task (``gym:ID``, ``cartpole``, ...) fairtrial evaluates the policy: the
+  command trains on environments of its own (``$FAIRTRIAL_ENV_ID``, seeded with
+  ``$FAIRTRIAL_SEED_ENV`` / ``{seed_env}``), then prints ``{"evaluate": "policy"}`` and answers
+  each line ``{"observation": [...], "episode": i, "step": n}`` that fairtrial writes to its
+  stdin with one line ``{"action": ...}`` on stdout, within :data:`ANSWER_SECONDS` (or
+  ``$FAIRTRIAL_ANSWER_SECONDS`` where the run's environment sets it); a line
+  ``{"done": true}`` (and the end of stdin) ends the evaluation. No predictions file.
 
 The command runs in a process group of its own, which ends with the trial's process: a run
 that stops (Ctrl-C, SIGTERM, a time limit, its own death) kills the whole group, so that no
@@ -36,6 +43,7 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import re
 import shlex
 import shutil
@@ -57,6 +65,9 @@ from fairtrial.trial import TrialJob
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
+
+#: how long a command serving its policy may take to answer one observation
+ANSWER_SECONDS = 60.0
 
 #: the names a command may call Python by; each runs the interpreter running fairtrial
 PYTHON_NAMES = ("python", "python3")
@@ -116,7 +127,7 @@ def materialize(task: Task, root: Path) -> Path:
     for name in ("x_train", "y_train", "x_val", "y_val", "x_test"):
         arr = getattr(d, name)
         np.save(tmp / f"{name}.npy", arr)
-        flat = arr.reshape(len(arr), -1) if arr.ndim > 1 else arr.reshape(-1, 1)
+        flat = arr.reshape(len(arr), -1) if arr.ndim > 1 and arr.size else arr.reshape(-1, 1)
         fmt = "%d" if np.issubdtype(arr.dtype, np.integer) else "%.9g"
         np.savetxt(tmp / f"{name}.csv", flat, delimiter=",", fmt=fmt)
     meta = {
@@ -203,6 +214,9 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
     predictions = workdir / "predictions.txt"
     predictions.unlink(missing_ok=True)
     seeds = {f"seed_{n}": ctx.seed_for(n) for n in STREAMS}
+    environment = task.kind == "environment"
+    # the seed of an environment task's first environment (what ctx.make_env would use)
+    seeds["seed_env"] = ctx.seed_for("env/0")
     values: dict[str, Any] = {
         **flatten(job.config),
         **seeds,
@@ -232,6 +246,7 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
             "FAIRTRIAL_TASK": task.name,
             # 1 in a tuning trial: judged on the logged objective, the test split not scored
             "FAIRTRIAL_TUNING": "1" if job.objective else "0",
+            **({"FAIRTRIAL_ENV_ID": str(task.meta.get("env_id"))} if environment else {}),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -251,7 +266,9 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
             stderr=subprocess.PIPE,
             text=True,
             bufsize=1,
-            stdin=subprocess.DEVNULL,  # in a background process group, reading a tty stops it
+            # in a background process group, reading a tty stops it; an environment task's
+            # command reads observations from fairtrial
+            stdin=subprocess.PIPE if environment else subprocess.DEVNULL,
             preexec_fn=_child_setup if os.name == "posix" else None,
         )
     except OSError as exc:
@@ -272,6 +289,13 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
         raise RecipeError(f"command exited with status {code}: {tail[0][:500]}")
     if ctx.tuning:  # a tuning trial is judged on its logged objective; test is never scored
         return
+    if environment:
+        if ctx.test_score is None:
+            raise RecipeError(
+                'the command never asked for evaluation: print {"evaluate": "policy"}, then '
+                'answer each {"observation": ...} line on stdin with {"action": ...}'
+            )
+        return
     if not predictions.exists():
         raise RecipeError(
             "command wrote no predictions: write one per line to $FAIRTRIAL_PREDICTIONS"
@@ -286,12 +310,16 @@ def _follow(proc: subprocess.Popen[str], ctx: TrialContext) -> tuple[int, list[s
     reader = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr or ()), daemon=True)
     reader.start()
     assert proc.stdout is not None
-    for line in proc.stdout:
+    lines = _Lines(proc.stdout)
+    for line in lines:
         text = line.strip()
         if text.startswith("{"):
             try:
                 point = json.loads(text)
             except json.JSONDecodeError:
+                continue
+            if isinstance(point, dict) and "evaluate" in point:
+                _serve_evaluation(proc, ctx, lines)
                 continue
             if isinstance(point, dict):
                 reported = point.pop("compute", None)
@@ -307,6 +335,93 @@ def _follow(proc: subprocess.Popen[str], ctx: TrialContext) -> tuple[int, list[s
     code = _wait(proc, ctx)
     reader.join(timeout=5)
     return code, list(stderr_tail)
+
+
+class _Lines:
+    """The command's stdout lines, read by a thread of their own so that a wait for one line
+    (an action during evaluation) can time out."""
+
+    def __init__(self, stream: Any) -> None:
+        self._queue: queue.Queue[str | None] = queue.Queue()
+
+        def pump() -> None:
+            for line in stream:
+                self._queue.put(line)
+            self._queue.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def __iter__(self) -> Any:
+        return iter(self._queue.get, None)
+
+    def next(self, timeout: float) -> str | None:
+        """The next line, None at the end of the output; TimeoutError after ``timeout`` s."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError from None
+
+
+def _serve_evaluation(proc: subprocess.Popen[str], ctx: TrialContext, lines: _Lines) -> None:
+    """Evaluate the policy the command serves: observations to its stdin, actions from its
+    stdout (other lines on the way are metric points or output, as always)."""
+    assert proc.stdin is not None
+    stdin = proc.stdin
+    where = {"episode": 0, "step": 0}
+    try:
+        wait = float(os.environ.get("FAIRTRIAL_ANSWER_SECONDS") or ANSWER_SECONDS)
+    except ValueError:
+        wait = ANSWER_SECONDS
+
+    def policy(observation: Any) -> Any:
+        ask = {"observation": _plain(observation), **where}
+        where["step"] += 1
+        try:
+            stdin.write(json.dumps(ask) + "\n")
+            stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise RecipeError("the command closed its stdin during evaluation") from None
+        while True:
+            try:
+                line = lines.next(wait)
+            except TimeoutError:
+                raise RecipeError(
+                    f"the command gave no action within {wait:g} s (step "
+                    f"{ask['step']} of evaluation episode {ask['episode']}): answer each "
+                    'observation with one line {"action": ...}'
+                ) from None
+            if line is None:
+                raise RecipeError(
+                    f"the command ended during evaluation (step {ask['step']} of episode "
+                    f"{ask['episode']}) without answering"
+                )
+            text = line.strip()
+            if text.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    answer = json.loads(text)
+                    if isinstance(answer, dict) and "action" in answer:
+                        return answer["action"]
+
+    def episode_start(i: int) -> None:
+        where["episode"], where["step"] = i, 0
+
+    ctx.evaluate_policy(policy, on_episode=episode_start)
+    with contextlib.suppress(BrokenPipeError, OSError):
+        stdin.write(json.dumps({"done": True}) + "\n")
+        stdin.close()
+
+
+def _plain(value: Any) -> Any:
+    """An observation as JSON: numpy arrays and numbers as lists and Python numbers."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
 
 
 def _wait(proc: subprocess.Popen[str], ctx: TrialContext) -> int:

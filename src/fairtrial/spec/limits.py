@@ -46,6 +46,7 @@ COMMAND_FIELDS = (
     "seed_data",
     "seed_augment",
     "seed_dropout",
+    "seed_env",
     "data_dir",
     "predictions",
     "workdir",

@@ -63,7 +63,13 @@ class EnvTask(Task):
     env_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def make(cls, name: str, env_id: str, description: str = "") -> EnvTask:
+    def make(
+        cls, name: str, env_id: str, description: str = "", *, episodes: int = EVAL_EPISODES
+    ) -> EnvTask:
+        """The task of Gymnasium environment ``env_id``, evaluated on ``episodes`` episodes
+        (a task factory of your own, ``module:function``, may choose another count)."""
+        if not (isinstance(episodes, int) and episodes >= 1):
+            raise TaskError(f"task '{name}': episodes must be a whole number >= 1")
         gym = _gym()
         try:
             spec = gym.spec(env_id)
@@ -104,6 +110,7 @@ class EnvTask(Task):
             meta,
             "MIT (Gymnasium)",
             env_id=env_id,
+            episodes=episodes,
             env_kwargs=dict(spec.kwargs or {}),
         )
 
@@ -163,7 +170,11 @@ class EnvTask(Task):
         env.observation_space.seed(seed)
         return env
 
-    def evaluate(self, policy: Callable[[Any], Any]) -> list[list[float]]:
+    def evaluate(
+        self,
+        policy: Callable[[Any], Any],
+        on_episode: Callable[[int], None] | None = None,
+    ) -> list[list[float]]:
         """Run the evaluation episodes with ``policy(observation) -> action``: per episode
         ``[return, length]``. A policy that raises or returns an invalid action raises
         :class:`~fairtrial.errors.RecipeError` naming the episode and step."""
@@ -172,11 +183,15 @@ class EnvTask(Task):
         out: list[list[float]] = []
         try:
             for i, s in enumerate(self.eval_seeds):
+                if on_episode is not None:
+                    on_episode(i)
                 obs, _ = env.reset(seed=s)
                 total, n, done = 0.0, 0, False
                 while not done:
                     try:
                         raw = policy(obs)
+                    except RecipeError:
+                        raise
                     except Exception as exc:
                         raise RecipeError(
                             f"the policy raised {exc!r} at step {n} of evaluation episode {i}"

@@ -1,0 +1,130 @@
+"""Environment tasks end to end: real CartPole episodes, evaluation owned by fairtrial, the
+verdict paired by seed, and every way a policy can go wrong reported in one line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gymnasium")
+
+from fairtrial.analysis.document import analyze
+from fairtrial.backends import InlineBackend
+from fairtrial.errors import SpecError
+from fairtrial.ledger import Ledger
+from fairtrial.runner import run_experiment
+from fairtrial.spec import load_spec
+from fairtrial.tasks import get_task
+
+SPEC = """
+[experiment]
+name = "{name}"
+task = "{task}"
+{how}
+seeds = {seeds}
+{extra}
+
+[baseline]
+{baseline}
+
+{arms}
+"""
+
+
+def spec(name: str, baseline: str, arms: str = "", seeds: int = 6, how: str = "",
+         extra: str = "", task: str = "rl19:short_cartpole") -> str:  # fmt: skip
+    return SPEC.format(
+        task=task,
+        name=name,
+        baseline=baseline,
+        arms=arms,
+        seeds=seeds,
+        how=how or 'recipe = "rl19:cartpole"',
+        extra=extra,
+    )
+
+
+def test_a_balancing_policy_beats_a_random_one_on_the_same_episodes(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = write_spec(
+        spec("hand", 'mode = "random"\neps = 0.1', '[arms.balance]\nmode = "balance"')
+    )
+    s = load_spec(path)
+    led = Ledger(tmp_path / "l.db")
+    summary = run_experiment(s, led, InlineBackend(), show_progress=False)
+    assert summary.finished == 12
+    doc = analyze(led, led.experiment(s.experiment_id))
+    c = doc.comparison("balance")
+    # 6 seeds, every one won: the exact sign-flip test's floor, 2/2^6
+    assert c.verdict == "better" and c.p == pytest.approx(2 / 2**6)
+    assert doc.arms["balance"].mean is not None and doc.arms["balance"].mean > 400
+    assert doc.arms["baseline"].mean is not None and doc.arms["baseline"].mean < 60
+    # every trial was evaluated on the task's 100 episodes, the same for both arms
+    task = get_task("rl19:short_cartpole", path.parent)
+    evaluations = led.test_evaluations(s.experiment_id)
+    assert len(evaluations) == 12
+    assert {e["task_checksum"] for e in evaluations} == {task.checksum}
+    assert all(len(e["predictions"]) == 10 for e in evaluations)
+    # the recipe's own environments are seeded from its env stream, never an evaluation seed
+    firsts = {p[4] for t in led.trials(s.experiment_id) for p in led.metrics(t.id)}
+    assert len(firsts) == 6, "one first observation per seed, the same for both arms"
+    assert not set(task.eval_seeds) & {s.root_seed}
+    led.close()
+
+
+def test_a_policy_that_goes_wrong_fails_its_trial_in_one_line(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    arms = '[arms.bad]\nmode = "bad"\n[arms.raises]\nmode = "raise"'
+    s = load_spec(write_spec(spec("wrong", 'mode = "random"', arms, seeds=2)))
+    led = Ledger(tmp_path / "l.db")
+    run_experiment(s, led, InlineBackend(), show_progress=False, keep_going=True)
+    errors = {t.arm: t.error for t in led.trials(s.experiment_id)}
+    assert errors["baseline"] is None
+    assert errors["bad"] == (
+        "RecipeError: the policy returned action 7 at step 0 of evaluation episode 0, outside "
+        "the action space Discrete(2) (0..1)"
+    )
+    assert errors["raises"] == (
+        "RecipeError: the policy raised ValueError('no policy here') at step 0 of evaluation "
+        "episode 0"
+    )
+    led.close()
+
+
+def test_a_command_serves_its_policy_over_stdin_and_stdout(
+    write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    how = 'command = "{python} rl19_cmd.py {mode}"'
+    arms = '[arms.silent]\nmode = "silent"'
+    s = load_spec(write_spec(spec("cmd", 'mode = "balance"', arms, seeds=2, how=how)))
+    monkeypatch.setenv("FAIRTRIAL_ANSWER_SECONDS", "1")
+    led = Ledger(tmp_path / "l.db")
+    run_experiment(s, led, InlineBackend(), show_progress=False, keep_going=True)
+    by = {(t.arm, t.seed): t for t in led.trials(s.experiment_id)}
+    # through the protocol, the same result as the same policy run in this process
+    episodes = get_task("rl19:short_cartpole", s.base_dir).evaluate(lambda o: int(o[2] > 0))
+    expected = sum(r for r, _ in episodes) / len(episodes)
+    assert by["baseline", 0].status == "finished" and by["baseline", 0].result == expected
+    assert expected > 30, "better than a random policy's ~22"
+    assert by["silent", 0].status == "failed"
+    assert by["silent", 0].error == (
+        "RecipeError: the command gave no action within 1 s (step 0 of evaluation episode 0): "
+        'answer each observation with one line {"action": ...}'
+    )
+    led.close()
+
+
+def test_environment_spec_errors(write_spec: Callable[..., Path]) -> None:
+    body = spec("x", 'mode = "random"', task="gym:NoSuchEnv-v9")
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(body))
+    msg = str(info.value)
+    assert "\n" not in msg and "unknown Gymnasium environment 'NoSuchEnv-v9'" in msg
+    body = spec("x", 'mode = "random"', task="gym:")
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(body))
+    assert "name a Gymnasium environment, e.g. gym:CartPole-v1" in str(info.value)
