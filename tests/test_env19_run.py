@@ -128,3 +128,23 @@ def test_environment_spec_errors(write_spec: Callable[..., Path]) -> None:
     with pytest.raises(SpecError) as info:
         load_spec(write_spec(body))
     assert "name a Gymnasium environment, e.g. gym:CartPole-v1" in str(info.value)
+
+
+def test_curves_of_seeds_that_log_at_their_own_steps_meet_on_a_grid() -> None:
+    from types import SimpleNamespace
+
+    from fairtrial.analysis import curves_from_points
+
+    # two seeds log train_return at the environment steps where their episodes ended
+    points = [("a", 0, st, "train_return", float(st)) for st in (10, 35, 80, 120, 200)]
+    points += [("a", 1, st, "train_return", float(st) + 5) for st in (12, 50, 90, 190, 260)]
+    exp = SimpleNamespace(metric="return", arms={"arms": [{"name": "a"}]})
+    out = curves_from_points(points, exp)  # type: ignore[arg-type]
+    assert out["metric"] == "train_return"
+    curve = out["arms"]["a"]
+    assert curve["steps"][0] == 12 and curve["steps"][-1] == 200 and curve["seeds"] == 2
+    # at step 100: seed 0's last value is 80, seed 1's is 95 (logged at 90)
+    i = min(range(len(curve["steps"])), key=lambda j: abs(curve["steps"][j] - 100))
+    held = {0: max(s for s in (10, 35, 80, 120, 200) if s <= curve["steps"][i]),
+            1: max(s for s in (12, 50, 90, 190, 260) if s <= curve["steps"][i]) + 5}  # fmt: skip
+    assert curve["mean"][i] == (held[0] + held[1]) / 2

@@ -50,15 +50,20 @@ def curves_from_points(
                 float(value)
             )
     if name is None:
-        want = f"val_{exp.metric}"
-        name = want if want in series else next((n for n in names if n in series), None)
+        wanted = [f"val_{exp.metric}", f"train_{exp.metric}"]
+        name = next((n for n in [*wanted, *names] if n in series), None)
     out: dict[str, Any] = {"metric": name, "available": [n for n in names if n in series]}
     arms: dict[str, Any] = {}
     for arm, by_seed in (series.get(name, {}) if name else {}).items():
         steps = sorted(set.intersection(*(set(v) for v in by_seed.values())))
+        if len(steps) < min(len(v) for v in by_seed.values()) / 2:
+            # the seeds logged at steps of their own (e.g. episode ends counted in environment
+            # steps): each seed's last value so far, on a common grid of steps
+            steps, m = _on_grid(by_seed)
+        else:
+            m = np.array([[by_seed[s][st] for st in steps] for s in sorted(by_seed)], dtype=float)
         if not steps:
             continue
-        m = np.array([[by_seed[s][st] for st in steps] for s in sorted(by_seed)], dtype=float)
         mean = m.mean(axis=0)
         n = m.shape[0]
         if n > 1:
@@ -74,6 +79,27 @@ def curves_from_points(
         }
     out["arms"] = {a["name"]: arms[a["name"]] for a in exp.arms["arms"] if a["name"] in arms}
     return out
+
+
+#: points of a curve put on a common grid
+GRID_POINTS = 50
+
+
+def _on_grid(by_seed: dict[int, dict[int, float]]) -> tuple[list[int], np.ndarray[Any, Any]]:
+    """Each seed's series as a step function (its last value at or before each step) on a
+    grid of :data:`GRID_POINTS` steps from the latest first step to the earliest last step of
+    the seeds, so every grid point has a value of every seed."""
+    start = max(min(v) for v in by_seed.values())
+    end = min(max(v) for v in by_seed.values())
+    if end < start:
+        return [], np.zeros((0, 0))
+    grid = sorted({int(x) for x in np.rint(np.linspace(start, end, GRID_POINTS))})
+    rows = []
+    for seed in sorted(by_seed):
+        xs = np.array(sorted(by_seed[seed]), dtype=float)
+        ys = np.array([by_seed[seed][int(x)] for x in xs], dtype=float)
+        rows.append(ys[np.searchsorted(xs, grid, side="right") - 1])
+    return grid, np.array(rows, dtype=float)
 
 
 def disagreements(ledger: Ledger, exp: ExperimentRow, limit: int = 12) -> dict[str, Any] | None:
