@@ -25,6 +25,8 @@ Sections (each ratio is against the first row of its section, measured in the sa
              and tpe samplers), and the tuning example end to end (``tuning.py``).
 ``rl``       environment tasks: fairtrial's evaluation loop per CartPole step against calling
              ``env.step`` directly, and a CartPole comparison end to end (``rl.py``).
+``gpu``      on a CUDA GPU (skipped without one): the demo as batched models against one trial
+             at a time, 100 seeds x 4 arms, and the speed example's energy verdict (``gpu.py``).
 ``demo``     ``fairtrial demo`` end to end in a fresh folder (a subprocess).
 
 Every fairtrial row is a real run (``run_experiment``) into a fresh SQLite ledger in a
@@ -332,7 +334,9 @@ def print_table(info: dict[str, Any], rows: list[Row], argv: list[str], wall: fl
     print(f"ratios are against the first row of each section; total wall time {wall:.0f} s")
 
 
-SECTIONS = ("log", "trials", "seeds", "workers", "batched", "scale", "tuning", "rl", "demo")
+SECTIONS = (
+    "log", "trials", "seeds", "workers", "batched", "scale", "tuning", "rl", "gpu", "demo",
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     import batched  # after suite's own definitions: they import them
+    import gpu
     import rl
     import tuning
 
@@ -360,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale": lambda t: batched.bench_scale(args.quick, t),
         "tuning": lambda t: tuning.bench_tuning(args.quick, t),
         "rl": lambda t: rl.bench_rl(args.quick, t),
+        "gpu": lambda t: gpu.bench_gpu(args.quick, t),
         "demo": bench_demo,
     }
     cwd = Path.cwd()
