@@ -71,10 +71,16 @@ class Config:
             "le": 1_000_000,
         },
     )
-    # Off by default: a regularizer is a change an arm makes, not part of the baseline.
+    # Off by default: a regularizer is a change an arm makes, not part of the baseline. The
+    # advantages are not normalized (the textbook estimator), so the bonus weighs against
+    # advantages in the units of the task's returns: CartPole's are tens of steps.
     entropy_coef: float = field(
         default=0.0,
-        metadata={"help": "weight of the entropy bonus (keeps the policy exploring)", "ge": 0},
+        metadata={
+            "help": "weight of the entropy bonus (keeps the policy exploring), against "
+            "advantages in the units of the returns",
+            "ge": 0,
+        },
     )
     hidden: int = field(
         default=64,
