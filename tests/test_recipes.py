@@ -92,6 +92,8 @@ CASES: dict[str, tuple[str, dict[str, Any], float]] = {
     "transformer": ("modular_addition", {"steps": 400, "eval_every": 100}, 0.1),
 }
 TORCH = ("mlp", "cnn1d", "cnn2d", "transformer")
+#: the environment recipes' tasks (they are trained in test_rl19_recipes.py)
+ENVIRONMENT = {"reinforce": "cartpole", "sb3_ppo": "cartpole", "sb3_dqn": "cartpole"}
 # Tiny configs for the reproducibility checks: they need not learn much, only run.
 TINY: dict[str, dict[str, Any]] = {
     "mlp": {"epochs": 2, "dropout": 0.2, "norm": "batch"},
@@ -106,6 +108,9 @@ def needs(name: str) -> None:
     pytest.importorskip("sklearn")  # every built-in task but the procedural ones loads with it
     if name in TORCH:
         pytest.importorskip("torch")
+    if name in ENVIRONMENT:
+        pytest.importorskip("torch")
+        pytest.importorskip("gymnasium")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -220,7 +225,8 @@ def test_unknown_option_names_the_valid_ones(name: str) -> None:
     for f in dataclasses.fields(cls):
         assert f.name in str(info.value)
     with pytest.raises(ConfigError):  # the recipe checks a plain mapping itself, before training
-        fn({"no_such_option": 1}, make_ctx(get_task(CASES[name][0]), {}, 0, []))
+        task = CASES[name][0] if name in CASES else ENVIRONMENT[name]
+        fn({"no_such_option": 1}, make_ctx(get_task(task), {}, 0, []))
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_RECIPES))

@@ -28,6 +28,9 @@ BUILTIN_RECIPES: dict[str, str] = {
     "cnn1d": "fairtrial.recipes.cnn1d:train",
     "cnn2d": "fairtrial.recipes.cnn2d:train",
     "transformer": "fairtrial.recipes.transformer:train",
+    "reinforce": "fairtrial.recipes.reinforce:train",
+    "sb3_ppo": "fairtrial.recipes.sb3:ppo",
+    "sb3_dqn": "fairtrial.recipes.sb3:dqn",
 }
 
 
