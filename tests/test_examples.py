@@ -8,13 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from fairtrial.claims import CostVerdict
 from test_cli import ft
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 #: keys the result document gained since the stored copy was made
-ADDED_KEYS = {"schema_version"}
+ADDED_KEYS = {"schema_version", "settings.costs"} | {
+    # each cost figure paired by seed (figures are keyed by name, like arms: data, not schema)
+    f"{part}[].costs{rest}"
+    for part in ("comparisons", "ablations")
+    for rest in ("", ".*", *(f".*.{f}" for f in CostVerdict.__dataclass_fields__ if f != "extra"))
+}
 #: the parts of the stored copy (a run on worker processes) that a run without workers has not
 WORKER_KEYS = "compute.worker_startup"
 
@@ -25,7 +31,10 @@ def keys_of(doc: object, path: str = "") -> list[str]:
     if isinstance(doc, dict):
         for k, v in doc.items():
             # arms and figures are keyed by name: their keys are data, not schema
-            named = ("arms", "figures", "majority_vote_accuracy", "inputs", "predictions.seeds")
+            named = (
+                "arms", "figures", "majority_vote_accuracy", "inputs", "predictions.seeds",
+                "costs",
+            )  # fmt: skip
             key = "*" if path.endswith(named) else k
             out.add(f"{path}.{key}".lstrip("."))
             out.update(keys_of(v, f"{path}.{key}".lstrip(".")))

@@ -216,6 +216,22 @@ def _cli(spec: Path, store: Path) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
+def _finished_tuning(store: Path, eid: str) -> int:
+    """Finished tuning trials in ``store`` so far (0 before the run made it)."""
+    if not store.exists():
+        return 0
+    try:
+        led = Ledger(store)
+    except Exception:  # being created by the run right now
+        return 0
+    try:
+        return sum(r.status == "finished" for r, _ in led.stage_trials(eid, TUNING))
+    except Exception:  # its tables not there yet
+        return 0
+    finally:
+        led.close()
+
+
 def test_killed_tuning_resumes_identical(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     """SIGKILL the driver twice mid-tuning (TPE: each configuration depends on the ones
     before); the resumed run ends with the same configurations and results as one that was
@@ -224,15 +240,19 @@ def test_killed_tuning_resumes_identical(write_spec: Callable[..., Path], tmp_pa
     whole = tmp_path / "whole.db"
     assert _cli(spec_path, whole).wait(300) == 0
     killed = tmp_path / "killed.db"
-    # kill points drawn at random, from a fixed generator: past start-up (about 1 s), before
-    # the end (about 5 s)
+    # kill points: once the run has finished one more tuning trial (however slow the
+    # machine), then a moment drawn at random from a fixed generator
+    eid = load_spec(spec_path).experiment_id
     rng = random.Random(16)
-    for delay in (rng.uniform(1.5, 3.0), rng.uniform(1.2, 2.0)):
+    for _ in range(2):
+        before = _finished_tuning(killed, eid)
         proc = _cli(spec_path, killed)
-        time.sleep(delay)
+        deadline = time.monotonic() + 120
+        while _finished_tuning(killed, eid) <= before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait(60)
-    eid = load_spec(spec_path).experiment_id
     partial = Ledger(killed)
     ended = [r for r, _ in partial.stage_trials(eid, TUNING) if r.status == "finished"]
     partial.close()
