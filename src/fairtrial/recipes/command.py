@@ -22,6 +22,10 @@ The protocol (also in the README):
   CPU time and peak RSS are measured by fairtrial (``wait4``);
 * test predictions go to ``$FAIRTRIAL_PREDICTIONS``, one per line (or one JSON array), in the
   order of ``x_test``; fairtrial scores them;
+* on an external task (``task = "external:NAME"``) there is no data folder and no predictions
+  file: the command loads its own data, evaluates itself and prints one JSON line
+  ``{"test": {"accuracy": 0.93}}`` (the spec's metric, and any others as extra test metrics),
+  which is its ``ctx.report_test``;
 * a non-zero exit status fails the trial, with the last lines of stderr as its reason.
 
 The command runs in a process group of its own, which ends with the trial's process: a run
@@ -198,17 +202,18 @@ def _child_setup() -> None:
 def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
     """Run the command of a command recipe for one trial, feeding ``ctx``."""
     assert job.command is not None
-    data_dir = prepare_data(job, task)
+    external = ctx.recipe_evaluates  # no data folder, no predictions: the command evaluates
+    data_dir = None if external else prepare_data(job, task)
     workdir = ctx.workdir or Path.cwd()
     predictions = workdir / "predictions.txt"
     predictions.unlink(missing_ok=True)
     seeds = {f"seed_{n}": ctx.seed_for(n) for n in STREAMS}
+    files = {} if external else {"data_dir": str(data_dir), "predictions": str(predictions)}
     values: dict[str, Any] = {
         **flatten(job.config),
         **seeds,
         "seed": job.seed,
-        "data_dir": str(data_dir),
-        "predictions": str(predictions),
+        **files,
         "workdir": str(workdir),
         "arm": job.arm,
         "trial_id": job.trial_id,
@@ -224,8 +229,7 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
             "FAIRTRIAL_SEED": str(job.seed),
             **{f"FAIRTRIAL_{k.upper()}": str(v) for k, v in seeds.items()},
             "FAIRTRIAL_CONFIG": json.dumps(job.config),
-            "FAIRTRIAL_DATA_DIR": str(data_dir),
-            "FAIRTRIAL_PREDICTIONS": str(predictions),
+            **{f"FAIRTRIAL_{k.upper()}": v for k, v in files.items()},
             "FAIRTRIAL_WORKDIR": str(workdir),
             "FAIRTRIAL_ARM": job.arm,
             "FAIRTRIAL_TRIAL_ID": job.trial_id,
@@ -272,6 +276,13 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
         raise RecipeError(f"command exited with status {code}: {tail[0][:500]}")
     if ctx.tuning:  # a tuning trial is judged on its logged objective; test is never scored
         return
+    if external:
+        if ctx.test_score is None:
+            raise RecipeError(
+                f"command printed no test line: on task '{task.name}' it evaluates itself and "
+                f'prints one JSON line {{"test": {{"{ctx.metric}": value}}}} on stdout'
+            )
+        return
     if not predictions.exists():
         raise RecipeError(
             "command wrote no predictions: write one per line to $FAIRTRIAL_PREDICTIONS"
@@ -294,6 +305,8 @@ def _follow(proc: subprocess.Popen[str], ctx: TrialContext) -> tuple[int, list[s
             except json.JSONDecodeError:
                 continue
             if isinstance(point, dict):
+                if "test" in point:
+                    _report_test(ctx, point.pop("test"))
                 reported = point.pop("compute", None)
                 if isinstance(reported, dict) and ctx.meter is not None:
                     flops = reported.get("flops")
@@ -307,6 +320,17 @@ def _follow(proc: subprocess.Popen[str], ctx: TrialContext) -> tuple[int, list[s
     code = _wait(proc, ctx)
     reader.join(timeout=5)
     return code, list(stderr_tail)
+
+
+def _report_test(ctx: TrialContext, test: Any) -> None:
+    """A command's ``{"test": {...}}`` line: its own test score, on an external task."""
+    source = "the command's test line"
+    if ctx.recipe_evaluates and not isinstance(test, dict):
+        raise RecipeError(
+            f"{source} holds {json.dumps(test)[:80]}; it must be an object: "
+            f'{{"test": {{"{ctx.metric}": value}}}}'
+        )
+    ctx.record_reported_test(test if isinstance(test, dict) else {}, source)
 
 
 def _wait(proc: subprocess.Popen[str], ctx: TrialContext) -> int:

@@ -14,14 +14,16 @@ from pathlib import Path
 from fairtrial.recipes import BUILTIN_RECIPES
 from fairtrial.spec.limits import ROOT_SEED_END
 from fairtrial.tasks import import_object
+from fairtrial.tasks.external import is_external, name_problem
 
 _RECIPE_VALID = (
     f"a built-in recipe ({', '.join(sorted(BUILTIN_RECIPES))}) or 'module:function' naming "
     "a function train(config, ctx) in a module beside the spec or in an installed package"
 )
 _TASK_VALID = (
-    "a built-in task (fairtrial tasks), NAME@DRAW for a fresh draw of one, or "
-    "'module:function' naming a function that returns a fairtrial.Task"
+    "a built-in task (fairtrial tasks), NAME@DRAW for a fresh draw of one, "
+    "'module:function' naming a function that returns a fairtrial.Task, or 'external:NAME' "
+    "for data the recipe loads and evaluates itself"
 )
 
 
@@ -73,6 +75,8 @@ def _function_problem(fn: object, what: str, params: tuple[str, ...]) -> str | N
 
 def _task_ref_problem(ref: str, base_dir: Path | None) -> str | None:
     """Why task ``ref`` cannot be built, found before the task's code runs: None if it may."""
+    if is_external(ref):
+        return name_problem(ref)
     if ":" in ref:
         if (problem := _ref_problem(ref, "task", "fairtrial.tasks")) is not None:
             return problem

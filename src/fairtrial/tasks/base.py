@@ -18,7 +18,8 @@ from numpy.typing import NDArray
 
 from fairtrial.errors import TaskError
 
-Kind = Literal["classification", "regression"]
+#: "external": data the recipe holds and evaluates itself (fairtrial.tasks.external)
+Kind = Literal["classification", "regression", "external"]
 Direction = Literal["max", "min"]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from fairtrial.errors import TaskError
 from fairtrial.tasks.base import Task
 from fairtrial.tasks.catalog import BUILTIN, REDRAW, TaskFactory, register_redraw, register_task
+from fairtrial.tasks.external import ExternalTask, is_external
 from fairtrial.usercode import cached, import_object
 
 #: built-in tasks built in this process (user tasks are cached by fairtrial.usercode)
@@ -41,8 +42,11 @@ def _load_builtins() -> None:
 
 
 def get_task(ref: str, base_dir: Path | None = None) -> Task:
-    """Return the task named ``ref`` (built-in name or ``module:function``), cached per process
-    (:func:`fairtrial.usercode.forget_modules` forgets a user task, to import it afresh)."""
+    """Return the task named ``ref`` (built-in name, ``module:function`` or ``external:NAME``),
+    cached per process (:func:`fairtrial.usercode.forget_modules` forgets a user task, to import
+    it afresh)."""
+    if is_external(ref):  # data the recipe holds itself: nothing to build or cache
+        return ExternalTask.named(ref)
     if ":" in ref:
         return cached("task", ref, str(base_dir), lambda: _user_task(ref, base_dir))
     if ref not in _CACHE:
