@@ -283,7 +283,7 @@ class TrialContext:
         """True on an external task: the recipe evaluates itself and calls :meth:`report_test`."""
         return self._task.kind == "external"
 
-    def report_test(self, **metrics: Any) -> float:
+    def report_test(self, /, **metrics: Any) -> float:
         """Report the test score the recipe computed itself, once per trial (external tasks).
 
         ``ctx.report_test(accuracy=0.93)``: the keyword named by the spec's ``metric`` is the

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from fairtrial.recipes import BUILTIN_RECIPES
-from fairtrial.spec.limits import ROOT_SEED_END
+from fairtrial.spec.limits import NAME_RULE, ROOT_SEED_END, valid_name
 from fairtrial.tasks import import_object
-from fairtrial.tasks.external import is_external, name_problem
+from fairtrial.tasks.external import PREFIX, is_external
 
 _RECIPE_VALID = (
     f"a built-in recipe ({', '.join(sorted(BUILTIN_RECIPES))}) or 'module:function' naming "
@@ -76,7 +76,9 @@ def _function_problem(fn: object, what: str, params: tuple[str, ...]) -> str | N
 def _task_ref_problem(ref: str, base_dir: Path | None) -> str | None:
     """Why task ``ref`` cannot be built, found before the task's code runs: None if it may."""
     if is_external(ref):
-        return name_problem(ref)
+        if not valid_name(ref.removeprefix(PREFIX)):
+            return f"the name after '{PREFIX}' must be {NAME_RULE}"
+        return None
     if ":" in ref:
         if (problem := _ref_problem(ref, "task", "fairtrial.tasks")) is not None:
             return problem
