@@ -305,7 +305,8 @@ def _follow(proc: subprocess.Popen[str], ctx: TrialContext) -> tuple[int, list[s
             except json.JSONDecodeError:
                 continue
             if isinstance(point, dict):
-                if "test" in point:
+                # on other tasks a "test" key is what it always was: a metric point, if a number
+                if "test" in point and ctx.recipe_evaluates:
                     _report_test(ctx, point.pop("test"))
                 reported = point.pop("compute", None)
                 if isinstance(reported, dict) and ctx.meter is not None:
@@ -325,12 +326,12 @@ def _follow(proc: subprocess.Popen[str], ctx: TrialContext) -> tuple[int, list[s
 def _report_test(ctx: TrialContext, test: Any) -> None:
     """A command's ``{"test": {...}}`` line: its own test score, on an external task."""
     source = "the command's test line"
-    if ctx.recipe_evaluates and not isinstance(test, dict):
+    if not isinstance(test, dict):
         raise RecipeError(
             f"{source} holds {json.dumps(test)[:80]}; it must be an object: "
             f'{{"test": {{"{ctx.metric}": value}}}}'
         )
-    ctx.record_reported_test(test if isinstance(test, dict) else {}, source)
+    ctx.record_reported_test(test, source)
 
 
 def _wait(proc: subprocess.Popen[str], ctx: TrialContext) -> int:
