@@ -105,6 +105,12 @@ class TrialContext:
     def task_name(self) -> str:
         return self._task.name
 
+    @property
+    def task_kind(self) -> str:
+        """classification, regression, environment (ctx.evaluate_policy) or external
+        (ctx.report_test)."""
+        return str(self._task.kind)
+
     def seed_for(self, name: str) -> int:
         """The integer seed of stream ``name`` for this seed index (same for every arm)."""
         return derive_seed(self.root_seed, name, self.seed)
@@ -194,6 +200,11 @@ class TrialContext:
                     "the recipe never called ctx.evaluate_policy(policy): a trial's result is "
                     "its policy's mean return on the task's evaluation episodes"
                 )
+            if self.recipe_evaluates:
+                return None, (
+                    f"the recipe never called ctx.report_test({self.metric}=...): on task "
+                    f"'{self._task.name}' a trial's result is the test score it reports"
+                )
             return None, (
                 "the recipe never called ctx.evaluate_test(predict): a trial's result is its "
                 "score on the sealed test split"
@@ -248,6 +259,12 @@ class TrialContext:
             )
         if self.objective is not None:
             return math.nan
+        if self.recipe_evaluates:
+            raise RecipeError(
+                f"ctx.evaluate_test: task '{self._task.name}' is evaluated by the recipe "
+                "(fairtrial holds no test data to score): report the score with "
+                f"ctx.report_test({self.metric}=...)"
+            )
         if self.test_score is not None:
             raise RecipeError(
                 "ctx.evaluate_test was called twice; the test split is scored once per trial "
@@ -275,6 +292,89 @@ class TrialContext:
         )
         if not math.isfinite(score):
             raise TrialDiverged(f"test {self.metric} is {score}")
+        return score
+
+    # -- a recipe that evaluates itself (task = "external:NAME") ---------------------------------
+    @property
+    def recipe_evaluates(self) -> bool:
+        """True on an external task: the recipe evaluates itself and calls :meth:`report_test`."""
+        return self._task.kind == "external"
+
+    def report_test(self, /, **metrics: Any) -> float:
+        """Report the test score the recipe computed itself, once per trial (external tasks).
+
+        ``ctx.report_test(accuracy=0.93)``: the keyword named by the spec's ``metric`` is the
+        trial's result; any others are kept as extra test metrics. The values are recorded in
+        the sealed test log as this trial's test evaluation, marked as made by the recipe (not
+        sealed: fairtrial never sees the test data). In a tuning trial nothing is recorded (the
+        result is the best value of the validation objective); this returns NaN.
+        """
+        return self.record_reported_test(metrics)
+
+    def record_reported_test(
+        self, metrics: Mapping[str, Any], source: str = "ctx.report_test"
+    ) -> float:
+        """:meth:`report_test` of ``metrics``; errors name ``source`` (a command's test line)."""
+        name = self._task.name
+        if not self.recipe_evaluates:
+            raise RecipeError(
+                f"{source}: task '{name}' is scored by fairtrial on its sealed test split "
+                "(ctx.evaluate_test, or a command's predictions file); reporting a test score "
+                'is for task = "external:NAME"'
+            )
+        if self.objective is not None:
+            return math.nan
+        if self.test_score is not None:
+            raise RecipeError(
+                f"{source}: a second test report; a trial reports its test score once "
+                "(select models on the validation split)"
+            )
+        if self.metric not in metrics:
+            got = ", ".join(sorted(map(str, metrics))) or "nothing"
+            how = (
+                f"ctx.report_test({self.metric}=value)"
+                if source == "ctx.report_test"
+                else f'{{"test": {{"{self.metric}": value}}}}'
+            )
+            raise RecipeError(
+                f"{source}: the spec's metric '{self.metric}' is missing (got: {got}); report "
+                f"it: {how}"
+            )
+        values: dict[str, float] = {}
+        for key in sorted(metrics):
+            value = metrics[key]
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                raise RecipeError(
+                    f"{source}: metric '{key}' must be a number, got {type(value).__name__}"
+                ) from None
+            if isinstance(value, bool) or not math.isfinite(v):
+                raise RecipeError(
+                    f"{source}: metric '{key}' is {value!r}; a reported test score is a finite "
+                    "number"
+                )
+            values[str(key)] = v
+        score = values[self.metric]
+        self.test_score = score
+        # what the recipe reported stands where fairtrial's own evaluations keep predictions,
+        # keys in sorted order, so that its hash is the same wherever the JSON is read again
+        reported = {"evaluation": "recipe", "metrics": values}
+        digest = hashlib.sha256(json.dumps(reported).encode()).hexdigest()
+        self.flush()
+        self._emit(
+            "test",
+            {
+                "task": name,
+                "task_checksum": self._task.checksum,
+                "metric": self.metric,
+                "score": score,
+                "n": 0,
+                "predictions": reported,
+                "predictions_sha256": digest,
+                "evaluation": "recipe",
+            },
+        )
         return score
 
     # -- environments -----------------------------------------------------------------------

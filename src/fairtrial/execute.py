@@ -191,7 +191,7 @@ def load_trial_code(job: TrialJob) -> None:
         task = task_of(job)
         if job.recipe:
             resolve_recipe(job.recipe, job.base_dir)
-        elif job.command:
+        elif job.command and task.kind != "external":  # an external task has no data here
             prepare_data(job, task)
 
 

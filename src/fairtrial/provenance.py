@@ -379,7 +379,8 @@ def code_snapshot(
                         _inside(path, package_dir) and path.name != "__init__.py"
                     ):
                         candidates.append(("external", path.relative_to(root).as_posix(), path))
-    if task is not None and base is not None and ":" in task:
+    # "external:NAME" (fairtrial.tasks.external) names data the recipe loads, not code
+    if task is not None and base is not None and ":" in task and not task.startswith("external:"):
         task_file = _module_file(task.partition(":")[0], base)
         if task_file is not None and _inside(task_file, base):
             local(task_file)

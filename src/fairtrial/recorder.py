@@ -188,7 +188,9 @@ class _LedgerSink:
             self.held.append(event)
         else:
             self.ledger.add_events([event])
-        if kind == "test":
+        # a recipe's own evaluation holds scores, not predictions: equal scores are no sign of
+        # seeds that do not reach the recipe
+        if kind == "test" and payload.get("evaluation") != "recipe":
             self.predictions.setdefault(job.arm, {})[job.seed] = payload["predictions_sha256"]
 
     def finished(self, job: TrialJob, outcome: TrialOutcome) -> None:

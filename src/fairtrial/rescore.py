@@ -10,7 +10,10 @@ predictions with the experiment's metric against those labels, exactly as
 A task defined by the uploader's own code (``module:function``) has labels that only that code
 knows; it is never imported here, so its results cannot be re-scored: they are *unverifiable*,
 and :func:`rescore` says why. So are results whose predictions are missing, or whose task data
-differ from the ones this fairtrial ships (another version's data, or an edited checksum).
+differ from the ones this fairtrial ships (another version's data, or an edited checksum). So
+are the results of an external task (``external:NAME``), which the recipe evaluated itself:
+there is nothing to re-score, and :func:`rescore` says so (it only checks that each result is
+the score its recipe reported, as stored with the trial).
 
 :func:`check_identity` checks the experiment's identity: its id is the first 12 hex digits of
 the hash of its normalised spec (:func:`fairtrial.spec.hash_normalized`, the code that made it),
@@ -27,6 +30,7 @@ from typing import Any
 from fairtrial.errors import BundleError, TaskError
 from fairtrial.ledger import ExperimentRow, TrialRow
 from fairtrial.tasks import METRICS, Task, get_task
+from fairtrial.tasks.external import is_external
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,13 @@ def check_identity(exp: ExperimentRow) -> None:
                 f"experiment.json: {field} {str(got)[:80]!r} is not the spec's "
                 f"{str(want)[:80]!r} (edited)"
             )
+    if is_external(exp.task):  # the spec names the direction of the recipe's own metric
+        if exp.direction != table.get("direction"):
+            raise BundleError(
+                f"experiment.json: direction {str(exp.direction)[:10]!r} is not the spec's "
+                f"{str(table.get('direction'))[:10]!r} (edited)"
+            )
+        return
     metric = METRICS.get(exp.metric) if isinstance(exp.metric, str) else None
     if metric is not None and exp.direction != metric.direction:
         raise BundleError(
@@ -123,6 +134,8 @@ def rescore(exp: ExperimentRow, trials: list[TrialRow], predictions: Any) -> Res
         return Rescored(
             False, 0, "imported results, not run by fairtrial: no test predictions to re-score"
         )
+    if is_external(exp.task):
+        return _reported(exp, finished, predictions)
     task, why = _task(exp)
     if task is None:
         return Rescored(False, 0, why)
@@ -180,3 +193,41 @@ def rescore(exp: ExperimentRow, trials: list[TrialRow], predictions: Any) -> Res
             "cannot be re-scored",
         )
     return Rescored(True, len(finished))
+
+
+def _reported(exp: ExperimentRow, finished: list[TrialRow], predictions: Any) -> Rescored:
+    """An external task's results: there is nothing to re-score (the recipe evaluated itself on
+    data fairtrial never held), so they are unverifiable; but a result that is not the score
+    its recipe reported, as stored with the trial's test evaluation, is refused as edited."""
+    stored = predictions if isinstance(predictions, Mapping) else {}
+    for t in finished:
+        p = stored.get(t.id)
+        if not (isinstance(p, Mapping) and p.get("attempt") == t.attempt):
+            continue
+        reported = p.get("predictions")
+        metrics = reported.get("metrics") if isinstance(reported, Mapping) else None
+        value = metrics.get(exp.metric) if isinstance(metrics, Mapping) else None
+        if not (isinstance(reported, Mapping) and reported.get("evaluation") == "recipe"):
+            raise BundleError(
+                f"results/predictions.json: trial {t.id[:80]}'s test evaluation is not the "
+                f"recipe's own report, as on task '{exp.task[:80]}' it must be"
+            )
+        result = t.result
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or isinstance(result, bool)
+            or not isinstance(result, (int, float))
+            or not math.isclose(float(result), float(value), rel_tol=1e-9, abs_tol=1e-12)
+        ):
+            raise BundleError(
+                f"results/trials.json: trial {t.id[:80]} reports {exp.metric} {result!r}, but "
+                f"its recipe reported {value!r} (edited)"
+            )
+    return Rescored(
+        False,
+        0,
+        f"task '{exp.task[:80]}' was evaluated by the recipe on data fairtrial never held: "
+        "there are no test labels to re-score against, so the results are as the recipe "
+        "reported them",
+    )

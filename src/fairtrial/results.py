@@ -331,6 +331,13 @@ class ExperimentSummary(Record):
             "doc": "results not run by fairtrial: their source, and what that means",
         },
     )
+    evaluation: str | None = field(
+        default=None,
+        metadata={
+            "omit_none": True,
+            "doc": "'recipe': the recipe evaluated itself (task external:NAME), not sealed",
+        },
+    )
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property

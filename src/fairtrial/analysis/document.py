@@ -30,6 +30,7 @@ from fairtrial.ledger import ExperimentRow, Ledger, TrialRow
 from fairtrial.plan import plan_seeds
 from fairtrial.record import ExperimentRecord
 from fairtrial.results import Analysis, ArmCompute, ComputeInfo, CostRatios, ExperimentSummary
+from fairtrial.tasks.external import EVALUATION, is_external
 
 
 def build(
@@ -80,7 +81,10 @@ def build(
         for name, rows in by_arm.items()
         if name in arms
     }
-    hashes = {a: h for a, h in (predictions or {}).items() if a in arms}
+    # a recipe that evaluates itself hands in scores, not predictions: equal scores of two
+    # seeds are no sign of seed-blindness (three equal scores still are, as for any arm)
+    external = is_external(record.task)
+    hashes = {} if external else {a: h for a, h in (predictions or {}).items() if a in arms}
     blind = {} if deterministic else seed_blind_arms(finished, hashes)
     for name, a in arms.items():
         given = (compute or {}).get(name)
@@ -151,6 +155,8 @@ def build(
         "arm_isolation": None,
         **(experiment or {}),
     }
+    if external:
+        summary["evaluation"] = EVALUATION
     if imported is not None:
         # fairtrial saw neither the code, nor the test split, nor the environment of these
         # results: there is no code version, test log or arm isolation to state

@@ -329,7 +329,8 @@ def _check_structure(b: Bundle) -> None:
         for trial_id, p in s.obj(b.json("results/predictions.json"), "").items():
             p = s.obj(p, trial_id)
             s.key(p, "attempt", trial_id, "int", required=True)
-            s.key(p, "predictions", trial_id, "list", required=True)
+            # an object: an external task's scores, as its recipe reported them
+            s.key(p, "predictions", trial_id, "list", "object", required=True)
 
     s = _Shape("results/analysis.json")
     doc = s.obj(b.json("results/analysis.json"), "")

@@ -45,10 +45,14 @@ def _plan_one(spec: Any, store: str | None) -> None:
 
     task = get_task(spec.task, spec.base_dir)
     trials = plan_trials(spec)
+    sizes = (
+        "data the recipe loads, evaluated by the recipe, not sealed"
+        if task.kind == "external"
+        else f"train/val/test {task.sizes['train']}/{task.sizes['val']}/{task.sizes['test']}"
+    )
     out.print(
         f"[bold]{escape(spec.name)}[/] ({spec.experiment_id}) · task {spec.task} "
-        f"(train/val/test {task.sizes['train']}/{task.sizes['val']}/{task.sizes['test']}, "
-        f"checksum {task.checksum[:12]}) · metric {spec.metric} ({spec.direction})"
+        f"({sizes}, checksum {task.checksum[:12]}) · metric {spec.metric} ({spec.direction})"
     )
     out.print(f"recipe: {spec.recipe or 'command: ' + str(spec.command)}")
     t = Table(title=f"{len(spec.arms)} arms × {spec.seeds} seeds = {len(trials)} trials")

@@ -22,14 +22,18 @@ The protocol (also in the README):
   CPU time and peak RSS are measured by fairtrial (``wait4``);
 * test predictions go to ``$FAIRTRIAL_PREDICTIONS``, one per line (or one JSON array), in the
   order of ``x_test``; fairtrial scores them;
-* a non-zero exit status fails the trial, with the last lines of stderr as its reason;
 * on an environment task (``gym:ID``, ``cartpole``, ...) fairtrial evaluates the policy: the
   command trains on environments of its own (``$FAIRTRIAL_ENV_ID``, seeded with
   ``$FAIRTRIAL_SEED_ENV`` / ``{seed_env}``), then prints ``{"evaluate": "policy"}`` and answers
   each line ``{"observation": [...], "episode": i, "step": n}`` that fairtrial writes to its
   stdin with one line ``{"action": ...}`` on stdout, within :data:`ANSWER_SECONDS` (or
   ``$FAIRTRIAL_ANSWER_SECONDS`` where the run's environment sets it); a line
-  ``{"done": true}`` (and the end of stdin) ends the evaluation. No predictions file.
+  ``{"done": true}`` (and the end of stdin) ends the evaluation; no predictions file;
+* on an external task (``task = "external:NAME"``) there is no data folder and no predictions
+  file: the command loads its own data, evaluates itself and prints one JSON line
+  ``{"test": {"accuracy": 0.93}}`` (the spec's metric, and any others as extra test metrics),
+  which is its ``ctx.report_test``;
+* a non-zero exit status fails the trial, with the last lines of stderr as its reason.
 
 The command runs in a process group of its own, which ends with the trial's process: a run
 that stops (Ctrl-C, SIGTERM, a time limit, its own death) kills the whole group, so that no
@@ -209,7 +213,8 @@ def _child_setup() -> None:
 def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
     """Run the command of a command recipe for one trial, feeding ``ctx``."""
     assert job.command is not None
-    data_dir = prepare_data(job, task)
+    external = ctx.recipe_evaluates  # no data folder, no predictions: the command evaluates
+    data_dir = None if external else prepare_data(job, task)
     workdir = ctx.workdir or Path.cwd()
     predictions = workdir / "predictions.txt"
     predictions.unlink(missing_ok=True)
@@ -217,12 +222,12 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
     environment = task.kind == "environment"
     # the seed of an environment task's first environment (what ctx.make_env would use)
     seeds["seed_env"] = ctx.seed_for("env/0")
+    files = {} if external else {"data_dir": str(data_dir), "predictions": str(predictions)}
     values: dict[str, Any] = {
         **flatten(job.config),
         **seeds,
         "seed": job.seed,
-        "data_dir": str(data_dir),
-        "predictions": str(predictions),
+        **files,
         "workdir": str(workdir),
         "arm": job.arm,
         "trial_id": job.trial_id,
@@ -238,8 +243,7 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
             "FAIRTRIAL_SEED": str(job.seed),
             **{f"FAIRTRIAL_{k.upper()}": str(v) for k, v in seeds.items()},
             "FAIRTRIAL_CONFIG": json.dumps(job.config),
-            "FAIRTRIAL_DATA_DIR": str(data_dir),
-            "FAIRTRIAL_PREDICTIONS": str(predictions),
+            **{f"FAIRTRIAL_{k.upper()}": v for k, v in files.items()},
             "FAIRTRIAL_WORKDIR": str(workdir),
             "FAIRTRIAL_ARM": job.arm,
             "FAIRTRIAL_TRIAL_ID": job.trial_id,
@@ -296,6 +300,13 @@ def run_command(job: TrialJob, ctx: TrialContext, task: Task) -> None:
                 'answer each {"observation": ...} line on stdin with {"action": ...}'
             )
         return
+    if external:
+        if ctx.test_score is None:
+            raise RecipeError(
+                f"command printed no test line: on task '{task.name}' it evaluates itself and "
+                f'prints one JSON line {{"test": {{"{ctx.metric}": value}}}} on stdout'
+            )
+        return
     if not predictions.exists():
         raise RecipeError(
             "command wrote no predictions: write one per line to $FAIRTRIAL_PREDICTIONS"
@@ -318,10 +329,13 @@ def _follow(proc: subprocess.Popen[str], ctx: TrialContext) -> tuple[int, list[s
                 point = json.loads(text)
             except json.JSONDecodeError:
                 continue
-            if isinstance(point, dict) and "evaluate" in point:
+            if isinstance(point, dict) and "evaluate" in point and ctx.task_kind == "environment":
                 _serve_evaluation(proc, ctx, lines)
                 continue
             if isinstance(point, dict):
+                # on other tasks a "test" key is what it always was: a metric point, if a number
+                if "test" in point and ctx.recipe_evaluates:
+                    _report_test(ctx, point.pop("test"))
                 reported = point.pop("compute", None)
                 if isinstance(reported, dict) and ctx.meter is not None:
                     flops = reported.get("flops")
@@ -422,6 +436,17 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     return value
+
+
+def _report_test(ctx: TrialContext, test: Any) -> None:
+    """A command's ``{"test": {...}}`` line: its own test score, on an external task."""
+    source = "the command's test line"
+    if not isinstance(test, dict):
+        raise RecipeError(
+            f"{source} holds {json.dumps(test)[:80]}; it must be an object: "
+            f'{{"test": {{"{ctx.metric}": value}}}}'
+        )
+    ctx.record_reported_test(test, source)
 
 
 def _wait(proc: subprocess.Popen[str], ctx: TrialContext) -> int:

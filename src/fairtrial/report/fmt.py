@@ -260,6 +260,16 @@ def cost_text(c: Comparison) -> str:
     return text.replace(" the ", " ").replace(" and ", ", ")
 
 
+def evaluation_lines(doc: Analysis) -> list[str]:
+    """For results the recipe evaluated itself (``task = "external:NAME"``): that they were,
+    and that they are not sealed, in plain words. Empty otherwise."""
+    if doc.experiment.evaluation != "recipe":
+        return []
+    from fairtrial.tasks.external import RECIPE_EVALUATION
+
+    return [RECIPE_EVALUATION[:1].upper() + RECIPE_EVALUATION[1:]]
+
+
 def imported_lines(doc: Analysis) -> list[str]:
     """For results fairtrial did not run: where they come from and what that means, and the
     seeds each comparison left out (or that it compared unpaired). Empty otherwise."""
@@ -290,8 +300,8 @@ def imported_lines(doc: Analysis) -> list[str]:
 
 
 def rigor_lines(doc: Analysis) -> list[str]:
-    """Where imported results come from, then preregistration, the sealed test log and arm
-    isolation, one line each."""
+    """Who evaluated the results (when the recipe did), where imported results come from, then
+    preregistration, the sealed test log and arm isolation, one line each."""
     e = doc.experiment
     pre = e.preregistered
     unregistered = (
@@ -299,7 +309,11 @@ def rigor_lines(doc: Analysis) -> list[str]:
         if e.imported
         else "none (`fairtrial register SPEC` before the first run)"
     )
-    lines = [*imported_lines(doc), "preregistration: " + (pre["text"] if pre else unregistered)]
+    lines = [
+        *evaluation_lines(doc),
+        *imported_lines(doc),
+        "preregistration: " + (pre["text"] if pre else unregistered),
+    ]
     lines += [
         f"deviation, {d['kind'].replace('_', ' ')}: {d['detail']}"
         for d in (pre or {}).get("deviations") or []

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from fairtrial.report import fmt
 from fairtrial.report.fmt import MARKS
 
 if TYPE_CHECKING:
@@ -82,7 +83,8 @@ def render_text(doc: Analysis, one: Callable[[Analysis], Any]) -> Group:
         t.add_column(col)
     for c in doc.across.comparisons if doc.across else []:
         t.add_row(*(escape(x) for x in row(c)))
-    parts: list[Any] = [head, t, Text("\n".join(_lines(doc)), style="dim")]
+    parts: list[Any] = [head, *[Text(x) for x in fmt.evaluation_lines(doc)], t]
+    parts.append(Text("\n".join(_lines(doc)), style="dim"))
     for task, sub in (doc.tasks or {}).items():
         parts += [Text(f"\n── task {task} ──", style="bold"), one(sub)]
     return Group(*parts)
@@ -92,6 +94,7 @@ def render_md(doc: Analysis, one: Callable[[Analysis], str]) -> str:
     e = doc.experiment
     out = [f"## {e.name}", "", f"{_title(doc)}, metric {e.metric}, {e.seeds} seeds, "
            f"experiment `{e.id}`." + (f" Claim: {e.claim}" if e.claim else ""), "",
+           *[f"{x}\n" for x in fmt.evaluation_lines(doc)],
            "### Verdicts across tasks", "", "| " + " | ".join(HEAD) + " |",
            "|" + "---|" * len(HEAD)]  # fmt: skip
     out += [
@@ -112,6 +115,7 @@ def render_html_body(doc: Analysis, one: Callable[[Analysis], str]) -> list[str]
             f"metric {esc(e.metric)} · {e.seeds} seeds · {e.trials} trials</p>"]  # fmt: skip
     if e.claim:
         body.append(f"<p><strong>Claim:</strong> {esc(e.claim)}</p>")
+    body += [f"<p><strong>{esc(x)}</strong></p>" for x in fmt.evaluation_lines(doc)]
     body.append("<h2>Verdicts across tasks</h2><table><tr>"
                 + "".join(f"<th>{esc(h)}</th>" for h in HEAD) + "</tr>")  # fmt: skip
     for c in doc.across.comparisons if doc.across else []:
@@ -162,7 +166,7 @@ def render_tex(
     doc: Analysis, one: Callable[[Analysis], str], escape_tex: Callable[[str], str]
 ) -> str:
     cols = ["arm", "verdict", "W/T/L", "$p$ (Holm)", "aggregate effect"]
-    lines = [r"\begin{table}[t]", r"\centering",
+    lines = [*[f"% {x}" for x in fmt.evaluation_lines(doc)], r"\begin{table}[t]", r"\centering",
              r"\caption{" + escape_tex(f"{doc.experiment.name}: verdicts across {_title(doc)}")
              + "}", r"\begin{tabular}{llrrl}", r"\toprule", " & ".join(cols) + r" \\",
              r"\midrule"]  # fmt: skip

@@ -81,7 +81,7 @@ def render_tex(doc: Analysis, digits: int = 3) -> str:
     kinds = {c.interval_method for c in doc.comparisons}
     lines = [
         "% fairtrial report: needs \\usepackage{booktabs} and \\usepackage{amssymb}",
-        *[f"% {line}" for line in fmt.imported_lines(doc)],
+        *[f"% {line}" for line in [*fmt.evaluation_lines(doc), *fmt.imported_lines(doc)]],
         r"\begin{table}[t]",
         r"\centering",
         r"\begin{tabular}{llrllr}",
@@ -108,7 +108,9 @@ def render_tex(doc: Analysis, digits: int = 3) -> str:
         )
     lines += [r"\bottomrule", r"\end{tabular}"]
     better = e.better
-    imported = "".join(f"{tex_escape(line)}. " for line in fmt.imported_lines(doc))
+    imported = "".join(
+        f"{tex_escape(line)}. " for line in [*fmt.evaluation_lines(doc), *fmt.imported_lines(doc)]
+    )
     caption = imported + (
         f"{tex_escape(e.name)} on {tex_escape(e.task)}: test {tex_escape(e.metric)} "
         f"({better} is better) over {e.seeds} seeds paired across arms. $\\Delta$: mean "

@@ -1,6 +1,8 @@
 """The registry's boards: its tasks with their counts, a task's leaderboard (one entry per
 arm of each experiment, filtered by metric, kind, hardware and compute budget, verified
-entries first, then best first by the chosen sort) and the search of experiments. Counts
+entries first, then best first by the chosen sort) and the search of experiments. An external
+task's board (``external:NAME``) holds only entries its recipes evaluated themselves, marked
+so; they are never verified, so no board ranks one above a sealed, re-scored entry. Counts
 and a task's metrics are kept until the next write; the page of entries is read each time.
 """
 
@@ -23,6 +25,7 @@ from sqlalchemy import (
 from fairtrial.errors import RegistryError
 from fairtrial.server import schema as s
 from fairtrial.server.rows import _DOCUMENTS, Rows, _public, badge
+from fairtrial.tasks.external import is_external
 
 #: leaderboard sort keys: column and the order that puts the best first
 SORTS: dict[str, tuple[str, str]] = {
@@ -109,6 +112,10 @@ class Boards(Rows):
         if not (1 <= limit <= MAX_PAGE) or offset < 0:
             raise RegistryError(f"limit must be 1..{MAX_PAGE} and offset >= 0", 422)
         en, ex = s.entries, s.experiments
+        # an external task's entries were evaluated by their own recipes: never sealed, never
+        # re-scored (so never verified, and listed after any verified entry), and on a board
+        # of their own, since the board is the task's and no sealed task is named external:
+        recipe = is_external(task)
         with self.engine.connect() as c:
             # which metrics a task has, and the entries matching a filter, change only with a
             # write: kept until the next one (the page of ids is read every time)
@@ -209,8 +216,11 @@ class Boards(Rows):
             r["reference"] = r["baseline_key"] == reference
             r["badge"] = badge(r["replicated"], r["replication_failed"])
             r["verified"] = bool(r["verified"])
+            if recipe:
+                r["evaluation"] = "recipe"
         return {
             "task": task,
+            **({"evaluation": "recipe"} if recipe else {}),
             "metric": metric,
             "metrics": [m[0] for m in metrics],
             "direction": direction,

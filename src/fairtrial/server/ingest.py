@@ -47,6 +47,7 @@ from fairtrial.record import ExperimentRecord, sign
 from fairtrial.report import html as report_html
 from fairtrial.results import Analysis, Comparison
 from fairtrial.server.upload_checks import _check_rows
+from fairtrial.tasks.external import is_external
 from fairtrial.typed import ShapeError
 
 
@@ -241,6 +242,12 @@ def _predictions(
             None,
             None,
             "the bundle holds no test predictions (made before fairtrial 0.1 kept them)",
+        )
+    if is_external(exp.task):
+        return (
+            None,
+            None,
+            f"task '{exp.task}' was evaluated by the recipe: it holds no test predictions",
         )
     if ":" in exp.task:
         return (

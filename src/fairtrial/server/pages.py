@@ -26,6 +26,7 @@ from fairtrial.report import fmt
 from fairtrial.report import html as report_html
 from fairtrial.results import Analysis
 from fairtrial.server.boards import MAX_PAGE, SORTS, Filters
+from fairtrial.tasks.external import is_external
 
 if TYPE_CHECKING:
     from fairtrial.server.registry import Registry
@@ -80,7 +81,8 @@ def date(ts: Any) -> str:
 
 
 _ENV.filters.update(num=num, signed=signed, si=si, seconds=seconds, date=date)
-_ENV.globals.update(version=fairtrial.__version__)
+# an external task's results were evaluated by the recipe: every page that shows them says so
+_ENV.globals.update(version=fairtrial.__version__, recipe_evaluated=is_external)
 
 
 def render(template: str, code: int = 200, **context: Any) -> HTMLResponse:

@@ -17,6 +17,7 @@ from sqlalchemy import (
 from fairtrial.errors import RegistryError
 from fairtrial.server import schema as s
 from fairtrial.server.cache import Cache
+from fairtrial.tasks.external import is_external
 
 #: the experiment columns that hold documents, not fields of its row
 _DOCUMENTS = ("doc_json", "figures_json", "predictions_json", "search", "capture_json", "page_json")
@@ -125,6 +126,8 @@ def _public(row: Mapping[str, Any]) -> dict[str, Any]:
     }
     out["badge"] = badge(int(row.get("replicated") or 0), int(row.get("failed") or 0))
     out["verified"] = bool(row.get("verified"))
+    if is_external(row.get("task")):  # the recipe evaluated itself: not sealed, not re-scored
+        out["evaluation"] = "recipe"
     out["links"] = {
         "page": f"/experiments/{row['id']}",
         "analysis": f"/api/experiments/{row['id']}",

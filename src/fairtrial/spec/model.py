@@ -18,6 +18,7 @@ from typing import Any, Literal
 from fairtrial.dotted import flatten, set_dotted
 from fairtrial.record import Ablation, ArmKind, DesignInfo, Hypothesis
 from fairtrial.tasks import METRICS
+from fairtrial.tasks.external import is_external
 
 __all__ = [
     "SAMPLERS",
@@ -219,6 +220,9 @@ class Spec:
                 **({"deterministic": True} if self.deterministic else {}),
                 "root_seed": self.root_seed,
                 "metric": self.metric,
+                # an external task's metric is the spec's own: its direction is part of what
+                # the experiment is (only there: other experiments keep their ids)
+                **({"direction": self.direction} if is_external(self.task) else {}),
                 "target": self.target,
                 "time_limit": self.time_limit,
                 # only when set: experiments from before the key keep their ids

@@ -16,7 +16,7 @@ import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fairtrial.errors import MissingDependency, TaskError
 from fairtrial.recipes import BUILTIN_RECIPES, ConfigError, build_config, config_class_of
@@ -47,6 +47,7 @@ from fairtrial.spec.tables import _SECTIONS, _VALID, _Ablations, _Compute, _Expe
 from fairtrial.spec.tasks import parse_tasks
 from fairtrial.spec.tuning import parse_tuning
 from fairtrial.tasks import METRICS, Task, get_task, import_object, metrics_for
+from fairtrial.tasks.external import is_external
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -77,6 +78,35 @@ def parse_spec(text: str, path: Path | None = None) -> Spec:
     if "tasks" in raw:
         raise ld.fail("tasks", None, "per-task settings need [experiment] tasks = [...]")
     return _parse_single(ld, raw, path)
+
+
+#: what an external task's metric may be called: a keyword argument of ctx.report_test
+_METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _external_metric(ld: _Loader, exp: _Experiment) -> tuple[str, Literal["max", "min"]]:
+    """An external task's metric and direction: both named by the spec, since the recipe
+    computes the metric and fairtrial cannot know whether higher or lower is better."""
+    for key, what, example in (
+        ("metric", "the metric the recipe reports", '"accuracy"'),
+        ("direction", "whether higher or lower is better", '"max" or "min"'),
+    ):
+        if getattr(exp, key) is None:
+            raise ld.fail(
+                "experiment",
+                None,
+                f"missing required key '{key}' for task = {_show(exp.task)}: the recipe "
+                f"evaluates itself, so the spec names {what} (e.g. {key} = {example})",
+            )
+    metric = str(exp.metric)
+    if not _METRIC_NAME.fullmatch(metric):
+        raise ld.fail(
+            "experiment",
+            f"metric = {_show(metric)}",
+            "an external task's metric is a name the recipe reports it under: a letter or '_' "
+            "then letters, digits or '_' (at most 64), e.g. \"accuracy\"",
+        )
+    return metric, "min" if exp.direction == "min" else "max"
 
 
 def _parse_single(ld: _Loader, raw: dict[str, Any], path: Path | None) -> Spec:
@@ -128,14 +158,26 @@ def _parse_single(ld: _Loader, raw: dict[str, Any], path: Path | None) -> Spec:
         raise ld.fail("experiment", "task", str(exc)) from None
     except (Exception, SystemExit) as exc:  # the user's task factory raised: a spec problem
         raise ld.fail("experiment", task_key, f"building the task raised {exc!r}") from None
-    metric = exp.metric or task.metric
-    if metric not in metrics_for(task.kind):
-        raise ld.fail(
-            "experiment",
-            f"metric = {json.dumps(metric)}",
-            f"not a metric of {task.kind} task '{task.name}'; "
-            f"valid: {', '.join(metrics_for(task.kind))}",
-        )
+    if is_external(exp.task):
+        metric, direction = _external_metric(ld, exp)
+    else:
+        metric = exp.metric or task.metric
+        if metric not in metrics_for(task.kind):
+            raise ld.fail(
+                "experiment",
+                f"metric = {json.dumps(metric)}",
+                f"not a metric of {task.kind} task '{task.name}'; "
+                f"valid: {', '.join(metrics_for(task.kind))}",
+            )
+        direction = METRICS[metric].direction
+        if exp.direction is not None:
+            raise ld.fail(
+                "experiment",
+                f"direction = {json.dumps(exp.direction)}",
+                f"only for task = \"external:NAME\": metric '{metric}' of task '{task.name}' "
+                f"fixes it ({'higher' if direction == 'max' else 'lower'} is better); "
+                "remove the key",
+            )
 
     # recipe or command
     if (exp.recipe is None) == (exp.command is None):
@@ -311,7 +353,7 @@ def _parse_single(ld: _Loader, raw: dict[str, Any], path: Path | None) -> Spec:
         }
     tuning = parse_tuning(
         ld, raw.get("tuning"), arm_tuning, arms, baseline, defaults, check_config,
-        METRICS[metric].direction,
+        direction,
     )  # fmt: skip
 
     # seeds = "auto": a pilot, then as many seeds as the power analysis asks, up to max_seeds
@@ -350,6 +392,15 @@ def _parse_single(ld: _Loader, raw: dict[str, Any], path: Path | None) -> Spec:
     if exp.command is not None:
         valid = set(COMMAND_FIELDS) | set(flat_base)
         for m in _PLACEHOLDER.finditer(exp.command.replace("{{", "").replace("}}", "")):
+            own = m.group(1) in flat_base  # a config key of that name is the user's own
+            if is_external(exp.task) and m.group(1) in ("data_dir", "predictions") and not own:
+                raise ld.fail(
+                    "experiment",
+                    "command",
+                    f"{{{m.group(1)}}}: task {_show(exp.task)} has no data folder and no "
+                    "predictions file: the command loads its own data and prints its test "
+                    'score as a JSON line {"test": {"' + metric + '": value}}',
+                )
             if m.group(1) not in valid:
                 raise ld.fail(
                     "experiment",
@@ -363,7 +414,7 @@ def _parse_single(ld: _Loader, raw: dict[str, Any], path: Path | None) -> Spec:
         seeds=PILOT_SEEDS if auto else int(exp.seeds),
         root_seed=exp.root_seed,
         metric=metric,
-        direction=METRICS[metric].direction,
+        direction=direction,
         baseline=baseline,
         arms=arms,
         recipe=recipe_ref,

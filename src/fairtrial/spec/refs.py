@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 from fairtrial.recipes import BUILTIN_RECIPES
-from fairtrial.spec.limits import ROOT_SEED_END
+from fairtrial.spec.limits import NAME_RULE, ROOT_SEED_END, valid_name
 from fairtrial.tasks import import_object
+from fairtrial.tasks.external import PREFIX, is_external
 
 _RECIPE_VALID = (
     f"a built-in recipe ({', '.join(sorted(BUILTIN_RECIPES))}) or 'module:function' naming "
@@ -21,8 +22,8 @@ _RECIPE_VALID = (
 )
 _TASK_VALID = (
     "a built-in task (fairtrial tasks), NAME@DRAW for a fresh draw of one, gym:ID for a "
-    "Gymnasium environment, or 'module:function' naming a function that returns a "
-    "fairtrial.Task"
+    "Gymnasium environment, 'module:function' naming a function that returns a "
+    "fairtrial.Task, or 'external:NAME' for data the recipe loads and evaluates itself"
 )
 
 
@@ -76,6 +77,10 @@ def _task_ref_problem(ref: str, base_dir: Path | None) -> str | None:
     """Why task ``ref`` cannot be built, found before the task's code runs: None if it may."""
     if ref.startswith("gym:"):
         return None  # building it says whether Gymnasium knows the id
+    if is_external(ref):
+        if not valid_name(ref.removeprefix(PREFIX)):
+            return f"the name after '{PREFIX}' must be {NAME_RULE}"
+        return None
     if ":" in ref:
         if (problem := _ref_problem(ref, "task", "fairtrial.tasks")) is not None:
             return problem

@@ -37,6 +37,7 @@ class _Experiment(BaseModel):
     deterministic: bool = False
     root_seed: int = 0
     metric: str | None = None
+    direction: str | None = None
     target: float | int | None = None
     time_limit: float | int | None = None
     description: str = ""
@@ -107,6 +108,13 @@ class _Experiment(BaseModel):
     def _primary(cls, v: str) -> str:
         if v not in PRIMARIES:
             raise ValueError(f"must be {_VALID['primary']}")
+        return v
+
+    @field_validator("direction")
+    @classmethod
+    def _direction(cls, v: str | None) -> str | None:
+        if v is not None and v not in ("max", "min"):
+            raise ValueError(f"must be {_VALID['direction']}")
         return v
 
     @field_validator("timing_repeats")
@@ -237,7 +245,7 @@ class _Ablations(BaseModel):
 #: What each field accepts, for the messages (pydantic's own words name Python types).
 _VALID: dict[str, str] = {
     "name": "a string",
-    "task": "a task name or 'module:function'",
+    "task": "a task name, 'module:function' or 'external:NAME'",
     "tasks": 'a list of task names (at least 2), or "suite:NAME"',
     "recipe": "a built-in recipe name or 'module:function'",
     "command": 'a command line, e.g. "python3 train.py --lr {lr} --seed {seed}"',
@@ -246,6 +254,7 @@ _VALID: dict[str, str] = {
     "max_seeds": f'a whole number from {PILOT_SEEDS} to {MAX_SEEDS} (with seeds = "auto")',
     "root_seed": f"a whole number from 0 to {ROOT_SEED_END - 1}",
     "metric": "a metric name",
+    "direction": '"max" (higher is better) or "min" (lower is better), for task = "external:NAME"',
     "target": "a finite number",
     "time_limit": f"a number of seconds > 0 and at most {MAX_TIME_LIMIT}",
     "description": "a string",

@@ -18,7 +18,9 @@ from numpy.typing import NDArray
 
 from fairtrial.errors import TaskError
 
-Kind = Literal["classification", "regression", "environment"]
+#: "environment": a Gymnasium environment fairtrial evaluates policies on (fairtrial.tasks.env);
+#: "external": data the recipe holds and evaluates itself (fairtrial.tasks.external)
+Kind = Literal["classification", "regression", "environment", "external"]
 Direction = Literal["max", "min"]
 
 

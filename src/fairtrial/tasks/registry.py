@@ -7,6 +7,7 @@ from pathlib import Path
 from fairtrial.errors import TaskError
 from fairtrial.tasks.base import Task
 from fairtrial.tasks.catalog import BUILTIN, REDRAW, TaskFactory, register_redraw, register_task
+from fairtrial.tasks.external import ExternalTask, is_external
 from fairtrial.usercode import cached, import_object
 
 #: built-in tasks built in this process (user tasks are cached by fairtrial.usercode)
@@ -42,9 +43,11 @@ def _load_builtins() -> None:
 
 
 def get_task(ref: str, base_dir: Path | None = None) -> Task:
-    """Return the task named ``ref`` (built-in name, ``gym:ID`` or ``module:function``), cached
-    per process (:func:`fairtrial.usercode.forget_modules` forgets a user task, to import it
-    afresh)."""
+    """Return the task named ``ref`` (built-in name, ``gym:ID``, ``module:function`` or
+    ``external:NAME``), cached per process (:func:`fairtrial.usercode.forget_modules` forgets a
+    user task, to import it afresh)."""
+    if is_external(ref):  # data the recipe holds itself: nothing to build or cache
+        return ExternalTask.named(ref)
     if ref.startswith("gym:"):
         if ref not in _CACHE:
             from fairtrial.tasks.env import gym_task
