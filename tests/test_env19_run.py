@@ -72,6 +72,12 @@ def test_a_balancing_policy_beats_a_random_one_on_the_same_episodes(
     firsts = {p[4] for t in led.trials(s.experiment_id) for p in led.metrics(t.id)}
     assert len(firsts) == 6, "one first observation per seed, the same for both arms"
     assert not set(task.eval_seeds) & {s.root_seed}
+    # a bundle verifies: every result is re-scored from its recorded episodes
+    from fairtrial.bundle import verify_bundle, write_bundle
+
+    write_bundle(led, led.experiment(s.experiment_id), tmp_path / "hand.tar.gz")
+    checked = verify_bundle(tmp_path / "hand.tar.gz")
+    assert checked["ok"] and checked["finished"] == 12, checked["results"]
     led.close()
 
 
