@@ -154,3 +154,17 @@ def test_curves_of_seeds_that_log_at_their_own_steps_meet_on_a_grid() -> None:
     held = {0: max(s for s in (10, 35, 80, 120, 200) if s <= curve["steps"][i]),
             1: max(s for s in (12, 50, 90, 190, 260) if s <= curve["steps"][i]) + 5}  # fmt: skip
     assert curve["mean"][i] == (held[0] + held[1]) / 2
+
+
+def test_an_environment_tasks_checksum_covers_its_gymnasium_version() -> None:
+    import gymnasium
+
+    from fairtrial.tasks.env import BUILTIN_ENVS, EnvTask
+
+    task = get_task("cartpole")
+    assert set(BUILTIN_ENVS) == {"cartpole", "acrobot", "mountaincar", "pendulum"}
+    assert task.meta["gymnasium"] == gymnasium.__version__
+    assert task.checksum == get_task("cartpole").checksum  # the same every time it is built
+    # another version (here: another evaluation protocol) is another task
+    assert EnvTask.make("cartpole", "CartPole-v1", episodes=99).checksum != task.checksum
+    assert task.sizes == {"train": 0, "val": 0, "test": 100}

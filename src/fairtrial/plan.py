@@ -77,62 +77,42 @@ def plan_trials(spec: Spec, code_hash: str | None = None) -> list[TrialPlan]:
     code as it is on disk now)."""
     if code_hash is None:
         code_hash = spec_code_hash(spec)
-    eid = spec.experiment_id
-    out = []
-    for seed in range(spec.seeds):
-        streams = trial_seeds(spec.root_seed, seed)
-        for arm in spec.arms.values():
-            identity = trial_identity(
-                task=spec.task,
-                task_checksum=spec.task_checksum,
-                metric=spec.metric,
-                code_hash=code_hash,
-                config=arm.config,
-                seeds=streams,
-            )
-            out.append(
-                TrialPlan(
-                    trial_id=identity,
-                    experiment_id=eid,
-                    arm=arm.name,
-                    seed=seed,
-                    config=arm.config,
-                    seeds=streams,
-                    code_hash=code_hash,
-                )
-            )
-    return out
+    return [
+        _plan(spec, arm, seed, code_hash)
+        for seed in range(spec.seeds)
+        for arm in spec.arms.values()
+    ]
 
 
 def repeat_trials(spec: Spec, code_hash: str) -> list[TrialPlan]:
     """The baseline's seeds 1..``spec.timing_repeats`` once more (seed 0 is left out: it is
     often a process's first trial, which pays one-time costs): each the same computation as
     its compared trial, so their times differ by the timing noise alone."""
-    arm = spec.arms["baseline"]
-    out = []
-    for seed in range(1, 1 + min(spec.timing_repeats, spec.seeds - 1)):
-        streams = trial_seeds(spec.root_seed, seed)
-        identity = trial_identity(
-            task=spec.task,
-            task_checksum=spec.task_checksum,
-            metric=spec.metric,
-            code_hash=code_hash,
-            config=arm.config,
-            seeds=streams,
-            repeat=1,
-        )
-        out.append(
-            TrialPlan(
-                trial_id=identity,
-                experiment_id=spec.experiment_id,
-                arm=arm.name,
-                seed=seed,
-                config=arm.config,
-                seeds=streams,
-                code_hash=code_hash,
-            )
-        )
-    return out
+    last = min(spec.timing_repeats, spec.seeds - 1)
+    return [_plan(spec, spec.arms["baseline"], s, code_hash, 1) for s in range(1, 1 + last)]
+
+
+def _plan(spec: Spec, arm: Any, seed: int, code_hash: str, repeat: int = 0) -> TrialPlan:
+    """The trial of ``arm`` on ``seed`` (``repeat``: the same computation run once more)."""
+    streams = trial_seeds(spec.root_seed, seed)
+    identity = trial_identity(
+        task=spec.task,
+        task_checksum=spec.task_checksum,
+        metric=spec.metric,
+        code_hash=code_hash,
+        config=arm.config,
+        seeds=streams,
+        repeat=repeat,
+    )
+    return TrialPlan(
+        trial_id=identity,
+        experiment_id=spec.experiment_id,
+        arm=arm.name,
+        seed=seed,
+        config=arm.config,
+        seeds=streams,
+        code_hash=code_hash,
+    )
 
 
 def spec_code_snapshot(spec: Spec) -> dict[str, Any]:
