@@ -125,3 +125,27 @@ def test_speed_trial_spec_errors_and_backend(write_spec: Callable[..., Path]) ->
     spec = load_spec(write_spec(SPEED))
     backend, why = choose_backend(spec)
     assert backend.name == "local" and "speed trial" in why
+
+
+def test_a_first_trial_and_batched_members_are_left_out_of_time_comparisons() -> None:
+    """The mechanism behind every time ratio: a process's first trial (one-time costs) and a
+    batched model's members (a shared time) never enter a time comparison; FLOPs, which
+    neither distorts, still compare every seed."""
+    from fairtrial.analysis.costs import cost_verdicts
+    from fairtrial.record import Hypothesis
+    from fairtrial.results import Comparison
+
+    def rec(t: float, **marks: object) -> dict[str, object]:
+        return {"train_time": t, "flops": 2e9, **marks}
+
+    base = {s: rec(1.0 + 0.01 * s) for s in range(8)}
+    arm = {s: rec(0.5 + 0.01 * s, flops=1e9) for s in range(8)}
+    base[0] = rec(9.0, first_in_process=True)  # a cold start: 9x its warm time
+    arm[1] = rec(0.5, flops=1e9, batched=4)
+    arm[2] = rec(0.5, flops=1e9, worker_startup={"seconds": 3.0})
+    c = Comparison(arm="half", against="baseline", family="arms vs baseline")
+    [found] = cost_verdicts({"baseline": base, "half": arm}, [c], Hypothesis())
+    t = found["train_time"]
+    assert t.n_pairs == 5 and t.missing == 3
+    assert t.ratio is not None and 0.45 < t.ratio < 0.55  # the cold 9 s would pull it to ~0.4
+    assert found["flops"].n_pairs == 8 and found["flops"].exact and found["flops"].ratio == 0.5

@@ -176,8 +176,8 @@ def analyze_results(
         from fairtrial.errors import ImportedDataError
 
         raise ImportedDataError(
-            f"{source}: results of the tasks {', '.join(docs)}; task= picks one"
-            + (f" ('{task}' is none of them)" if task is not None else "")
+            f"{source}: results of the tasks {', '.join(docs)}; task= picks one ('{task}' is "
+            "none of them)"
         )
     return docs[task]
 

@@ -230,12 +230,16 @@ def speed_verdict(c: Comparison, primary: str, hyp: Hypothesis) -> Comparison:
         verdict, reason = "invalid", c.reason
     elif cv is None:
         verdict, reason = "inconclusive", f"{words} was measured on fewer than 2 seeds of both arms"
+        if primary == "train_time":
+            reason += ' (a recipe times its training with ctx.phase("train"))'
+        else:
+            reason += " (no seed of an arm reached the target, or none was timed)"
     elif c.verdict == "worse":
         verdict = "worse"
         reason = f"the metric is worse ({c.reason}), whatever {words}"
-    elif cv.verdict in ("slower", "costlier"):
+    elif cv.verdict == "slower":
         verdict, reason = "slower", cv.reason
-    elif cv.verdict in ("faster", "cheaper", "same"):
+    elif cv.verdict in ("faster", "same"):
         if guard.non_inferior:
             verdict = "faster" if cv.verdict != "same" else "same"
             reason = f"{cv.reason}; the metric is within -{margin:g} (lower bound {lower:+.4g})"

@@ -139,7 +139,7 @@ def alias_rows(d: Design) -> list[list[str]]:
     rows = []
     for a in d.aliasing:
         term = str(a.get("term", ""))
-        chain = a.get("aliases") or a.get("chain") or []
+        chain = a.get("aliases") or []
         rows.append([term, " = ".join(str(x) for x in chain) or "—", "clear" if a.get("clear")
                      else "aliased"])  # fmt: skip
     return rows
