@@ -4,7 +4,7 @@
 # Chromium. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh sklearn,torch,postgres,ray,server,webtest,dev,crosscheck,tuning,mnist,ucr,mlflow,tensorboard,rl
+scripts/setup.sh sklearn,torch,postgres,ray,server,webtest,dev,crosscheck,tuning,mnist,ucr,mlflow,tensorboard,rl,slurm,lightning,hf,wandb
 if [ -z "${FAIRTRIAL_TEST_POSTGRES:-}" ]; then
   pgdir="$(mktemp -d /tmp/fairtrial-pg.XXXXXX)"
   trap 'scripts/postgres.sh stop "$pgdir"' EXIT
