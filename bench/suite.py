@@ -25,6 +25,9 @@ Sections (each ratio is against the first row of its section, measured in the sa
              and tpe samplers), and the tuning example end to end (``tuning.py``).
 ``rl``       environment tasks: fairtrial's evaluation loop per CartPole step against calling
              ``env.step`` directly, and a CartPole comparison end to end (``rl.py``).
+``slurm``    50 short trials on the Slurm backend (one job array on ``$SLURM_CONF``'s cluster,
+             else a one-node cluster started with ``scripts/slurm.sh``) against the local
+             backend: time per trial end to end and once trials flow (``slurm.py``).
 ``gpu``      on a CUDA GPU (skipped without one): the demo as batched models against one trial
              at a time, 100 seeds x 4 arms, and the speed example's energy verdict (``gpu.py``).
 ``demo``     ``fairtrial demo`` end to end in a fresh folder (a subprocess).
@@ -335,7 +338,8 @@ def print_table(info: dict[str, Any], rows: list[Row], argv: list[str], wall: fl
 
 
 SECTIONS = (
-    "log", "trials", "seeds", "workers", "batched", "scale", "tuning", "rl", "gpu", "demo",
+    "log", "trials", "seeds", "workers", "batched", "scale", "tuning", "rl", "slurm", "gpu",
+    "demo",
 )  # fmt: skip
 
 
@@ -350,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     import batched  # after suite's own definitions: they import them
     import gpu
     import rl
+    import slurm
     import tuning
 
     sections = args.only or list(SECTIONS)
@@ -365,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale": lambda t: batched.bench_scale(args.quick, t),
         "tuning": lambda t: tuning.bench_tuning(args.quick, t),
         "rl": lambda t: rl.bench_rl(args.quick, t),
+        "slurm": lambda t: slurm.bench_slurm(args.quick, t),
         "gpu": lambda t: gpu.bench_gpu(args.quick, t),
         "demo": bench_demo,
     }

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from fairtrial.cli import cli
 from fairtrial.spec import load_spec
-from fairtrial.spec.tables import _Ablations, _Compute, _Experiment, _Hypothesis
+from fairtrial.spec.tables import _Ablations, _Compute, _Experiment, _Hypothesis, _Slurm
 from fairtrial.spec.tuning import _Tuning
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ def test_recipe_options_section_is_generated_from_the_code() -> None:
 
 
 def test_every_spec_key_is_documented() -> None:
-    for model in (_Experiment, _Hypothesis, _Ablations, _Compute, _Tuning):
+    for model in (_Experiment, _Hypothesis, _Ablations, _Compute, _Tuning, _Slurm):
         for key in model.model_fields:
             assert f"| `{key}` |" in README or f"`{key} = " in README, key
 

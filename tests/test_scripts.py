@@ -1,12 +1,12 @@
-"""The setup scripts, run for real as on a fresh machine that lacks what they install (#12).
+"""The setup scripts, run for real as on a fresh machine that lacks what they install.
 
-``scripts/chromium.sh`` and ``scripts/postgres.sh`` run in a private mount namespace
-(``unshare -m``) where ``/usr`` is an overlay on a tmpfs: the tool is deleted there, and a stub
-``apt-get`` first on PATH records its arguments and "installs" the package by creating its
-executables in the overlay. The real ``/usr`` is never written and no real apt-get runs. Where
-mount namespaces are not permitted (not root, a locked-down container) those tests skip, and
-fail under ``CI=true``, which runs as root. ``scripts/setup.sh`` runs in a copy of the project
-whose ``.venv`` has a stub Python, so no real pip runs either.
+``scripts/chromium.sh``, ``scripts/postgres.sh`` and ``scripts/slurm.sh`` run in a private
+mount namespace (``unshare -m``) where ``/usr`` is an overlay on a tmpfs: the tool is deleted
+there, and a stub ``apt-get`` first on PATH records its arguments and "installs" the package
+by creating its executables in the overlay. The real ``/usr`` is never written and no real
+apt-get runs. Where mount namespaces are not permitted (not root, a locked-down container)
+those tests skip, and fail under ``CI=true``, which runs as root. ``scripts/setup.sh`` runs in
+a copy of the project whose ``.venv`` has a stub Python, so no real pip runs either.
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ fi
 CHROMIUMS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 PG_LIB = "/usr/lib/postgresql"
 PG_15 = (f"{PG_LIB}/15/bin/initdb", f"{PG_LIB}/15/bin/pg_ctl")
+SLURM_BINS = (
+    "/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/bin/sbatch",
+    "/usr/bin/squeue", "/usr/bin/sinfo", "/usr/bin/scontrol", "/usr/bin/scancel",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,8 @@ def run_script(
 def assert_installed(run: Run, package: str) -> None:
     """apt-get refreshed its lists, then installed ``package`` and nothing else."""
     assert [call[0] for call in run.apt_calls] == ["update", "install"], run.apt_calls
-    assert run.apt_calls[1][-1] == package and "-y" in run.apt_calls[1], run.apt_calls
+    names = package.split()
+    assert run.apt_calls[1][-len(names) :] == names and "-y" in run.apt_calls[1], run.apt_calls
 
 
 def test_chromium_is_installed_when_absent(scripts: Path, tmp_path: Path) -> None:
@@ -191,9 +196,32 @@ def test_postgres_stop_without_server_binaries_still_cleans_up(
     assert not pgdir.exists() and run.apt_calls == []
 
 
+def test_slurm_is_installed_when_absent(scripts: Path, tmp_path: Path) -> None:
+    # The stub install creates empty executables: the script goes on past the install and
+    # stops, in one line, where the empty slurmd cannot describe the node.
+    argv = [str(scripts / "slurm.sh"), "start", str(tmp_path / "cluster")]
+    run = run_script(tmp_path, argv, hide=SLURM_BINS, creates=SLURM_BINS)
+    assert_installed(run, "slurm-wlm munge")
+    assert run.returncode != 0 and run.stdout == ""
+    assert (
+        run.last_error_line
+        == "scripts/slurm.sh: slurmd -C did not describe this node (it printed '')"
+    )
+
+
+def test_slurm_stop_without_its_binaries_still_cleans_up(scripts: Path, tmp_path: Path) -> None:
+    cluster = tmp_path / "cluster"
+    (cluster / "state").mkdir(parents=True)
+    argv = [str(scripts / "slurm.sh"), "stop", str(cluster)]
+    run = run_script(tmp_path, argv, hide=SLURM_BINS)
+    assert run.returncode == 0, run.stderr
+    assert not cluster.exists() and run.apt_calls == []
+
+
 CASES = {
     "chromium": (["chromium.sh"], CHROMIUMS, "chromium"),
     "postgres": (["postgres.sh", "start", "{tmp}/pg"], [PG_LIB], "postgresql"),
+    "slurm": (["slurm.sh", "start", "{tmp}/pg"], SLURM_BINS, "slurm-wlm munge"),
 }
 
 

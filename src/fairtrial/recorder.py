@@ -147,6 +147,16 @@ class _LedgerSink:
     def started(self, job: TrialJob) -> None:
         pass
 
+    def submitted(self, job: TrialJob, job_id: str, handle: dict[str, Any]) -> None:
+        # written at once: a driver killed right after the submission must find the job
+        self.ledger.record_job(
+            job.trial_id, job.attempt, str(handle.get("backend", "")), job_id, handle
+        )
+
+    def detached(self, job: TrialJob) -> None:
+        if self.owner is not None and self.ledger.release(job.trial_id, job.attempt, self.owner):
+            self.summary.detached += 1
+
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
         """While the block runs, events wait (at most :data:`HOLD_SECONDS`, see :meth:`due`)

@@ -60,6 +60,10 @@ class RunSummary:
     replaced: int = 0
     #: trials another live run is running right now (not run here, not done either)
     elsewhere: int = 0
+    #: trials whose cluster jobs go on after this run stopped (the next run collects them)
+    detached: int = 0
+    #: trials whose cluster jobs an earlier run submitted, collected by this run
+    adopted: int = 0
     #: who holds them, for the message: "host pid N (lease renewed 3 s ago)"
     elsewhere_owners: list[str] = field(default_factory=list)
     #: attempts of this run that ended after another run took their trial over (their
@@ -187,10 +191,26 @@ def _run_todo(
     tune = spec.tuning if tuning else None
     root = tuning_root(spec.root_seed) if tune is not None else spec.root_seed
 
+    # the cluster jobs of trials an earlier run left running: collected, not submitted again
+    # (only in the first round: a later round re-runs lost attempts as new ones)
+    handles = {
+        key: rec["handle"]
+        for key, rec in ledger.jobs_of([r.id for r in todo if r.status == "running"]).items()
+        if backend.adopts(rec["handle"])
+    }
+
     def jobs(batch: list[tuple[TrialRow, int]]) -> Iterator[TrialJob]:
         for row, seen in batch:
             dead = row.owner if row.status == "running" and provably_dead(row.owner) else None
-            attempt = ledger.claim(row.id, seen, owner, lease=lease, dead_owner=dead)
+            handle = handles.pop((row.id, seen), None) if row.status == "running" else None
+            if handle is not None and ledger.adopt(
+                row.id, seen, owner, lease=lease, dead_owner=dead
+            ):
+                attempt: int | None = seen
+                summary.adopted += 1
+            else:
+                handle = None
+                attempt = ledger.claim(row.id, seen, owner, lease=lease, dead_owner=dead)
             if attempt is None:  # another run took it, or renewed its lease meanwhile
                 continue
             yield TrialJob(
@@ -216,6 +236,7 @@ def _run_todo(
                 resources=dict(spec.resources),
                 objective=tune.objective if tune is not None else None,
                 objective_direction=tune.direction if tune is not None else "max",
+                handle=handle,
             )
 
     if show_progress is None:

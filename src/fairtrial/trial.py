@@ -50,6 +50,9 @@ class TrialJob:
     #: split is never scored), and whether higher or lower is better
     objective: str | None = None
     objective_direction: str = "max"
+    #: the cluster job an earlier run submitted for this very attempt and left running
+    #: (fairtrial.ledger.jobs): the backend collects it instead of running the trial again
+    handle: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,12 @@ def probe(config: dict[str, Any], ctx: Any) -> None:
             np_global=float(np.random.rand()))  # fmt: skip
     if config.get("sleep"):
         time.sleep(float(config["sleep"]))
+    if mode == "gate":  # runs until the test opens the gate (a file), at most a minute
+        gate = Path(config["gate"])
+        for _ in range(1200):
+            if gate.exists():
+                break
+            time.sleep(0.05)
     if mode == "raise":
         raise ValueError("boom from the recipe")
     if mode == "segfault":

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from fairtrial.spec import Spec
 
 #: the backends ``make_backend`` knows (``fairtrial run --backend`` also takes ``auto``)
-BACKENDS = ("local", "inline", "vectorized", "ray")
+BACKENDS = ("local", "inline", "vectorized", "ray", "slurm")
 
 
 def choose_backend(
@@ -76,7 +76,9 @@ def make_backend(
     group: int | None = None,
     address: str | None = None,
 ) -> Backend:
-    """A backend by its CLI name (vectorized and Ray are imported only when asked for)."""
+    """A backend by its CLI name (vectorized, Ray and Slurm are imported only when asked
+    for; a Slurm backend with a spec's ``[slurm]`` settings is
+    ``SlurmBackend(SlurmSettings.of(spec.slurm), resources=spec.resources)``)."""
     if name == "local":
         return LocalBackend(workers=workers, threads=threads)
     if name == "inline":
@@ -91,6 +93,10 @@ def make_backend(
         from fairtrial.backends.ray import RayBackend
 
         return RayBackend(address=address, workers=workers, threads=threads)
+    if name == "slurm":
+        from fairtrial.backends.slurm import SlurmBackend
+
+        return SlurmBackend(threads=threads)
     raise ValueError(f"unknown backend '{name}'; valid: {', '.join(BACKENDS)}")
 
 

@@ -56,6 +56,14 @@ class Sink(Protocol):
 
     def finished(self, job: TrialJob, outcome: TrialOutcome) -> None: ...
 
+    def submitted(self, job: TrialJob, job_id: str, handle: dict[str, Any]) -> None:
+        """A cluster backend submitted ``job`` as the cluster's job ``job_id``; ``handle`` is
+        what a later run needs to collect it (:meth:`Backend.adopts`)."""
+
+    def detached(self, job: TrialJob) -> None:
+        """The run stops, but ``job``'s cluster job goes on: its trial stays running, for the
+        next run to collect."""
+
 
 @dataclass
 class TrialClock:
@@ -176,6 +184,11 @@ class Backend(ABC):
     #: how many trials run at once; the runner records it in provenance
     workers: int = 1
     threads: int | None = None
+
+    def adopts(self, handle: dict[str, Any]) -> bool:
+        """Whether this backend can collect a job an earlier run submitted (``handle``, as
+        given to :meth:`Sink.submitted`); backends that run trials themselves cannot."""
+        return False
 
     @abstractmethod
     def run(self, jobs: Iterator[TrialJob], sink: Sink, total: int) -> None:

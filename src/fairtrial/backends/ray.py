@@ -5,7 +5,8 @@ is imported here only, when this backend is used; ``pip install 'fairtrial[ray]'
 
 * Each trial is one Ray task that runs :func:`~fairtrial.execute.execute_trial`, the
   same code as every backend, so results equal the local backend's for the same seeds. The
-  task asks for the spec's ``[experiment] resources`` (``cpus``, fractional ``gpus``);
+  task asks for the spec's ``[experiment] resources`` (``cpus``, fractional ``gpus``,
+  ``mem`` in GB);
   default one CPU.
 * Metrics reach the driver while the trial runs: the task's ``emit`` hands each flushed
   batch to a small actor and waits for it to be taken, and the driver drains the actor
@@ -169,6 +170,8 @@ class RayBackend(Backend):
                     }
                     if res.get("gpus"):
                         options["num_gpus"] = res["gpus"]
+                    if res.get("mem"):  # GB in the spec, bytes for Ray
+                        options["memory"] = int(res["mem"] * 2**30)
                     self._per = max(float(options["num_cpus"]), 1e-3)
                     sink.started(job)
                     ref = task.options(**options).remote(job, box)

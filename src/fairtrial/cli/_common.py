@@ -3,6 +3,7 @@ a backend, and the exit status of a signal."""
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 from typing import Any
@@ -41,6 +42,64 @@ def find_experiment(ledger: Any, ref: str) -> Any:
     return find(ledger, ref)
 
 
+def _slurm_option(text: str) -> tuple[str, str | bool]:
+    key, eq, value = text.partition("=")
+    key = key.strip().lstrip("-")
+    from fairtrial.spec.limits import SBATCH_KEY
+
+    if not SBATCH_KEY.fullmatch(key):
+        raise click.BadParameter(
+            f"'{text}' is not an sbatch option: KEY=VALUE or KEY, e.g. constraint=a100 or exclusive"
+        )
+    return key, value if eq else True
+
+
+def slurm_options(fn: Any) -> Any:
+    """The ``--slurm-*`` options of ``fairtrial run``, handed to the command as one dict
+    ``slurm`` of the flags that were given (they override the spec's ``[slurm]`` table)."""
+    options = [
+        click.option("--slurm-partition", help="slurm: the partition to submit to."),
+        click.option("--slurm-account", help="slurm: the account to charge."),
+        click.option("--slurm-qos", help="slurm: the quality of service."),
+        click.option(
+            "--slurm-time",
+            type=click.IntRange(min=1),
+            help="slurm: each job's time limit in minutes (default: the spec's time_limit "
+            "with room for the setup, else 60).",
+        ),
+        click.option(
+            "--slurm-array-parallelism",
+            type=click.IntRange(min=1),
+            help="slurm: at most N jobs of an array run at once.",
+        ),
+        click.option(
+            "--slurm-folder",
+            help="slurm: where the jobs' files go, on a file system the nodes share "
+            "(default ./.fairtrial/slurm).",
+        ),
+        click.option(
+            "--slurm-option",
+            "slurm_sbatch",
+            multiple=True,
+            metavar="KEY[=VALUE]",
+            help="slurm: another sbatch option, e.g. constraint=a100 (repeatable).",
+        ),
+    ]
+
+    @functools.wraps(fn)  # keeps the options declared below this decorator
+    def command(**kwargs: Any) -> Any:
+        flags = {k[len("slurm_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("slurm_")}
+        sbatch = dict(_slurm_option(text) for text in flags.pop("sbatch") or ())
+        given = {k: v for k, v in flags.items() if v is not None}
+        if sbatch:
+            given["sbatch"] = sbatch
+        return fn(slurm=given, **kwargs)
+
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def make_backend(
     name: str,
     workers: int | None,
@@ -48,14 +107,32 @@ def make_backend(
     group: int | None = None,
     address: str | None = None,
     spec: Any = None,
+    slurm: dict[str, Any] | None = None,
 ) -> Any:
     """The backend --backend NAME names, refusing the options of another backend; ``auto``
-    picks one for ``spec`` and says which and why on stderr."""
+    picks one for ``spec`` and says which and why on stderr. ``slurm``: the ``--slurm-*``
+    flags given."""
     from fairtrial.backends import choose_backend
     from fairtrial.backends import make_backend as make
 
     if address is not None and name != "ray":
         raise FairtrialError(f"--address is for --backend ray, not --backend {name}")
+    if slurm and name != "slurm":
+        flag = "--slurm-" + next(iter(slurm)).replace("_", "-").replace("sbatch", "option")
+        raise FairtrialError(f"{flag} is for --backend slurm, not --backend {name}")
+    if name == "slurm":
+        if workers is not None:
+            raise FairtrialError(
+                "--workers is not for --backend slurm: --slurm-array-parallelism says how "
+                "many jobs run at once"
+            )
+        from fairtrial.backends.slurm import SlurmBackend, SlurmSettings
+
+        return SlurmBackend(
+            SlurmSettings.of(getattr(spec, "slurm", {}), **(slurm or {})),
+            resources=getattr(spec, "resources", {}),
+            threads=threads,
+        )
     if group is not None and name not in ("vectorized", "auto"):
         raise FairtrialError(f"--group is for --backend vectorized, not --backend {name}")
     primary = getattr(spec, "primary", "metric")

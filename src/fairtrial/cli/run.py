@@ -16,6 +16,7 @@ from fairtrial.cli._common import (
     exit_status,
     make_backend,
     open_ledger,
+    slurm_options,
     store_option,
 )
 from fairtrial.cli.report import print_report
@@ -26,13 +27,13 @@ from fairtrial.errors import ExperimentNotFound, FairtrialError
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "local", "inline", "vectorized", "ray"]),
+    type=click.Choice(["auto", "local", "inline", "vectorized", "ray", "slurm"]),
     default="auto",
     show_default=True,
     help="auto: vectorized when the recipe has a batched form, else local (it says which "
     "and why); local: persistent worker processes; inline: this process, one trial at a "
     "time; vectorized: trials that can share a model as one batched model; ray: Ray tasks "
-    "on a cluster.",
+    "on a cluster; slurm: Slurm jobs in job arrays (see --slurm-*).",
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Trials at once (default: cores).")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads per worker.")
@@ -51,6 +52,7 @@ from fairtrial.errors import ExperimentNotFound, FairtrialError
     type=click.IntRange(min=0),
     help="Re-runs of a trial whose worker died under it (default: the spec's max_retries, 2).",
 )
+@slurm_options
 @store_option
 @click.option("--resume", is_flag=True, help="Only continue an experiment already in the store.")
 @click.option("--retry-failed", is_flag=True, help="Also re-run failed and diverged trials.")
@@ -76,6 +78,7 @@ def run(
     threads: int | None,
     group: int | None,
     address: str | None,
+    slurm: dict[str, Any],
     max_retries: int | None,
     store: str | None,
     resume: bool,
@@ -110,7 +113,7 @@ def run(
     run_and_report(
         spec,
         ledger,
-        make_backend(backend, workers, threads, group, address, spec),
+        make_backend(backend, workers, threads, group, address, spec, slurm),
         retry_failed,
         show_report,
         max_retries,
@@ -159,7 +162,8 @@ def run_and_report(
             else f"{spec.seeds} seeds"
         )
         + f" on '{spec.task}', "
-        f"backend {backend.name} ({backend.workers} workers × {backend.threads or 1} threads), "
+        f"backend {backend.name} ({backend.workers or 'as many'} workers × "
+        f"{backend.threads or 1} threads), "
         f"store {ledger.dialect}"
     )
     try:

@@ -254,3 +254,17 @@ trial_config_reads = Table(
     Column("attempt", Integer, primary_key=True),
     Column("keys_json", Text, nullable=False),
 )
+
+# The job a cluster backend submitted for an attempt of a trial (``--backend slurm``): a run
+# that finds the trial still ``running`` after its driver stopped collects that job instead of
+# submitting the trial again. ``handle_json`` is what the backend needs to find the job's files.
+trial_jobs = Table(
+    "trial_jobs",
+    metadata,
+    Column("trial_id", String(300), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("backend", String(32), nullable=False),
+    Column("job_id", String(64), nullable=False),
+    Column("handle_json", Text, nullable=False),
+    Column("submitted_at", Float, nullable=False),
+)

@@ -7,7 +7,8 @@ ledger consistent, and claiming a trial is a conditional update, so two runs on 
 run the same attempt twice. The class is composed of one group of methods per job, each in its
 module: opening the store (:mod:`~fairtrial.ledger.engine`), experiments, trials with their
 claims and attempts, test evaluations with the hash-chained logs (:mod:`~fairtrial.ledger.logs`),
-and the other per-trial records (:mod:`~fairtrial.ledger.records`); every public method of
+the other per-trial records (:mod:`~fairtrial.ledger.records`) and the cluster jobs
+behind running trials (:mod:`~fairtrial.ledger.jobs`); every public method of
 every group runs through the retrier of :mod:`~fairtrial.ledger.faults`.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from fairtrial.ledger import faults
 from fairtrial.ledger.engine import DEFAULT_STORE, store_url
 from fairtrial.ledger.experiments import ExperimentRow, Experiments
+from fairtrial.ledger.jobs import Jobs
 from fairtrial.ledger.logs import TEST_LOG_FIELDS, Logs
 from fairtrial.ledger.records import Records
 from fairtrial.ledger.stages import Stages
@@ -34,5 +36,5 @@ __all__ = [
 
 
 @faults.retried
-class Ledger(Experiments, Trials, Stages, Logs, Records):
+class Ledger(Experiments, Trials, Stages, Logs, Records, Jobs):
     """The store behind every command; open with ``Ledger(store)`` (URL, path or None)."""

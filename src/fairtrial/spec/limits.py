@@ -63,8 +63,11 @@ def valid_name(text: object) -> bool:
     return isinstance(text, str) and _NAME.fullmatch(text) is not None
 
 
-#: What a trial may ask of a cluster (``[experiment] resources``): CPUs and (fractional) GPUs.
-RESOURCE_KEYS = ("cpus", "gpus")
+#: What a trial may ask of a cluster (``[experiment] resources``): CPUs, (fractional) GPUs and
+#: memory in GB.
+RESOURCE_KEYS = ("cpus", "gpus", "mem")
+#: ``[slurm] sbatch``: the name of an extra sbatch option (``constraint``, ``exclusive``, ...)
+SBATCH_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 
 #: ``[experiment] primary``: what a comparison's verdict is about. ``metric`` (the default);

@@ -201,6 +201,8 @@ class Spec:
     #: noise between repeated identical trials (not part of the identity either)
     timing_repeats: int = 0
     resources: dict[str, float] = field(default_factory=dict)
+    #: ``[slurm]``: where ``--backend slurm`` submits (the keys that were set)
+    slurm: dict[str, Any] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path | None:

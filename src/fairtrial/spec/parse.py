@@ -43,7 +43,15 @@ from fairtrial.spec.refs import (
     _ref_problem,
     _task_ref_problem,
 )
-from fairtrial.spec.tables import _SECTIONS, _VALID, _Ablations, _Compute, _Experiment, _Hypothesis
+from fairtrial.spec.tables import (
+    _SECTIONS,
+    _VALID,
+    _Ablations,
+    _Compute,
+    _Experiment,
+    _Hypothesis,
+    _Slurm,
+)
 from fairtrial.spec.tasks import parse_tasks
 from fairtrial.spec.tuning import parse_tuning
 from fairtrial.tasks import METRICS, Task, get_task, import_object, metrics_for
@@ -115,6 +123,7 @@ def _parse_single(ld: _Loader, raw: dict[str, Any], path: Path | None) -> Spec:
     hyp: _Hypothesis = ld.model(_Hypothesis, "hypothesis", raw.get("hypothesis", {}))
     abl: _Ablations = ld.model(_Ablations, "ablations", raw.get("ablations", {}))
     comp: _Compute = ld.model(_Compute, "compute", raw.get("compute", {}))
+    slurm: _Slurm = ld.model(_Slurm, "slurm", raw.get("slurm", {}))
     # deterministic = true: one run per arm decides; a second seed (the default) checks that
     # the recipe really gives the same result on every seed
     if exp.deterministic:
@@ -446,6 +455,7 @@ def _parse_single(ld: _Loader, raw: dict[str, Any], path: Path | None) -> Spec:
             max(0, (PILOT_SEEDS if auto else int(exp.seeds or 0)) - 1),
         ),
         resources={k: float(v) for k, v in exp.resources.items()},
+        slurm=slurm.model_dump(exclude_unset=True),
         deterministic=exp.deterministic,
         tuning=tuning,
         primary=exp.primary,

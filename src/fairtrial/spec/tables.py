@@ -22,6 +22,7 @@ from fairtrial.spec.limits import (
     PRIMARIES,
     RESOURCE_KEYS,
     ROOT_SEED_END,
+    SBATCH_KEY,
     valid_name,
 )
 
@@ -143,9 +144,9 @@ class _Experiment(BaseModel):
                 isinstance(amount, bool)
                 or not math.isfinite(amount)
                 or amount < 0
-                or (key == "cpus" and amount == 0)
+                or (key != "gpus" and amount == 0)
             ):
-                raise ValueError(f"'{key}' must be a number {'> 0' if key == 'cpus' else '>= 0'}")
+                raise ValueError(f"'{key}' must be a number {'>= 0' if key == 'gpus' else '> 0'}")
         return v
 
 
@@ -219,6 +220,49 @@ class _Compute(BaseModel):
         return v
 
 
+class _Slurm(BaseModel):
+    """``[slurm]``: where ``--backend slurm`` submits the trials (CLI flags override each key).
+
+    Not part of the spec hash: where a trial runs does not change what it computes.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: int | None = None
+    array_parallelism: int | None = None
+    setup: list[str] = []
+    python: str | None = None
+    folder: str | None = None
+    sbatch: dict[str, str | int | bool] = {}
+
+    @field_validator("partition", "account", "qos", "python", "folder")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or "\n" in v):
+            raise ValueError("must be a non-empty string on one line")
+        return v
+
+    @field_validator("time", "array_parallelism")
+    @classmethod
+    def _positive(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be a whole number >= 1")
+        return v
+
+    @field_validator("sbatch")
+    @classmethod
+    def _sbatch(cls, v: dict[str, str | int | bool]) -> dict[str, str | int | bool]:
+        for key in v:
+            if not SBATCH_KEY.fullmatch(key):
+                raise ValueError(
+                    f"'{key}' is not an sbatch option name: letters, digits and '-' or '_', "
+                    'e.g. constraint = "a100"'
+                )
+        return v
+
+
 class _Ablations(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     leave_one_out: str | list[str] = []
@@ -259,7 +303,16 @@ _VALID: dict[str, str] = {
     "time_limit": f"a number of seconds > 0 and at most {MAX_TIME_LIMIT}",
     "description": "a string",
     "max_retries": f"a whole number from 0 to {MAX_RETRIES}",
-    "resources": "a table like {cpus = 1, gpus = 0.5}",
+    "resources": "a table like {cpus = 1, gpus = 0.5, mem = 8} (mem in GB)",
+    "partition": 'a Slurm partition name, e.g. "gpu"',
+    "account": "a Slurm account name",
+    "qos": "a Slurm quality of service name",
+    "time": "a whole number of minutes >= 1: each job's time limit",
+    "array_parallelism": "a whole number >= 1: jobs of one array running at once",
+    "setup": 'a list of shell lines each job runs first, e.g. ["module load cuda"]',
+    "python": "the Python interpreter on the nodes (default: this one)",
+    "folder": "a folder on the shared file system for the jobs' files",
+    "sbatch": 'a table of extra sbatch options, e.g. {constraint = "a100", exclusive = true}',
     "claim": "a string",
     "smallest_effect": "a number > 0",
     "alpha": "a number in (0, 1)",
@@ -289,4 +342,5 @@ _VALID: dict[str, str] = {
 }
 _SECTIONS = (
     "experiment", "hypothesis", "baseline", "arms", "ablations", "compute", "tuning", "tasks",
+    "slurm",
 )  # fmt: skip
