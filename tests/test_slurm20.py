@@ -249,3 +249,34 @@ def test_slurm_flags_and_a_missing_cluster_are_one_line_errors(
     done = subprocess.run([*cmd, "--backend", "slurm"], capture_output=True, text=True, env=env)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "no 'sbatch' on this machine's PATH" in done.stderr
+
+
+def test_a_backend_that_cannot_collect_cluster_jobs_says_it_runs_them_again(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from fairtrial import api
+    from fairtrial.backends import InlineBackend
+
+    spec = write_spec(toy_spec(seeds=2))
+    led = Ledger(tmp_path / "ledger.db")
+    try:
+        eid = api.run(spec, led, backend=InlineBackend()).experiment_id
+        row = led.trials(eid)[0]
+        # as a Slurm driver leaves a trial it let go of: running, no owner, its job recorded
+        owner = "login-node:123:456:abc"
+        assert led.claim(row.id, row.attempt, owner, lease=90) == 2
+        assert led.release(row.id, 2, owner)
+        led.record_job(row.id, 2, "slurm", "77_0", {"backend": "slurm", "job_id": "77_0"})
+        said = io.StringIO()
+        api.run(spec, led, backend=InlineBackend(), console=Console(file=said, width=300))
+        assert (
+            "note: 1 trials were submitted as slurm jobs by an earlier run (77_0); --backend "
+            "inline runs them again as new attempts (--backend slurm would collect those jobs)"
+        ) in said.getvalue()
+        assert led.trial(row.id).attempt == 3 and led.trial(row.id).status == "finished"
+    finally:
+        led.close()

@@ -193,11 +193,23 @@ def _run_todo(
 
     # the cluster jobs of trials an earlier run left running: collected, not submitted again
     # (only in the first round: a later round re-runs lost attempts as new ones)
-    handles = {
-        key: rec["handle"]
+    current = {(r.id, r.attempt) for r in todo if r.status == "running"}
+    records = {
+        key: rec
         for key, rec in ledger.jobs_of([r.id for r in todo if r.status == "running"]).items()
-        if backend.adopts(rec["handle"])
+        if key in current
     }
+    handles = {key: rec["handle"] for key, rec in records.items() if backend.adopts(rec["handle"])}
+    if stray := sorted(rec["job_id"] for key, rec in records.items() if key not in handles):
+        other = next(iter(records.values()))["backend"]
+        console.print(
+            f"[bold yellow]note[/]: {len(stray)} trials were submitted as {other} jobs by an "
+            f"earlier run ({', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}); "
+            f"--backend {backend.name} runs them again as new attempts (--backend {other} "
+            "would collect those jobs)",
+            highlight=False,
+            markup=True,
+        )
 
     def jobs(batch: list[tuple[TrialRow, int]]) -> Iterator[TrialJob]:
         for row, seen in batch:
