@@ -40,6 +40,7 @@ __all__ = [
     "interrupted",
     "stop_on_signals",
     "until_first",
+    "with_setup",
 ]
 
 #: seconds a trial's setup (a worker's first imports, loading the task) may take on top of its
@@ -112,6 +113,12 @@ class TrialClock:
     def interrupted(self) -> TrialOutcome:
         """The outcome of this trial when the run stops under it."""
         return interrupted(self.wall())
+
+
+def with_setup(limit: float) -> float:
+    """The seconds a trial with time limit ``limit`` may take in all, its setup included
+    (for a cluster's own limit on the trial's job)."""
+    return limit + SETUP_ALLOWANCE
 
 
 def until_first(clocks: Iterable[TrialClock]) -> float | None:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from fairtrial.backends.base import SETUP_ALLOWANCE, Backend, Sink, TrialClock, TrialJob
+from fairtrial.backends.base import Backend, Sink, TrialClock, TrialJob, interrupted, with_setup
 from fairtrial.backends.local import HoldingSink
 from fairtrial.backends.slurmjob import (
     FAILED_STATES,
@@ -159,7 +159,7 @@ class SlurmBackend(Backend):
         if self.settings.time:
             return self.settings.time
         if job.time_limit:
-            return math.ceil((job.time_limit + SETUP_ALLOWANCE + 90) / 60)
+            return math.ceil((with_setup(job.time_limit) + 90) / 60)
         return DEFAULT_MINUTES
 
     def parameters(self, job: TrialJob) -> dict[str, Any]:
@@ -227,7 +227,7 @@ class SlurmBackend(Backend):
                 sink.detached(r.job)
             for job in fresh:
                 if not any(r.job is job for r in running.values()):
-                    sink.finished(job, TrialOutcome("interrupted", error="the run was interrupted"))
+                    sink.finished(job, interrupted())
             if running:
                 arrays = sorted({r.job_id.split("_")[0] for r in running.values()})
                 _say(
@@ -241,7 +241,7 @@ class SlurmBackend(Backend):
                 sink.finished(r.job, r.clock.interrupted())
             for job in fresh:
                 if not any(r.job is job for r in running.values()):
-                    sink.finished(job, TrialOutcome("interrupted", error="the run was stopped"))
+                    sink.finished(job, interrupted())
             raise
 
     def _collect(self, job: TrialJob) -> _Job:
