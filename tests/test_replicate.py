@@ -288,7 +288,7 @@ def test_cli_round_trip_with_a_real_recipe(tmp_path: Path) -> None:
         )
 
     assert ft("register", str(spec)).returncode == 0
-    run = ft("run", str(spec), "--workers", "2", "--no-report")
+    run = ft("run", str(spec), "--no-report")
     assert run.returncode == 0, run.stderr
     out = ft("bundle", "mlp-rt", "-o", "mlp.tar.gz")
     assert out.returncode == 0 and "sha256" in out.stdout, out.stderr
@@ -296,7 +296,7 @@ def test_cli_round_trip_with_a_real_recipe(tmp_path: Path) -> None:
     assert ver.returncode == 0 and "preregistered" in ver.stdout, ver.stderr
     # mlp on digits: a built-in task, so verify re-scored every trial from its predictions
     assert "results re-scored" in ver.stdout and "all 6 finished trials" in ver.stdout, ver.stdout
-    rep = ft("replicate", "mlp.tar.gz", "--workers", "2", "-o", "record.json")
+    rep = ft("replicate", "mlp.tar.gz", "-o", "record.json")
     assert rep.returncode == 0, rep.stdout + rep.stderr
     assert rep.stdout.startswith("REPLICATED: mlp-rt")
     record = json.loads((tmp_path / "record.json").read_text())
