@@ -80,9 +80,19 @@ def test_same_trial_twice_gives_identical_metrics(
     assert results[0] == results[1] == results[2]
 
 
+@pytest.fixture
+def sqlite_ledger(tmp_path: Path) -> Any:
+    led = Ledger(tmp_path / "ledger.db")
+    yield led
+    led.close()
+
+
 def test_failures_are_isolated_and_recorded(
-    write_spec: Callable[..., Path], ledger: Ledger
+    write_spec: Callable[..., Path], sqlite_ledger: Ledger
 ) -> None:
+    """Every way a trial can end, on SQLite (the ledger's statements are the same on
+    PostgreSQL, where the other run tests write them)."""
+    ledger = sqlite_ledger
     arms = """
     [arms.raises]
     mode = "raise"

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import toy_spec
 
+from conftest import toy_spec
 from fairtrial.ledger import Ledger
 
 #: the slurm.conf of the test cluster scripts/test.sh started (never the machine's own cluster)
