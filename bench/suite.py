@@ -25,6 +25,8 @@ Sections (each ratio is against the first row of its section, measured in the sa
              and tpe samplers), and the tuning example end to end (``tuning.py``).
 ``rl``       environment tasks: fairtrial's evaluation loop per CartPole step against calling
              ``env.step`` directly, and a CartPole comparison end to end (``rl.py``).
+``integ``    what ``FairtrialCallback`` costs a Lightning and a Hugging Face Trainer training
+             loop per step, against the same loop without it (``integrations.py``).
 ``gpu``      on a CUDA GPU (skipped without one): the demo as batched models against one trial
              at a time, 100 seeds x 4 arms, and the speed example's energy verdict (``gpu.py``).
 ``demo``     ``fairtrial demo`` end to end in a fresh folder (a subprocess).
@@ -335,7 +337,8 @@ def print_table(info: dict[str, Any], rows: list[Row], argv: list[str], wall: fl
 
 
 SECTIONS = (
-    "log", "trials", "seeds", "workers", "batched", "scale", "tuning", "rl", "gpu", "demo",
+    "log", "trials", "seeds", "workers", "batched", "scale", "tuning", "rl", "integ", "gpu",
+    "demo",
 )  # fmt: skip
 
 
@@ -349,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import batched  # after suite's own definitions: they import them
     import gpu
+    import integrations
     import rl
     import tuning
 
@@ -365,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale": lambda t: batched.bench_scale(args.quick, t),
         "tuning": lambda t: tuning.bench_tuning(args.quick, t),
         "rl": lambda t: rl.bench_rl(args.quick, t),
+        "integ": lambda t: integrations.bench_integrations(args.quick, t),
         "gpu": lambda t: gpu.bench_gpu(args.quick, t),
         "demo": bench_demo,
     }
