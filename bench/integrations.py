@@ -8,7 +8,8 @@ is timed from the framework's train-start hook to its train-end hook (validation
 the Trainer's set-up left out) and divided by its optimizer steps. Without the callback the
 metrics the module logs go nowhere (Lightning has no logger, the Trainer no printer); with
 it they reach a ``TrialContext`` with its meter (the first step counted by
-``torch.utils.flop_counter``, the phases timed). Interleaved, best of 5.
+``torch.utils.flop_counter``, the phases timed). Interleaved, best of 5. Then the callback's
+own per-step hooks alone, called in a loop: what it adds to a step that logs nothing.
 """
 
 from __future__ import annotations
@@ -124,6 +125,43 @@ def _hf(epochs: int, with_callback: bool, workdir: Path) -> float:
     return float(clock.seconds / trainer.state.global_step)
 
 
+def _hooks_per_step(framework: str, workdir: Path, n: int = 100_000) -> float:
+    """Seconds the callback's own per-step hooks take, after the first (counted) step: its
+    whole cost on a step that logs nothing."""
+    ctx = _context(workdir)
+    if framework == "lightning":
+        from fairtrial.integrations import lightning as ftl
+
+        lit = ftl.FairtrialCallback(ctx)
+
+        def step() -> None:
+            lit.on_train_batch_start(None, None, None, 0)
+            lit.on_train_batch_end(None, None, None, None, 0)
+    else:
+        from types import SimpleNamespace
+
+        from fairtrial.integrations import hf
+
+        state, control = SimpleNamespace(global_step=1), SimpleNamespace(should_evaluate=False)
+        trainer = hf.FairtrialCallback(ctx)
+
+        def step() -> None:
+            trainer.on_step_begin(None, state, control)
+            trainer.on_step_end(None, state, control)
+
+    import torch
+
+    with torch.no_grad():
+        step()  # the first step is the one FlopCounterMode counts
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best
+
+
 def bench_integrations(quick: bool, tmp: Path) -> list[Row]:
     import torch
 
@@ -131,9 +169,9 @@ def bench_integrations(quick: bool, tmp: Path) -> list[Row]:
     for name in ("lightning", "hf"):
         sys.path.insert(0, str(EXAMPLES / name))
     rows: list[Row] = []
-    for label, fn, epochs, steps in (
-        ("Lightning, the example's MLP", _lightning, 3 if quick else 10, 16),
-        ("HF Trainer, the example's ViT", _hf, 1 if quick else 3, 34),
+    for label, framework, fn, epochs, steps in (
+        ("Lightning, the example's MLP", "lightning", _lightning, 3 if quick else 10, 16),
+        ("HF Trainer, the example's ViT", "hf", _hf, 1 if quick else 3, 34),
     ):
         fn(1, True, tmp / "warm")  # imports and first-use costs out of the measured runs
         without: list[float] = []
@@ -147,6 +185,10 @@ def bench_integrations(quick: bool, tmp: Path) -> list[Row]:
         rows.append(Row("integ", f"{label}: per step, no callback", base * 1e6, "µs", 1.0, note))
         rows.append(Row("integ", f"{label}: per step, FairtrialCallback", min(with_) * 1e6,
                         "µs", min(with_) / base, "metrics, phases, FLOPs, seed check"))  # fmt: skip
+        hooks = _hooks_per_step(framework, tmp / "hooks")
+        name = f"{label}: the callback's step hooks alone"
+        note = "after the counted first step; best of 3 x 100,000 calls"
+        rows.append(Row("integ", name, hooks * 1e9, "ns", hooks / base, note))
     return rows
 
 

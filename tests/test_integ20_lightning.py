@@ -60,13 +60,15 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Iterator[dict[str, Any]]:
-    """The example (2 arms x 2 seeds), the fixed-seed recipe (1 trial), and seed 0 of the
+    """The example (2 arms x 2 seeds), the recipe with a constant seed, and seed 0 of the
     baseline trained again outside the runner."""
     tmp = tmp_path_factory.mktemp("lightning")
     spec = example("lightning", tmp, seeds=2, epochs=EPOCHS)
     (tmp / "fixed_seed.py").write_text(FIXED_SEED)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
+        for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):  # seed_everything sets them
+            mp.delenv(name, raising=False)
         run = Run(spec, tmp / "ledger.db")
         fixed = Run(bad_recipe_spec(spec, "fixed_seed:train"), tmp / "fixed.db")
         sys.path.insert(0, str(tmp))

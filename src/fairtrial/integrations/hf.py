@@ -64,7 +64,9 @@ __all__ = ["FairtrialCallback", "training_args"]
 
 try:
     transformers: Any = importlib.import_module("transformers")
-except ImportError:
+except ModuleNotFoundError as exc:
+    if exc.name != "transformers":
+        raise  # installed, but something it imports is missing: say that, not this
     raise MissingDependency("transformers", "hf", "fairtrial.integrations.hf") from None
 
 #: the Trainer's estimate, reported when counting is off

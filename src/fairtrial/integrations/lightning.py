@@ -67,8 +67,9 @@ def _import_lightning() -> Any:
     for name in names:
         try:
             return importlib.import_module(name)
-        except ImportError:
-            continue
+        except ModuleNotFoundError as exc:
+            if exc.name not in (name, name.partition(".")[0]):
+                raise  # installed, but something it imports is missing: say that, not this
     raise MissingDependency("lightning", "lightning", "fairtrial.integrations.lightning")
 
 
