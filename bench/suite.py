@@ -28,6 +28,8 @@ Sections (each ratio is against the first row of its section, measured in the sa
 ``slurm``    50 short trials on the Slurm backend (one job array on ``$SLURM_CONF``'s cluster,
              else a one-node cluster started with ``scripts/slurm.sh``) against the local
              backend: time per trial end to end and once trials flow (``slurm.py``).
+``integ``    what ``FairtrialCallback`` costs a Lightning and a Hugging Face Trainer training
+             loop per step, against the same loop without it (``integrations.py``).
 ``gpu``      on a CUDA GPU (skipped without one): the demo as batched models against one trial
              at a time, 100 seeds x 4 arms, and the speed example's energy verdict (``gpu.py``).
 ``demo``     ``fairtrial demo`` end to end in a fresh folder (a subprocess).
@@ -338,8 +340,8 @@ def print_table(info: dict[str, Any], rows: list[Row], argv: list[str], wall: fl
 
 
 SECTIONS = (
-    "log", "trials", "seeds", "workers", "batched", "scale", "tuning", "rl", "slurm", "gpu",
-    "demo",
+    "log", "trials", "seeds", "workers", "batched", "scale", "tuning", "rl", "slurm", "integ",
+    "gpu", "demo",
 )  # fmt: skip
 
 
@@ -353,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import batched  # after suite's own definitions: they import them
     import gpu
+    import integrations
     import rl
     import slurm
     import tuning
@@ -371,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         "tuning": lambda t: tuning.bench_tuning(args.quick, t),
         "rl": lambda t: rl.bench_rl(args.quick, t),
         "slurm": lambda t: slurm.bench_slurm(args.quick, t),
+        "integ": lambda t: integrations.bench_integrations(args.quick, t),
         "gpu": lambda t: gpu.bench_gpu(args.quick, t),
         "demo": bench_demo,
     }
