@@ -280,3 +280,27 @@ def test_a_backend_that_cannot_collect_cluster_jobs_says_it_runs_them_again(
         assert led.trial(row.id).attempt == 3 and led.trial(row.id).status == "finished"
     finally:
         led.close()
+
+
+def test_a_submission_slurm_refuses_is_one_line_and_leaves_no_trial_running(
+    slurm: Path, write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    spec = write_spec(toy_spec(seeds=2))
+    store = tmp_path / "ledger.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "fairtrial.cli", "run", str(spec), "--store", str(store),
+         "--backend", "slurm", "--slurm-partition", "nosuch", "--no-report"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if "sbatch" in line]
+    assert errors == [
+        "error: --backend slurm: sbatch refused the jobs: sbatch: error: Batch job submission "
+        "failed: Invalid partition name specified"
+    ], done.stderr
+    led = Ledger(store)
+    try:
+        (exp,) = led.experiments()
+        assert {r.status for r in led.trials(exp.id)} == {"interrupted"}
+    finally:
+        led.close()

@@ -31,10 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import io
 import math
+import os
 import pickle
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -276,10 +279,11 @@ class SlurmBackend(Backend):
                 SlurmTrial(replace(job, threads=self.threads), str(events), self.minutes(job))
             )
         try:
-            with executor.batch():
+            with _stderr_kept() as said, executor.batch():
                 submitted = [executor.submit(call) for call in calls]
         except Exception as exc:  # sbatch refused: the partition, account, a limit, ...
-            text = " ".join(str(exc).split())
+            lines = [ln for ln in said.getvalue().splitlines() if ln.strip()] or [str(exc)]
+            text = " ".join(lines[-1].split())
             raise BackendError(f"--backend slurm: sbatch refused the jobs: {text[-600:]}") from None
         out = []
         for job, call, sj in zip(chunk, calls, submitted, strict=True):
@@ -403,6 +407,24 @@ class SlurmBackend(Backend):
         return TrialOutcome(
             "lost", error=f"Slurm job {r.job_id} {how} without a result", wall_time=wall
         )
+
+
+@contextlib.contextmanager
+def _stderr_kept() -> Iterator[io.StringIO]:
+    """What programs this process starts write on stderr (sbatch's complaints), kept for the
+    one line that says what went wrong instead of printed."""
+    said = io.StringIO()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            said.write(tmp.read().decode(errors="replace"))
 
 
 def _say(text: str) -> None:

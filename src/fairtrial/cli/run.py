@@ -162,8 +162,7 @@ def run_and_report(
             else f"{spec.seeds} seeds"
         )
         + f" on '{spec.task}', "
-        f"backend {backend.name} ({backend.workers or 'as many'} workers × "
-        f"{backend.threads or 1} threads), "
+        f"backend {backend.name} ({_how(backend)}), "
         f"store {ledger.dialect}"
     )
     try:
@@ -189,6 +188,14 @@ def run_and_report(
         print_report(ledger, ledger.experiment(spec.experiment_id), "text", None)
     if not summary.complete:
         sys.exit(1)
+
+
+def _how(backend: Any) -> str:
+    """How many trials a backend runs at once, in words."""
+    if backend.name == "slurm":
+        at_once = f"at most {backend.workers}" if backend.workers else "as many as the cluster runs"
+        return f"jobs: {at_once} at once, {backend.threads or 1} threads each"
+    return f"{backend.workers} workers × {backend.threads or 1} threads"
 
 
 def run_summary_lines(summary: Any) -> list[str]:
