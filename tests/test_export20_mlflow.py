@@ -56,9 +56,11 @@ BROKEN = """
 [arms.broken]
 mode = "raise"
 """
-#: a recipe that breaks the MLflow file store under the mirror halfway through the run
+#: a recipe that breaks the MLflow file store under the mirror halfway through the run, once
+#: the mirror has made its first runs there
 BREAKER = """
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,9 @@ def train(config, ctx):
         ctx.log(step=step, val_accuracy=0.5 + 0.1 * step)
     if ctx.seed == 1 and config["break_store"]:
         store = Path(config["break_store"])
+        deadline = time.monotonic() + 60
+        while not list(store.glob("*/*/meta.yaml")) and time.monotonic() < deadline:
+            time.sleep(0.05)
         shutil.rmtree(store)
         store.write_text("no longer a folder")
     ctx.evaluate_test(lambda xs: np.zeros(len(xs), dtype=int))
@@ -364,6 +369,15 @@ def test_export_mistakes_are_one_line(
     assert cli("export", *args, "--store", experiment.db) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_a_tracking_uri_without_a_mirror_is_one_line(
+    experiment: Experiment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = str(experiment.root / "spec.toml")
+    assert cli("run", spec, "--store", experiment.db, "--tracking-uri", "file:x") == 2
+    err = capsys.readouterr().err
+    assert err == "error: --tracking-uri is for --mirror mlflow\n"
 
 
 def test_an_unreachable_tracker_is_one_line_for_export(

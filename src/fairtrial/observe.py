@@ -4,7 +4,7 @@ The run's sink writes what backends report to the ledger; observers hear the sam
 things (a trial started, it reported an event, it ended) as the sink records them, in the
 driver. A live mirror to a tracker (:class:`fairtrial.exports.mirror.MlflowMirror`) is one.
 An observer is called on the driver's own path, so it must return at once and never raise:
-one that talks to a server hands its work to a thread of its own.
+one that talks to a server hands its work to a thread (or a process) of its own.
 
 Observers hear the trials the experiment compares (every arm on every seed), not the tuning,
 untuned or repeated timing trials. Whoever runs an experiment adds them for the run's length::

@@ -5,7 +5,8 @@
 * :mod:`~fairtrial.exports.wandb`: ``fairtrial export --to wandb``, one offline W&B run per
   trial, for ``wandb sync``;
 * :mod:`~fairtrial.exports.mirror`: ``fairtrial run --mirror mlflow``, the trials' runs made
-  and filled live while the experiment runs;
+  and filled live while the experiment runs, by a process of the mirror's own
+  (:mod:`~fairtrial.exports.mirrorproc`);
 * :mod:`~fairtrial.exports.trials` (what every export says of a trial) and
   :mod:`~fairtrial.exports.mlflowkit` (MLflow's connection, limits and run lookup).
 

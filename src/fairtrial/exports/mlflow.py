@@ -125,8 +125,9 @@ def _send_trial(
 
     start = int((trial.started_at or trial.finished_at or time.time()) * 1000)
     end = int((trial.finished_at or time.time()) * 1000)
-    tags = kit.trial_tags(unit.experiment_id, trial.id, trial.attempt, trial.arm, trial.seed,
-                      trial.status, unit.task)  # fmt: skip
+    tags = kit.trial_tags(
+        unit.experiment_id, trial.id, trial.attempt, trial.arm, trial.seed, trial.status, unit.task
+    )
     # the identifying tags go with the run itself: an export stopped halfway finds it again
     run = client.create_run(mexp, start_time=start, tags={**tags, kit.PARENT: parent})
     run_id = run.info.run_id

@@ -96,9 +96,9 @@ def export_wandb(
                 if rid in there:
                     out.already += 1
                     continue
+                where = (root, project or exp.name, rid)
                 try:
-                    out.points += _write_run(wandb, settings, ledger, root, project or exp.name,
-                                             unit, trial, rid)  # fmt: skip
+                    out.points += _write_run(wandb, settings, ledger, where, unit, trial)
                 except (wandb.errors.Error, OSError) as exc:
                     message = " ".join(str(exc).split())[:300]
                     raise ExportError(f"W&B offline runs in {runs}: {message}") from None
@@ -130,13 +130,13 @@ def _write_run(
     wandb: Any,
     settings: Any,
     ledger: Ledger,
-    root: Path,
-    project: str,
+    where: tuple[Path, str, str],
     unit: Unit,
     trial: TrialRow,
-    rid: str,
 ) -> int:
-    """One trial's offline run; how many points it holds."""
+    """One trial's offline run (``where``: its folder, project and id); how many points it
+    holds."""
+    root, project, rid = where
     verdict, against = unit.verdicts.get(trial.arm, ("none", ""))
     run = wandb.init(
         dir=str(root),
