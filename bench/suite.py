@@ -32,6 +32,9 @@ Sections (each ratio is against the first row of its section, measured in the sa
              loop per step, against the same loop without it (``integrations.py``).
 ``gpu``      on a CUDA GPU (skipped without one): the demo as batched models against one trial
              at a time, 100 seeds x 4 arms, and the speed example's energy verdict (``gpu.py``).
+``mirror``   ``run --mirror mlflow``: ctx.log and the driver's time per point with the live
+             MLflow mirror against without; exports of 40 trials to MLflow and W&B
+             (``mirror.py``).
 ``demo``     ``fairtrial demo`` end to end in a fresh folder (a subprocess).
 
 Every fairtrial row is a real run (``run_experiment``) into a fresh SQLite ledger in a
@@ -316,12 +319,18 @@ def bench_demo(tmp: Path) -> list[Row]:
 
 
 # -- report -----------------------------------------------------------------------------------
-def print_table(info: dict[str, Any], rows: list[Row], argv: list[str], wall: float) -> None:
+def print_table(
+    info: dict[str, Any],
+    rows: list[Row],
+    argv: list[str],
+    wall: float,
+    script: str = "bench/suite.py",
+) -> None:
     print(
         "machine: " + ", ".join(f"{k} {info[k]}" for k in ("cpu", "usable_cores", "load_average"))
     )
     print(f"python {info['python']}, fairtrial {info['fairtrial']}")
-    print("command: python bench/suite.py " + " ".join(argv))
+    print(f"command: python {script} " + " ".join(argv))
     print()
     width = max(len(r.name) for r in rows) + 2
     print(f"{'section':<8}  {'row':<{width}}  {'value':>14}  {'ratio':>8}  note")
@@ -341,7 +350,7 @@ def print_table(info: dict[str, Any], rows: list[Row], argv: list[str], wall: fl
 
 SECTIONS = (
     "log", "trials", "seeds", "workers", "batched", "scale", "tuning", "rl", "slurm", "integ",
-    "gpu", "demo",
+    "mirror", "gpu", "demo",
 )  # fmt: skip
 
 
@@ -356,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     import batched  # after suite's own definitions: they import them
     import gpu
     import integrations
+    import mirror
     import rl
     import slurm
     import tuning
@@ -376,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         "slurm": lambda t: slurm.bench_slurm(args.quick, t),
         "integ": lambda t: integrations.bench_integrations(args.quick, t),
         "gpu": lambda t: gpu.bench_gpu(args.quick, t),
+        "mirror": lambda t: mirror.bench_mirror(args.quick, t),
         "demo": bench_demo,
     }
     cwd = Path.cwd()

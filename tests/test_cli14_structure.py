@@ -40,10 +40,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = Path(fairtrial.__file__).resolve().parent
 CLI = SRC / "cli"
 
-#: every command ``fairtrial`` had before it became a package, in the order it lists them
+#: every command ``fairtrial`` has (those it had before it became a package, then export), in
+#: the order it lists them
 COMMANDS = [
-    "run", "report", "analyze", "plan", "status", "tasks", "recipes", "demo", "register", "diff",
-    "bundle", "verify", "replicate", "serve", "push",
+    "run", "report", "analyze", "export", "plan", "status", "tasks", "recipes", "demo", "register",
+    "diff", "bundle", "verify", "replicate", "serve", "push",
 ]  # fmt: skip
 
 

@@ -92,6 +92,8 @@ def run(
     console: Console | None = None,
     show_progress: bool | None = False,
     also_untuned: bool = False,
+    mirror: Literal["mlflow"] | None = None,
+    tracking_uri: str | None = None,
 ) -> RunSummary:
     """Run every trial of ``spec`` (a path or a :class:`~fairtrial.spec.Spec`) not yet in the
     store, as ``fairtrial run`` does; an interrupted run resumes. Returns the run's summary;
@@ -101,9 +103,11 @@ def run(
     (:func:`fairtrial.backends.choose_backend`): vectorized for a recipe with a batched form,
     else local worker processes (``workers``: how many, default one per core; asking for
     workers picks local). ``also_untuned`` (with ``[tuning]``): also run the arms at their
-    spec values, as ``--also-untuned`` does.
+    spec values, as ``--also-untuned`` does. ``mirror="mlflow"`` mirrors the trials to MLflow
+    at ``tracking_uri`` while they run, as ``--mirror mlflow`` does.
     """
     from fairtrial.backends import choose_backend
+    from fairtrial.exports.mirror import mirrored
     from fairtrial.ledger import Ledger
     from fairtrial.runner import run_experiment
     from fairtrial.spec import Spec, load_spec
@@ -111,17 +115,18 @@ def run(
     loaded = spec if isinstance(spec, Spec) else load_spec(spec)
     ledger = store if isinstance(store, Ledger) else Ledger(store)
     try:
-        return run_experiment(
-            loaded,
-            ledger,
-            backend or choose_backend(loaded, workers=workers)[0],
-            retry_failed=retry_failed,
-            keep_going=keep_going,
-            max_retries=max_retries,
-            console=console,
-            show_progress=show_progress,
-            also_untuned=also_untuned,
-        )
+        with mirrored(loaded, mirror, tracking_uri, console):
+            return run_experiment(
+                loaded,
+                ledger,
+                backend or choose_backend(loaded, workers=workers)[0],
+                retry_failed=retry_failed,
+                keep_going=keep_going,
+                max_retries=max_retries,
+                console=console,
+                show_progress=show_progress,
+                also_untuned=also_untuned,
+            )
     finally:
         if ledger is not store:
             ledger.close()

@@ -14,6 +14,7 @@
     ├── RegistryError              a registry refused a request, or cannot be reached
     ├── BackendError               trials cannot run where the backend would run them
     ├── ImportedDataError          results to import are unusable (names file, row, column)
+    ├── ExportError                a tracker to export to cannot be reached or refused the data
     └── MissingDependency          an optional extra is not installed (says which one)
 
 Exceptions raised *inside* a trial never cross this tree: a trial that raises is a result
@@ -83,6 +84,11 @@ class BackendError(FairtrialError):
 class ImportedDataError(FairtrialError):
     """Results to import (``fairtrial analyze``) cannot be used as they are: the message names
     the file or run, the row and column, and what would be valid."""
+
+
+class ExportError(FairtrialError):
+    """An export to a tracker (MLflow, W&B) failed: the tracker cannot be reached, or refused
+    what was sent; the message names the tracker and its address."""
 
 
 class MissingDependency(FairtrialError):

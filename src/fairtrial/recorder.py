@@ -22,6 +22,7 @@ from fairtrial.backends.base import TrialJob, TrialOutcome
 from fairtrial.ledger import Ledger, TrialEvent
 
 if TYPE_CHECKING:
+    from fairtrial.observe import Observer
     from fairtrial.rounds import RunSummary
 
 
@@ -92,6 +93,8 @@ class _LedgerSink:
         self.holding_events = False
         self.held: list[TrialEvent] = []
         self.held_since: float | None = None
+        #: told of every start, event and ending the sink records (fairtrial.observe)
+        self.observers: list[Observer] = []
 
     def _end(self, job: TrialJob, outcome: TrialOutcome, compute: dict[str, Any]) -> bool:
         """Write how ``job``'s attempt ended, with its compute record, its config reads and
@@ -115,6 +118,8 @@ class _LedgerSink:
         )
         del self.held[: len(events)]
         self.held_since = None
+        for o in self.observers:
+            o.finished(job, outcome)
         return current
 
     def _lost(self, job: TrialJob, outcome: TrialOutcome, compute: dict[str, Any]) -> bool:
@@ -145,7 +150,8 @@ class _LedgerSink:
         return True
 
     def started(self, job: TrialJob) -> None:
-        pass
+        for o in self.observers:
+            o.started(job)
 
     def submitted(self, job: TrialJob, job_id: str, handle: dict[str, Any]) -> None:
         # written at once: a driver killed right after the submission must find the job
@@ -202,6 +208,8 @@ class _LedgerSink:
         # seeds that do not reach the recipe
         if kind == "test" and payload.get("evaluation") != "recipe":
             self.predictions.setdefault(job.arm, {})[job.seed] = payload["predictions_sha256"]
+        for o in self.observers:
+            o.event(job, kind, payload)
 
     def finished(self, job: TrialJob, outcome: TrialOutcome) -> None:
         # Every ending stores a compute record: a crashed trial's figures are results too. A

@@ -27,6 +27,7 @@ from fairtrial import provenance
 from fairtrial.backends.base import Backend, TrialJob
 from fairtrial.ledger import DONE, Ledger, TrialRow
 from fairtrial.ledger.lease import Heartbeat, describe, lease_seconds, owner_id, provably_dead
+from fairtrial.observe import active
 from fairtrial.plan import spec_code_snapshot
 from fairtrial.record import LOST
 from fairtrial.recorder import StopRun, _LedgerSink
@@ -284,6 +285,7 @@ def _run_todo(
     sink.deterministic = spec.deterministic
     sink.arms = {row.arm for row in todo}
     sink.owner = owner
+    sink.observers = [] if stage else list(active())  # the compared trials only
     batch = [(row, row.attempt) for row in todo]
     try:
         # Rounds: the planned trials, then the lost ones again (each as its next attempt)

@@ -1,9 +1,9 @@
 """The ``fairtrial`` command: a thin layer over the library.
 
 One module per job: ``run`` (run, demo), ``report``, ``analyze`` (results from elsewhere),
-``plan``, ``status``, ``catalog`` (tasks, recipes), ``register``, ``diff``, ``bundles`` (bundle,
-verify, replicate) and ``registry`` (serve, push). Each parses options, calls the library and
-prints what it returns.
+``export`` (to MLflow, W&B), ``plan``, ``status``, ``catalog`` (tasks, recipes), ``register``,
+``diff``, ``bundles`` (bundle, verify, replicate) and ``registry`` (serve, push). Each parses
+options, calls the library and prints what it returns.
 
 User mistakes (a bad spec, an unknown experiment, a missing extra) print one line and exit 2;
 Ctrl-C exits 130 after recording what was running as interrupted (a later run resumes it);
@@ -24,6 +24,7 @@ from fairtrial.cli import (
     bundles,
     catalog,
     diff,
+    export,
     plan,
     register,
     registry,
@@ -47,6 +48,7 @@ for _command in (
     run.run,
     report.report,
     analyze.analyze,
+    export.export,
     plan.plan,
     status.status,
     catalog.tasks,

@@ -71,6 +71,13 @@ from fairtrial.errors import ExperimentNotFound, FairtrialError
 @click.option(
     "--report/--no-report", "show_report", default=True, help="Print the report at the end."
 )
+@click.option(
+    "--mirror",
+    type=click.Choice(["mlflow"]),
+    help="Mirror the trials to MLflow live: a run per trial, its points as they come (fairtrial "
+    "export adds the verdicts and the report); if MLflow fails, one warning and the run goes on.",
+)
+@click.option("--tracking-uri", help="--mirror mlflow: where to (default: $MLFLOW_TRACKING_URI).")
 def run(
     spec_path: Path,
     backend: str,
@@ -86,6 +93,8 @@ def run(
     keep_going: bool,
     also_untuned: bool,
     show_report: bool,
+    mirror: str | None,
+    tracking_uri: str | None,
 ) -> None:
     """Run every trial of SPEC not yet in the store (an interrupted run resumes).
 
@@ -98,6 +107,7 @@ def run(
     (unreachable, corrupt, read-only); 130 when interrupted (Ctrl-C), 143 on SIGTERM, 129 on
     SIGHUP.
     """
+    from fairtrial.exports.mirror import mirrored
     from fairtrial.spec import load_spec
 
     spec = load_spec(spec_path)
@@ -110,16 +120,17 @@ def run(
                 f"--resume: experiment '{spec.name}' ({spec.experiment_id}) was never started "
                 "in this store; drop --resume to start it"
             ) from None
-    run_and_report(
-        spec,
-        ledger,
-        make_backend(backend, workers, threads, group, address, spec, slurm),
-        retry_failed,
-        show_report,
-        max_retries,
-        keep_going,
-        also_untuned,
-    )
+    with mirrored(spec, mirror, tracking_uri, err):
+        run_and_report(
+            spec,
+            ledger,
+            make_backend(backend, workers, threads, group, address, spec, slurm),
+            retry_failed,
+            show_report,
+            max_retries,
+            keep_going,
+            also_untuned,
+        )
 
 
 @click.command()
