@@ -59,7 +59,6 @@ mode = "raise"
 #: a recipe that breaks the MLflow file store under the mirror halfway through the run, once
 #: the mirror has made its first runs there
 BREAKER = """
-import shutil
 import time
 from pathlib import Path
 
@@ -74,7 +73,9 @@ def train(config, ctx):
         deadline = time.monotonic() + 60
         while not list(store.glob("*/*/meta.yaml")) and time.monotonic() < deadline:
             time.sleep(0.05)
-        shutil.rmtree(store)
+        # moved away in one step (the mirror may be writing into it right now), then a file
+        # where the folder was: every later write of the mirror fails
+        store.rename(store.with_name("gone"))
         store.write_text("no longer a folder")
     ctx.evaluate_test(lambda xs: np.zeros(len(xs), dtype=int))
 """
