@@ -74,9 +74,18 @@ def train(config, ctx):
         while not list(store.glob("*/*/meta.yaml")) and time.monotonic() < deadline:
             time.sleep(0.05)
         # moved away in one step (the mirror may be writing into it right now), then a file
-        # where the folder was: every later write of the mirror fails
-        store.rename(store.with_name("gone"))
-        store.write_text("no longer a folder")
+        # where the folder was: every later write of the mirror fails (the mirror may make
+        # the folder again in between: then it is moved away again)
+        for attempt in range(100):
+            try:
+                store.rename(store.with_name(f"gone{attempt}"))
+            except FileNotFoundError:
+                pass
+            try:
+                store.write_text("no longer a folder")
+                break
+            except IsADirectoryError:
+                continue
     ctx.evaluate_test(lambda xs: np.zeros(len(xs), dtype=int))
 """
 
