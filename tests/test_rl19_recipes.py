@@ -5,6 +5,7 @@ inline backend, with small budgets and one torch thread."""
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -172,9 +173,12 @@ def test_reinforce_refuses_continuous_actions_in_one_line() -> None:
 
 
 def test_sb3_ppo_trains_two_seeds_and_is_scored_on_the_evaluation_episodes(
-    write_spec: Callable[..., Path], tmp_path: Path
+    write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("stable_baselines3")
+    scratch = tmp_path / "system-tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where SB3 would make its folders
     # A large learning rate: after two updates the greedy policy pushes one way and drops the
     # pole within a dozen steps, so the 100 evaluation episodes are quick (this test checks the
     # plumbing, not how well PPO learns).
@@ -194,6 +198,7 @@ def test_sb3_ppo_trains_two_seeds_and_is_scored_on_the_evaluation_episodes(
         assert run.compute[seed]["flops"] is None  # SB3's own loop: not counted, and said so
         assert "Stable-Baselines3" in run.compute[seed]["flops_method"]
     assert run.curve(0) != run.curve(1)
+    assert not list(scratch.glob("SB3-*"))  # no SB3-<time> folder per model
 
 
 def test_sb3_dqn_runs_and_refuses_continuous_actions_in_one_line(

@@ -160,6 +160,11 @@ def _learn_and_evaluate(model: Any, ctx: TrialContext, total_timesteps: int) -> 
                     ctx.log(step=self.num_timesteps, train_return=float(episode["r"]))
             return True
 
+    # SB3's default logger writes nothing here but makes a folder of its own in the system's
+    # temporary folder for every model: the returns reach the ledger through LogReturns.
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))
     try:
         with ctx.phase("train"):
             model.learn(total_timesteps=total_timesteps, callback=LogReturns())
