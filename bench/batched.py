@@ -9,8 +9,9 @@ The suite's ``batched`` and ``scale`` sections (``python bench/suite.py --only b
              ``transformer`` on modular_addition) against one seed alone. Every vectorized
              run is checked against a sequential run of the same trials (local workers of
              one thread; inline on one thread): the note says whether every per-seed result
-             is identical. A profiled run of the vectorized demo says how long its matrix
-             products and optimizer updates take alone: the arithmetic no batching removes.
+             is identical. A profiled run of each vectorized experiment says how long its
+             matrix products, convolutions and attention, and its optimizer updates, take
+             alone: the arithmetic that no batching removes.
 ``scale``    the demo's baseline MLP at 2 to 100 seeds: worker processes (baseline) against
              vectorized, at each size.
 
@@ -100,7 +101,7 @@ def bench_batched(quick: bool, tmp: Path) -> list[Row]:
         ),
     ]
     _ratios(rows[1:])
-    rows += _floor(demo, tmp / "demo-prof.db", lone)
+    rows += _floor(demo, tmp / "demo-prof.db", lone, "demo")
     for recipe, (task, options) in RECIPES.items():
         if vectorized_form(resolve_recipe(BUILTIN_RECIPES[recipe], None)) is None:
             rows.append(Row("batched", f"{recipe}: 10 seeds", None, "s", note="no batched form"))
@@ -141,16 +142,18 @@ def bench_batched(quick: bool, tmp: Path) -> list[Row]:
                 ),
             ]
         )
+        rows += _floor(ten, tmp / f"{recipe}-prof.db", alone, recipe)
     return rows
 
 
-#: the kernels of matrix products (linear layers forward and backward)
-MATMULS = ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm")
+#: the kernels that do a model's arithmetic: matrix products (linear layers, forward and
+#: backward), convolutions and attention
+ARITHMETIC = ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm", "convolution", "attention")
 
 
-def _floor(spec: Any, db: Path, lone: float) -> list[Row]:
-    """Where the vectorized demo's time goes (one more run, under ``torch.profiler``): its
-    matrix products and its optimizer updates, which every member computes exactly as its
+def _floor(spec: Any, db: Path, lone: float, what: str) -> list[Row]:
+    """Where a vectorized run's time goes (one more run, under ``torch.profiler``): its
+    arithmetic kernels and its optimizer updates, which every member computes exactly as its
     lone run does, so no batching makes them cheaper than the arithmetic itself."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -161,22 +164,25 @@ def _floor(spec: Any, db: Path, lone: float) -> list[Row]:
         _run(spec, VectorizedBackend(threads=available_cores()), db)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) / 1e6
-    matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMULS) / 1e6
+    kernels = [
+        e for e in events if e.key in ARITHMETIC[:4] or any(k in e.key for k in ARITHMETIC[4:])
+    ]
+    arithmetic = sum(e.self_cpu_time_total for e in kernels) / 1e6
     update = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step#")) / 1e6
     return [
         Row(
             "batched",
-            "demo vectorized, profiled: its matrix products alone",
-            matmul,
+            f"{what} vectorized, profiled: its matrix products, convolutions, attention alone",
+            arithmetic,
             "s",
-            note=f"{matmul / lone:.1f}x one trial; {matmul / total:.0%} of the profiled time",
+            note=f"{arithmetic / lone:.1f}x one trial; {arithmetic / total:.0%} of the profile",
         ),
         Row(
             "batched",
-            "demo vectorized, profiled: its optimizer updates alone",
+            f"{what} vectorized, profiled: its optimizer updates alone",
             update,
             "s",
-            note=f"{update / lone:.1f}x one trial; {update / total:.0%} of the profiled time",
+            note=f"{update / lone:.1f}x one trial; {update / total:.0%} of the profile",
         ),
     ]
 
