@@ -13,7 +13,9 @@ the sink, so the ledger reads exactly as after a run on the local backend.
 A recipe without a batched form, a config the batched form refuses
 (:class:`~fairtrial.recipes.NotVectorizable`), and a command recipe run their seeds one after
 another here, with :func:`~fairtrial.execute.execute_trial`, and a one-line notice
-says why. Results never depend on the backend: seed ``i`` computes what it would alone.
+says why. Seed ``i`` computes what it would alone on as many threads (the built-in forms: bit
+for bit on one thread); runs on different thread counts, on any backend, may differ in the last
+bits (a kernel split over threads adds in another order).
 
 Time: the seeds of a group share the process, so each trial is charged an equal share of the
 group's wall time and phase times. Trials run in this process: there is no crash isolation

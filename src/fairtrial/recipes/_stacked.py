@@ -6,7 +6,8 @@ a layer with weights rewrites it as a different kernel (a convolution becomes a 
 a layer norm a plain normalization followed by a multiplication) that may round differently
 from the lone layer, and Adam amplifies such last-bit differences step after step. The forms
 here keep every member's arithmetic that of a lone run, so each seed's weights are bit for bit
-those of its sequential run:
+those of its sequential run on one thread (on more, a kernel that splits a member's sums over
+threads, such as a layer norm's gradient, may add in another order than the lone run did):
 
 * linear layers: one batched matrix product (``_StackedLinear``, in the same orientation as a
   lone ``nn.Linear``, forward and backward), the leading dimensions flattened as

@@ -9,7 +9,7 @@ The whole recipe is in this file, top to bottom: ``Config`` (the options a spec 
 model ``CNN1d``, the optimizer and learning-rate schedule, ``fit`` (the epoch loop, its
 evaluation on the validation split and its log points), ``train(config, ctx)``, ending with
 the test predictions, and ``train_many``, all seeds of an arm as one batched model for
-``--backend vectorized`` (each seed's weights bit for bit its lone run's on the CPU: the
+``--backend vectorized`` (each seed's weights bit for bit its lone run's on one CPU thread: the
 convolutions run as :mod:`fairtrial.recipes._stacked` writes them). The loop is the MLP
 recipe's (``mlp.py``); what every torch recipe must do the same way (seeded initial weights,
 seeded batch order, chunked evaluation) comes from :mod:`fairtrial.recipes.torchkit`.
