@@ -125,9 +125,25 @@ def test_a_cancelled_job_and_a_preempted_one_are_retried_as_new_attempts(
             _wait("both jobs to start", lambda: _begun(slurm) == 2)
             first, second = sorted(backend.submitted)
             subprocess.run(["scancel", first], check=True)
-            # what Slurm sends before a preemption or the time limit (submitit's USR2)
-            subprocess.run(["scancel", "--signal=USR2", second], check=True)
-            _wait("the retries to start", lambda: len(backend.submitted) == 4)
+            # what Slurm sends before a preemption or the time limit (submitit's USR2); Slurm
+            # may drop a signal for a job step it has not finished registering (seen once in
+            # CI: neither the trial's handler nor submitit's ran), so a job still queued 10 s
+            # later is warned again
+            warned = 0.0
+
+            def retried() -> bool:
+                nonlocal warned
+                if len(backend.submitted) == 4:
+                    return True
+                queued = subprocess.run(
+                    ["squeue", "-h", "-j", second], capture_output=True, text=True
+                ).stdout.strip()
+                if queued and time.monotonic() - warned > 10:
+                    subprocess.run(["scancel", "--signal=USR2", second], check=True)
+                    warned = time.monotonic()
+                return False
+
+            _wait("the retries to start", retried)
         finally:
             gate.touch()
             run.join(120)

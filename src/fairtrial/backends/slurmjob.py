@@ -103,13 +103,19 @@ class SlurmTrial:
             job_id += "_" + os.environ.get("SLURM_ARRAY_TASK_ID", "")
         else:
             job_id = os.environ.get("SLURM_JOB_ID", "?")
-        writer.emit("begin", {"host": socket.gethostname(), "pid": os.getpid(), "job": job_id})
+        warnings: list[int] = []
 
         def warned(signum: int, frame: FrameType | None) -> None:
-            raise JobEnding(signum)
+            # the first warning ends the trial; another one, while it ends, changes nothing
+            if not warnings:
+                warnings.append(signum)
+                raise JobEnding(signum)
 
+        # the handler is in place before the trial is seen to begin, so that no warning can
+        # reach the job after its "begin" and still find submitit's own handler
         previous = signal.signal(signal.SIGUSR2, warned)
         try:
+            writer.emit("begin", {"host": socket.gethostname(), "pid": os.getpid(), "job": job_id})
             return execute_trial(self.job, writer.emit)
         except JobEnding:
             stop_commands()
