@@ -87,7 +87,12 @@ def test_concurrent_runs_share_one_ledger_without_counting_a_trial_twice(
         for _ in range(2)
     ]
     outs = [p.communicate(timeout=180) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        # the run that ends first may still see the other's last trial running: it leaves it
+        # to that run, says so, and exits 1 (not every trial finished when it ended)
+        held = b"held by another live run" in b" ".join(err.split())
+        assert p.returncode == 0 or (p.returncode == 1 and held), err[-2000:]
+    assert 0 in [p.returncode for p in procs]
     led = Ledger(db)
     trials = led.trials(spec.experiment_id)
     assert len(trials) == 10
