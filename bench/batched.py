@@ -147,8 +147,9 @@ def bench_batched(quick: bool, tmp: Path) -> list[Row]:
 
 
 #: the kernels that do a model's arithmetic: matrix products (linear layers, forward and
-#: backward), convolutions and attention
-ARITHMETIC = ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm", "convolution", "attention")
+#: backward) by name, convolutions and attention (forward and backward) by a part of it
+MATMULS = ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm")
+KERNELS = ("convolution", "attention")
 
 
 def _floor(spec: Any, db: Path, lone: float, what: str) -> list[Row]:
@@ -164,9 +165,7 @@ def _floor(spec: Any, db: Path, lone: float, what: str) -> list[Row]:
         _run(spec, VectorizedBackend(threads=available_cores()), db)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) / 1e6
-    kernels = [
-        e for e in events if e.key in ARITHMETIC[:4] or any(k in e.key for k in ARITHMETIC[4:])
-    ]
+    kernels = [e for e in events if e.key in MATMULS or any(k in e.key for k in KERNELS)]
     arithmetic = sum(e.self_cpu_time_total for e in kernels) / 1e6
     update = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step#")) / 1e6
     return [

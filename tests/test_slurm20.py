@@ -135,11 +135,12 @@ def test_a_cancelled_job_and_a_preempted_one_are_retried_as_new_attempts(
                 nonlocal warned
                 if len(backend.submitted) == 4:
                     return True
-                queued = subprocess.run(
-                    ["squeue", "-h", "-j", second], capture_output=True, text=True
-                ).stdout.strip()
-                if queued and time.monotonic() - warned > 10:
-                    subprocess.run(["scancel", "--signal=USR2", second], check=True)
+                if time.monotonic() - warned > 10:
+                    queued = subprocess.run(
+                        ["squeue", "-h", "-j", second], capture_output=True, text=True
+                    ).stdout.strip()
+                    if queued:
+                        subprocess.run(["scancel", "--signal=USR2", second], check=True)
                     warned = time.monotonic()
                 return False
 
